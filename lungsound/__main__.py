@@ -1,0 +1,5 @@
+import sys
+
+from lungsound.cli import main
+
+sys.exit(main())

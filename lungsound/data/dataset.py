@@ -1,0 +1,97 @@
+"""The training dataset: one item per annotated cycle, with the labels every method needs.
+
+An item is a `Sample(x, label, device, patient, recording, index)`:
+`x` is the AST-normalised fbank (T, 128) or, for waveform models, the 16 kHz cycle (L,); `label` the 4-class index;
+`device` the stethoscope index (Meditron 0, LittC2SE 1, Litt3200 2, AKGC417L 3); `index` the item's position, with which
+`domain_labels(name)` looks up other metadata domains (age group, sex, chest location) for the domain methods.
+Arrays come from the feature cache (`lungsound.features.cache`); the dataset never writes into them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lungsound.data.cycles import CycleConfig
+from lungsound.data.database import Database, Recording
+from lungsound.data.labels import AGE_GROUPS, DEVICES, LOCATIONS, SEXES
+from lungsound.errors import LungsoundError
+from lungsound.features.cache import load_or_build
+from lungsound.features.fbank import FbankConfig
+
+DOMAINS = {"device": DEVICES, "age_group": AGE_GROUPS, "sex": SEXES, "location": LOCATIONS}
+
+
+class Sample(NamedTuple):
+    x: torch.Tensor
+    label: int
+    device: int
+    patient: int
+    recording: str
+    index: int
+
+
+class CycleDataset(Dataset):
+    """Cycles of a list of recordings of `db`, cut per `cycle_cfg`, as fbank (`fbank_cfg`) or waveform (`fbank_cfg=None`)."""
+
+    def __init__(self, db: Database, recordings: list[Recording], cycle_cfg: CycleConfig = CycleConfig(),
+                 fbank_cfg: FbankConfig | None = FbankConfig(), *, cache_dir: str | Path | None = None,
+                 workers: int | None = None, progress: bool = True, use_cache: bool = True,
+                 allow_missing_audio: bool = False):
+        missing = [r.stem for r in recordings if r.audio is None]
+        if missing and not allow_missing_audio:
+            raise LungsoundError(f"{len(missing)} of {len(recordings)} recordings have no audio file (first: "
+                                 f"{missing[0]}); pass allow_missing_audio=True to use only those with audio", db.root)
+        if missing:
+            warnings.warn(f"{db.root}: leaving out {len(missing)} recordings without audio", stacklevel=2)
+        self.db = db
+        self.recordings = [r for r in recordings if r.audio is not None]
+        self.cycle_cfg, self.fbank_cfg = cycle_cfg, fbank_cfg
+        cached = load_or_build(db.root, self.recordings, cycle_cfg, fbank_cfg, cache_dir=cache_dir, workers=workers,
+                               progress=progress, use_cache=use_cache)
+        self.arrays = cached.arrays
+        self.recording_index = cached.recording_index
+        self.cycle_index = cached.cycle_index
+        self.labels = np.array([self.recordings[r].cycles[c].label
+                                for r, c in zip(self.recording_index, self.cycle_index)], dtype=np.int64)
+        self.devices = self.domain_labels("device")
+        self.patients = np.array([self.recordings[r].patient for r in self.recording_index], dtype=np.int64)
+
+    @classmethod
+    def from_split(cls, db: Database, split: str, **kwargs) -> "CycleDataset":
+        """All cycles of the recordings that `db`'s split assigns to 'train' or 'test'."""
+        recordings = db.select(split)
+        if not recordings:
+            raise LungsoundError(f"split '{db.split_name}' has no {split} recordings", db.root)
+        return cls(db, recordings, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Sample:
+        rec = self.recordings[self.recording_index[i]]
+        x = torch.from_numpy(np.array(self.arrays[i], dtype=np.float32))  # a copy: cached arrays stay read-only
+        return Sample(x, int(self.labels[i]), int(self.devices[i]), rec.patient, rec.stem, i)
+
+    def domain_labels(self, name: str) -> np.ndarray:
+        """Per-item index into `DOMAINS[name]` (device, age_group, sex, location); -1 where the metadata is unknown."""
+        if name not in DOMAINS:
+            raise LungsoundError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
+        vocab = DOMAINS[name]
+        values = []
+        for r in self.recording_index:
+            rec = self.recordings[r]
+            patient = self.db.patient(rec.patient)
+            value = {"device": rec.device, "location": rec.name.location,
+                     "age_group": patient.age_group if patient else None,
+                     "sex": patient.sex if patient else None}[name]
+            values.append(vocab.index(value) if value in vocab else -1)
+        return np.array(values, dtype=np.int64)
+
+    def class_counts(self, n_classes: int = 4) -> np.ndarray:
+        return np.bincount(self.labels, minlength=n_classes)

@@ -1,0 +1,23 @@
+"""Features and spectrogram augmentation: Kaldi fbank with AST normalisation, and SpecAugment (methods.md section 3)."""
+
+from lungsound.features.fbank import (
+    FbankConfig,
+    ast_normalize,
+    compute_features,
+    compute_features_batch,
+    kaldi_fbank,
+    num_frames,
+)
+from lungsound.features.specaugment import MaskPlan, SpecAugConfig, SpecAugment
+
+__all__ = [
+    "FbankConfig",
+    "MaskPlan",
+    "SpecAugConfig",
+    "SpecAugment",
+    "ast_normalize",
+    "compute_features",
+    "compute_features_batch",
+    "kaldi_fbank",
+    "num_frames",
+]

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real data in ../shared (skipped with a reason when absent) and tiny hand-made databases."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+# Caches (features, the built-in data set) go to a throwaway folder, never to the user's home.
+os.environ.setdefault("LUNGSOUND_CACHE", tempfile.mkdtemp(prefix="lungsound-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} is absent (CI has it at ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def icbhi_dir() -> Path:
+    """The real ICBHI folder: 920 annotation files, 29 recordings with audio, meta/ split and metadata files."""
+    return _shared("icbhi")
+
+
+@pytest.fixture(scope="session")
+def kauh_dir() -> Path:
+    return _shared("kauh")
+
+
+def write_recording(folder: Path, stem: str, cycles: list[tuple[float, float, int, int]], sr: int = 4000,
+                    duration: float | None = None, seed: int = 0, subtype: str = "PCM_16") -> Path:
+    """Write `<stem>.wav` (noise plus a tone) and `<stem>.txt` with the given cycles; returns the wav path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    duration = duration if duration is not None else cycles[-1][1] + 0.5
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration * sr)) / sr
+    audio = 0.1 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * 220 * t)
+    sf.write(folder / f"{stem}.wav", np.clip(audio, -1, 1).astype(np.float32), sr, subtype=subtype)
+    (folder / f"{stem}.txt").write_text("".join(f"{a}\t{b}\t{c}\t{w}\n" for a, b, c, w in cycles))
+    return folder / f"{stem}.wav"
+
+
+TINY_RECORDINGS = {
+    "101_1b1_Al_sc_Meditron": ("train", [(0.1, 1.2, 0, 0), (1.2, 2.5, 1, 0), (2.5, 3.0, 0, 1)]),
+    "102_1b1_Ar_sc_Meditron": ("train", [(0.0, 0.9, 1, 1), (0.9, 2.0, 0, 0)]),
+    "103_2b2_Ar_mc_LittC2SE": ("test", [(0.2, 1.5, 0, 0), (1.5, 2.4, 0, 1)]),
+    "104_1b1_Ll_sc_Litt3200": ("test", [(0.05, 1.0, 1, 0)]),
+}
+
+
+@pytest.fixture
+def tiny_icbhi(tmp_path: Path) -> Path:
+    """A 4-recording ICBHI-format folder (flat archive layout) with a split file and metadata."""
+    root = tmp_path / "ICBHI_final_database"
+    for i, (stem, (_, cycles)) in enumerate(TINY_RECORDINGS.items()):
+        write_recording(root, stem, cycles, sr=4000 if "Litt3200" in stem else 8000, seed=i)
+    (root / "ICBHI_challenge_train_test.txt").write_text(
+        "".join(f"{stem}\t{split}\n" for stem, (split, _) in TINY_RECORDINGS.items()))
+    (root / "metadata.txt").write_text("101\t3.0\tF\tNA\t19.0\t99.0\tPr\n102\t0.75\tF\tNA\t9.8\t73.0\tAr\n"
+                                       "103\t70.0\tF\t33.0\tNA\tNA\tAr\n104\t70.0\tM\t28.47\tNA\tNA\tAl\n")
+    (root / "ICBHI_Challenge_diagnosis.txt").write_text("101\tURTI\n102\tHealthy\n103\tAsthma\n104\tCOPD\n")
+    return root

@@ -1,0 +1,140 @@
+"""Kaldi fbank against an independent numpy implementation of the Kaldi recipe, and the AST normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungsound.errors import LungsoundError
+from lungsound.features.fbank import (
+    FbankConfig,
+    ast_normalize,
+    compute_features,
+    compute_features_batch,
+    kaldi_fbank,
+    num_frames,
+)
+
+SHARED_ICBHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icbhi" / "audio_and_txt_files"
+RECORDING = "102_1b1_Ar_sc_Meditron"  # 44.1 kHz 16-bit; first cycle 0.264 s .. 1.736 s
+
+
+def numpy_kaldi_fbank(x: np.ndarray, sr: int = 16000, n_mels: int = 128) -> np.ndarray:
+    """Kaldi fbank written from its definition, in float64 (see the fbank module docstring for the equations)."""
+    x = np.asarray(x, dtype=np.float64)
+    length, shift, n_fft = 400, 160, 512
+    n_frames = 1 + (len(x) - length) // shift
+    frames = x[np.arange(length)[None, :] + shift * np.arange(n_frames)[:, None]]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)  # first sample replicated
+    frames = frames - 0.97 * previous
+    n = np.arange(length)
+    frames = frames * (0.5 - 0.5 * np.cos(2 * np.pi * n / (length - 1)))
+    power = np.abs(np.fft.rfft(frames, n=n_fft)) ** 2  # (T, 257)
+
+    def mel(f):
+        return 1127.0 * np.log(1.0 + np.asarray(f) / 700.0)
+
+    low, high = mel(20.0), mel(sr / 2)
+    delta = (high - low) / (n_mels + 1)
+    left = low + delta * np.arange(n_mels)
+    center, right = left + delta, left + 2 * delta
+    bin_mel = mel(np.arange(n_fft // 2 + 1) * sr / n_fft)
+    rising = (bin_mel[None, :] - left[:, None]) / delta
+    falling = (right[:, None] - bin_mel[None, :]) / delta
+    weights = np.maximum(0.0, np.minimum(rising, falling))  # (n_mels, 257); the Nyquist bin gets 0
+    return np.log(np.maximum(power @ weights.T, np.finfo(np.float32).eps))
+
+
+def synthetic_signal(seconds: float, sr: int = 16000) -> np.ndarray:
+    """Deterministic test signal: two tones, a chirp and seeded noise, float32 in [-1, 1]."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(1234)
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 3100 * t + 0.5)
+    x += 0.1 * np.sin(2 * np.pi * (100 * t + 300 * t**2)) + 0.05 * rng.standard_normal(len(t))
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize(("seconds", "frames"), [(8, 798), (5, 498)])
+def test_shapes_of_8_and_5_second_cycles(seconds, frames):
+    assert num_frames(seconds * 16000) == frames
+    fb = compute_features(synthetic_signal(seconds))
+    assert fb.shape == (frames, 128) and fb.dtype == torch.float32
+
+
+def test_num_frames_snip_edges():
+    assert [num_frames(n) for n in (0, 399, 400, 559, 560, 720)] == [0, 0, 1, 1, 2, 3]
+
+
+def test_matches_numpy_reference():
+    x = synthetic_signal(2.0)
+    fb = kaldi_fbank(x)
+    ref = numpy_kaldi_fbank(x)
+    assert fb.shape == ref.shape == (198, 128)
+    assert np.isfinite(ref).all()
+    np.testing.assert_allclose(fb.numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_and_torch_inputs_agree():
+    x = synthetic_signal(1.0)
+    assert torch.equal(kaldi_fbank(x.astype(np.float64)), kaldi_fbank(torch.from_numpy(x)))
+
+
+def test_ast_normalisation_values():
+    fb = torch.tensor([-4.2677393, -4.2677393 + 2 * 4.5689974, 0.0])
+    np.testing.assert_allclose(ast_normalize(fb).numpy(), [0.0, 1.0, 4.2677393 / 9.1379948], rtol=1e-6, atol=1e-6)
+    x = synthetic_signal(1.0)
+    raw = kaldi_fbank(x)
+    torch.testing.assert_close(compute_features(x), (raw + 4.2677393) / (2 * 4.5689974))
+    torch.testing.assert_close(compute_features(x, FbankConfig(normalize=False)), raw)
+
+
+def test_batch_equals_rows():
+    x = np.stack([synthetic_signal(1.0), 0.5 * synthetic_signal(1.0)[::-1].copy()])
+    batch = compute_features_batch(x)
+    assert batch.shape == (2, 98, 128)
+    torch.testing.assert_close(batch[1], compute_features(x[1]))
+
+
+@pytest.mark.parametrize(
+    ("waveform", "message"),
+    [
+        (np.zeros((2, 16000), dtype=np.float32), "must be 1-D"),
+        (np.zeros(399, dtype=np.float32), "399 samples is shorter than one 25 ms frame (400 samples)"),
+        (np.array([np.nan] * 1000, dtype=np.float32), "NaN or infinite"),
+        (np.zeros(1000, dtype=np.int16), "must hold float samples"),
+    ],
+)
+def test_bad_waveforms(waveform, message):
+    with pytest.raises(LungsoundError) as err:
+        kaldi_fbank(waveform)
+    assert message in str(err.value)
+
+
+def test_batch_needs_two_dimensions():
+    with pytest.raises(LungsoundError, match="batch, samples"):
+        compute_features_batch(np.zeros(16000, dtype=np.float32))
+
+
+@pytest.mark.needs_shared
+def test_real_icbhi_cycle_matches_reference_and_golden_values():
+    wav, txt = SHARED_ICBHI / f"{RECORDING}.wav", SHARED_ICBHI / f"{RECORDING}.txt"
+    if not (wav.exists() and txt.exists()):
+        pytest.skip(f"real ICBHI data not present ({wav} missing): run from a checkout beside ../shared/data")
+    sf = pytest.importorskip("soundfile")
+    import torchaudio.functional
+
+    audio, sr = sf.read(str(wav), dtype="float32")
+    whole = torchaudio.functional.resample(torch.from_numpy(audio), sr, 16000)
+    start, end = (float(v) for v in txt.read_text().split()[:2])
+    cycle = whole[int(start * 16000) : int(end * 16000)]
+    fb = kaldi_fbank(cycle)
+    assert fb.shape == (num_frames(len(cycle)), 128)
+    np.testing.assert_allclose(fb.numpy(), numpy_kaldi_fbank(cycle.numpy()), rtol=1e-4, atol=1e-3)
+    golden = [fb[0, 0], fb[10, 5], fb[50, 64], fb[-1, 127], fb.mean()]
+    # Computed once with torch/torchaudio 2.11 (fb[0,0], fb[10,5], fb[50,64], fb[-1,127], mean); regression guard.
+    expected = [-7.048372, -11.510602, -12.805630, -13.538651, -13.174293]
+    assert [float(v) for v in golden] == pytest.approx(expected, abs=1e-4)
