@@ -1,0 +1,18 @@
+"""Models behind one contract (:mod:`lungsound.models.base`), built by name.
+
+``create_model("ast", num_classes=4)`` builds the AST of [PMCL]/[SGSCL]/[AFT] (methods.md section 4); ``ast_tiny`` is a
+small AST for tests; ``cnn`` / ``resnet18`` / ``efficientnet_b0`` are timm CNN baselines. Pretrained AST weights load
+through :func:`load_ast_weights` (Hugging Face, the original AudioSet ``.pth``, or ImageNet DeiT).
+"""
+
+from lungsound.models.registry import create_model, list_models, model_config_keys, register_model
+from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
+from lungsound.models.ast import AST, ASTConfig, frames_for_duration, patch_grid
+from lungsound.models.cnn import CNNConfig, TimmCNN
+from lungsound.models.ast_weights import LoadReport, adapt_pos_embed, load_ast_weights
+
+__all__ = [
+    "AST", "ASTConfig", "CNNConfig", "ClassifierHead", "FeatureClassifier", "LoadReport", "PatchHook", "TimmCNN",
+    "adapt_pos_embed", "create_model", "frames_for_duration", "list_models", "load_ast_weights", "model_config_keys", "patch_grid",
+    "register_model",
+]

@@ -1,0 +1,205 @@
+"""Audio Spectrogram Transformer backbone on Hugging Face ``transformers.ASTModel``.
+
+AST (Gong et al., Interspeech 2021) as used by [PMCL] Bae et al. 2023 (arXiv 2305.14032), [SGSCL] Kim et al. 2024
+(arXiv 2312.09603) and [AFT] Kim et al. 2023 (arXiv 2311.06480); methods.md section 4.
+
+A distilled DeiT ViT over the fbank seen as a one-channel image ``(128 freq x T time)``: a ``Conv2d(1, D, 16x16,
+stride fstride x tstride)`` cuts it into ``F x T'`` patches, with
+
+    F  = (num_mel_bins - patch) // fstride + 1      (12 for 128 bins)
+    T' = (input_frames - patch) // tstride + 1      (79 for 8 s = 798 frames, 49 for 5 s = 498 frames)
+
+flattened freq-major (token ``f * T' + t``) into ``E`` of shape ``(B, N = F T', D)``. The sequence
+``[cls, dist, E] + P`` (``P`` the learned position embeddings) runs through the encoder and a final LayerNorm; the pooled
+feature is ``z = (h_cls + h_dist) / 2``. The head is ``LayerNorm(D) + Linear(D, n_classes)``.
+
+The forward is the HF module's own (so SDPA attention, its weight layout and its pooling are used unchanged).
+``patch_hook`` is attached for the call as a forward hook on ``embeddings.patch_embeddings``, whose output is exactly
+``E`` after the patch projection and before the cls/dist tokens and position embeddings are added, which is where
+Patch-Mix replaces patches (methods.md section 7). ``transformers``' patch embedding transposes the input
+``(B, T, F) -> (B, 1, F, T)`` itself.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import transformers
+
+from lungsound.errors import LungsoundError
+from lungsound.models.base import FeatureClassifier, PatchHook
+from lungsound.models.registry import register_model
+
+SAMPLE_RATE = 16000
+
+
+def frames_for_duration(seconds: float, sample_rate: int = SAMPLE_RATE, frame_ms: float = 25.0,
+                        shift_ms: float = 10.0) -> int:
+    """Kaldi fbank frame count (``snip_edges``) for a clip: ``1 + (n - window) // shift``; 798 for 8 s, 498 for 5 s."""
+    n = int(round(seconds * sample_rate))
+    window = int(sample_rate * frame_ms / 1000)
+    shift = int(sample_rate * shift_ms / 1000)
+    if n < window:
+        raise LungsoundError(f"a clip of {seconds} s is shorter than one {frame_ms} ms fbank frame")
+    return 1 + (n - window) // shift
+
+
+def patch_grid(num_mel_bins: int, frames: int, patch: int = 16, fstride: int = 10, tstride: int = 10) -> tuple[int, int]:
+    """``(F, T')`` patch grid of a ``(frames x num_mel_bins)`` fbank: ``(size - patch) // stride + 1`` per axis."""
+    if num_mel_bins < patch or frames < patch:
+        raise LungsoundError(f"an fbank of {frames} frames x {num_mel_bins} bins is smaller than one {patch}x{patch} patch")
+    return (num_mel_bins - patch) // fstride + 1, (frames - patch) // tstride + 1
+
+
+@dataclass
+class ASTConfig:
+    """Size and input geometry of an AST; defaults are the DeiT-base AST of the papers on 8 s clips.
+
+    ``layer_norm_eps`` is 1e-6 as in the timm DeiT the reference code runs (``transformers``' default is 1e-12).
+    ``weights`` optionally names pretrained weights for :func:`lungsound.models.ast_weights.load_ast_weights`
+    (a Hugging Face id or folder, an ``audioset_10_10_0.4593.pth``-style file, a timm-layout DeiT file, or
+    ``timm:<model name>``), adapted with position-embedding layout ``pos_embed`` (``"clean"`` or ``"paper"``).
+    """
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    input_frames: int = 798
+    num_mel_bins: int = 128
+    patch: int = 16
+    fstride: int = 10
+    tstride: int = 10
+    num_classes: int = 4
+    drop: float = 0.0
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    layer_norm_eps: float = 1e-6
+    weights: str | None = None
+    pos_embed: Literal["clean", "paper"] = "clean"
+    strict_weights: bool = True
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return patch_grid(self.num_mel_bins, self.input_frames, self.patch, self.fstride, self.tstride)
+
+    def to_hf(self) -> transformers.ASTConfig:
+        """The equivalent ``transformers.ASTConfig``."""
+        if self.embed_dim % self.num_heads:
+            raise LungsoundError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise LungsoundError(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
+        _ = self.grid  # raises when the fbank is smaller than one patch
+        hf = transformers.ASTConfig(
+            hidden_size=self.embed_dim,
+            num_hidden_layers=self.depth,
+            num_attention_heads=self.num_heads,
+            intermediate_size=int(self.embed_dim * self.mlp_ratio),
+            hidden_dropout_prob=self.drop,
+            attention_probs_dropout_prob=self.drop,
+            layer_norm_eps=self.layer_norm_eps,
+            patch_size=self.patch,
+            qkv_bias=True,
+            frequency_stride=self.fstride,
+            time_stride=self.tstride,
+            max_length=self.input_frames,
+            num_mel_bins=self.num_mel_bins,
+        )
+        hf._attn_implementation = self.attn_implementation
+        return hf
+
+
+class AST(FeatureClassifier):
+    """AST backbone (``self.backbone``, a ``transformers.ASTModel``) plus the shared classifier head."""
+
+    supports_patch_hook = True
+
+    def __init__(self, config: ASTConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = transformers.ASTModel(config.to_hf())
+        self._build_head(config.embed_dim, config.num_classes)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(F, T')``: frequency rows and time columns of the patch grid."""
+        return self.config.grid
+
+    @property
+    def num_patches(self) -> int:
+        f, t = self.grid
+        return f * t
+
+    def forward_features(self, x: torch.Tensor, patch_hook: PatchHook | None = None,
+                         output_attentions: bool = False):
+        """Pooled feature ``(h_cls + h_dist) / 2`` of shape ``(B, D)`` after the final LayerNorm.
+
+        ``patch_hook(E) -> E'`` replaces the patch tokens ``E`` (B, N, D) before the cls/dist tokens and position
+        embeddings are added. With ``output_attentions=True`` returns ``(z, attentions)``, attentions a tuple of one
+        ``(B, heads, N + 2, N + 2)`` tensor per block (computed with eager attention for that call).
+        """
+        self._check_input(x, self.config.input_frames, self.config.num_mel_bins)
+        handle = None
+        if patch_hook is not None:
+            handle = self.backbone.embeddings.patch_embeddings.register_forward_hook(_patch_replacer(patch_hook))
+        try:
+            with _eager_attention(self.backbone.config, output_attentions):
+                out = self.backbone(x, output_attentions=output_attentions)
+        finally:
+            if handle is not None:
+                handle.remove()
+        return (out.pooler_output, tuple(out.attentions)) if output_attentions else out.pooler_output
+
+
+def _patch_replacer(patch_hook: PatchHook):
+    """A forward hook on the patch embedding whose output (the patch tokens) becomes ``patch_hook``'s result."""
+
+    def hook(module, inputs, tokens: torch.Tensor) -> torch.Tensor:
+        replaced = patch_hook(tokens)
+        if not isinstance(replaced, torch.Tensor) or replaced.shape != tokens.shape:
+            got = tuple(replaced.shape) if isinstance(replaced, torch.Tensor) else type(replaced).__name__
+            raise LungsoundError(f"patch_hook must return patch tokens of shape {tuple(tokens.shape)}, got {got}")
+        return replaced
+
+    return hook
+
+
+@contextmanager
+def _eager_attention(hf_config: transformers.ASTConfig, needed: bool):
+    """Switch attention to eager inside the block when ``needed`` (SDPA does not return attention maps)."""
+    if not needed:
+        yield
+        return
+    saved = hf_config._attn_implementation
+    hf_config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        hf_config._attn_implementation = saved
+
+
+def build_ast(config: ASTConfig) -> AST:
+    """An :class:`AST` from ``config``, with ``config.weights`` loaded when set."""
+    model = AST(config)
+    if config.weights:
+        from lungsound.models.ast_weights import load_ast_weights
+
+        load_ast_weights(model, config.weights, pos_embed=config.pos_embed, strict=config.strict_weights)
+    return model
+
+
+TINY = dict(embed_dim=64, depth=2, num_heads=2)
+
+
+@register_model("ast", config_cls=ASTConfig)
+def ast(**config) -> AST:
+    """AST of any size; defaults to the papers' DeiT-base (768-dim, 12 blocks, 12 heads) on 8 s clips."""
+    return build_ast(ASTConfig(**config))
+
+
+@register_model("ast_tiny", config_cls=ASTConfig)
+def ast_tiny(**config) -> AST:
+    """A 64-dim, 2-block, 2-head AST for tests and quickstarts (any field can still be overridden)."""
+    return build_ast(ASTConfig(**{**TINY, **config}))

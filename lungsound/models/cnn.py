@@ -1,0 +1,74 @@
+"""CNN baselines from timm on the fbank, behind the same contract as the AST.
+
+The fbank ``(B, T, 128)`` is a one-channel image ``(B, 1, T, 128)`` (time rows, frequency columns). The backbone is
+``timm.create_model(arch, in_chans=1, pretrained=False, num_classes=0)``, whose output is its globally pooled feature
+``z`` of shape ``(B, num_features)``; the head is the shared ``LayerNorm + Linear`` (methods.md section 4). These are
+plain from-scratch baselines for the AST of [PMCL] (arXiv 2305.14032), not a method of the papers.
+Any clip length works (global pooling). CNNs have no patch tokens, so ``patch_hook`` (Patch-Mix) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+
+from lungsound.errors import LungsoundError
+from lungsound.models.base import FeatureClassifier, PatchHook
+from lungsound.models.registry import register_model
+
+
+@dataclass
+class CNNConfig:
+    """A timm architecture name, the number of classes, the fbank's frequency bins and the backbone's dropout."""
+
+    arch: str = "resnet18"
+    num_classes: int = 4
+    num_mel_bins: int = 128
+    drop: float = 0.0
+
+
+class TimmCNN(FeatureClassifier):
+    """A timm CNN (``self.backbone``) trained from scratch on the fbank, plus the shared classifier head."""
+
+    supports_patch_hook = False
+
+    def __init__(self, config: CNNConfig):
+        super().__init__()
+        self.config = config
+        try:
+            self.backbone = timm.create_model(config.arch, pretrained=False, in_chans=1, num_classes=0,
+                                              drop_rate=config.drop)
+        except RuntimeError as exc:  # timm: "Unknown model ..."
+            raise LungsoundError(f"cannot build timm model {config.arch!r}: {exc}") from exc
+        self._build_head(self.backbone.num_features, config.num_classes)
+
+    def forward_features(self, x: torch.Tensor, patch_hook: PatchHook | None = None) -> torch.Tensor:
+        self._refuse_patch_hook(patch_hook)
+        self._check_input(x, None, self.config.num_mel_bins)
+        return self.backbone(x.unsqueeze(1))
+
+
+@register_model("cnn", config_cls=CNNConfig)
+def cnn(**config) -> TimmCNN:
+    """Any timm CNN by ``arch`` (default ResNet-18)."""
+    return TimmCNN(CNNConfig(**config))
+
+
+def _named(arch: str, config: dict) -> TimmCNN:
+    if config.get("arch", arch) != arch:
+        raise LungsoundError(f"model {arch!r} fixes arch={arch!r}; use model 'cnn' for arch={config['arch']!r}")
+    return TimmCNN(CNNConfig(**{**config, "arch": arch}))
+
+
+@register_model("resnet18", config_cls=CNNConfig)
+def resnet18(**config) -> TimmCNN:
+    """ResNet-18 on the one-channel fbank."""
+    return _named("resnet18", config)
+
+
+@register_model("efficientnet_b0", config_cls=CNNConfig)
+def efficientnet_b0(**config) -> TimmCNN:
+    """EfficientNet-B0 on the one-channel fbank."""
+    return _named("efficientnet_b0", config)
