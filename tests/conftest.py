@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import soundfile as sf
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Caches (features, the built-in data set) go to a throwaway folder, never to the user's home.
-os.environ.setdefault("LUNGSOUND_CACHE", tempfile.mkdtemp(prefix="lungsound-test-cache-"))
+if "LUNGSOUND_CACHE" not in os.environ:
+    os.environ["LUNGSOUND_CACHE"] = tempfile.mkdtemp(prefix="lungsound-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LUNGSOUND_CACHE"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -70,3 +74,31 @@ def tiny_icbhi(tmp_path: Path) -> Path:
                                        "103\t70.0\tF\t33.0\tNA\tNA\tAr\n104\t70.0\tM\t28.47\tNA\tNA\tAl\n")
     (root / "ICBHI_Challenge_diagnosis.txt").write_text("101\tURTI\n102\tHealthy\n103\tAsthma\n104\tCOPD\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def small_icbhi(tmp_path_factory) -> Path:
+    """12 recordings (8 train, 4 test patients), 6 cycles each, all four devices: enough to train a tiny model."""
+    root = tmp_path_factory.mktemp("small") / "db"
+    rng = np.random.default_rng(0)
+    lines = []
+    for patient in range(101, 113):
+        device = ("Meditron", "LittC2SE", "AKGC417L", "Litt3200")[patient % 4]
+        stem = f"{patient}_1b1_Al_sc_{device}"
+        cycles, t = [], 0.1
+        for _ in range(6):
+            d = float(rng.uniform(0.8, 2.0))
+            cycles.append((round(t, 3), round(t + d, 3), int(rng.random() < 0.4), int(rng.random() < 0.3)))
+            t += d
+        write_recording(root, stem, cycles, sr=4000 if device == "Litt3200" else 8000, seed=patient)
+        lines.append(f"{stem}\t{'train' if patient < 109 else 'test'}\n")
+    (root / "ICBHI_challenge_train_test.txt").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

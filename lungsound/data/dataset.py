@@ -9,6 +9,7 @@ Arrays come from the feature cache (`lungsound.features.cache`); the dataset nev
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -55,6 +56,7 @@ class CycleDataset(Dataset):
         cached = load_or_build(db.root, self.recordings, cycle_cfg, fbank_cfg, cache_dir=cache_dir, workers=workers,
                                progress=progress, use_cache=use_cache)
         self.arrays = cached.arrays
+        self.rows = np.arange(len(cached.arrays))  # dataset position -> row of `arrays`
         self.recording_index = cached.recording_index
         self.cycle_index = cached.cycle_index
         self.labels = np.array([self.recordings[r].cycles[c].label
@@ -75,8 +77,20 @@ class CycleDataset(Dataset):
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.recordings[self.recording_index[i]]
-        x = torch.from_numpy(np.array(self.arrays[i], dtype=np.float32))  # a copy: cached arrays stay read-only
+        x = torch.from_numpy(np.array(self.arrays[self.rows[i]], dtype=np.float32))  # a copy: the cache stays read-only
         return Sample(x, int(self.labels[i]), int(self.devices[i]), rec.patient, rec.stem, i)
+
+    def subset(self, patients: set[int] | None = None, exclude_patients: set[int] | None = None) -> "CycleDataset":
+        """A view over the same cached arrays with only the cycles of `patients` (or all but `exclude_patients`)."""
+        keep = np.ones(len(self), dtype=bool)
+        if patients is not None:
+            keep &= np.isin(self.patients, list(patients))
+        if exclude_patients is not None:
+            keep &= ~np.isin(self.patients, list(exclude_patients))
+        view = copy.copy(self)
+        for name in ("rows", "recording_index", "cycle_index", "labels", "devices", "patients"):
+            setattr(view, name, getattr(self, name)[keep])
+        return view
 
     def domain_labels(self, name: str) -> np.ndarray:
         """Per-item index into `DOMAINS[name]` (device, age_group, sex, location); -1 where the metadata is unknown."""

@@ -1,0 +1,90 @@
+"""`lungsound train`, `lungsound evaluate`, `lungsound compare`: the training engine from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an experiment (one MLflow run per seed, a parent run for several seeds)")
+    p.add_argument("-c", "--config", type=Path, default=None, help="experiment YAML file (experiments/*.yaml)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=2 data.root=PATH")
+    p.add_argument("--seeds", default=None, help="seeds to run, e.g. 1-5 or 1,2,3 (default: train.seed)")
+    p.add_argument("--resume", type=Path, default=None, help="continue an interrupted run from its last.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this epoch (resume later with --resume)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a trained model on a database's test split")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a model folder (with model.safetensors and config.yaml)")
+    src.add_argument("--run-id", help="an MLflow run id whose 'model' artifact to evaluate")
+    p.add_argument("--root", type=Path, default=None, help="ICBHI-format data (default: the data the model was trained on)")
+    p.add_argument("--split", default=None, help="official or fold0..fold4 (default: the training config's)")
+    p.add_argument("--out", type=Path, default=None, help="write the report (confusion matrix, tables) here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_evaluate)
+
+    p = sub.add_parser("compare", help="table of mean +- std over seeds per method and protocol, from MLflow")
+    p.add_argument("--experiment", action="append", default=None, help="MLflow experiment name(s) (default: all)")
+    p.add_argument("--out", type=Path, default=Path("outputs/compare"), help="folder for the Markdown/CSV/PNG")
+    p.add_argument("--published", action="store_true", help="add the published numbers of methods.md")
+    p.set_defaults(handler=run_compare)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from lungsound.config import load_config
+    from lungsound.training.run import fit, fit_seeds, parse_seeds
+
+    if args.resume:
+        result = fit(None, resume=args.resume, stop_after=args.stop_after, progress=not args.quiet)
+        print(json.dumps({"run_id": result.run_id, "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    seeds = parse_seeds(args.seeds, cfg.train.seed)
+    if args.seeds is None or args.stop_after is not None:
+        if len(seeds) > 1:
+            from lungsound.errors import LungsoundError
+
+            raise LungsoundError("--stop-after works on one seed at a time")
+        cfg.train.seed = seeds[0]
+        result = fit(cfg, stop_after=args.stop_after, progress=not args.quiet)
+        status = "stopped early; continue with --resume " + str(result.checkpoint.parent / "last.pt") \
+            if not result.finished else "finished"
+        print(f"run {result.run_id} {status}; selected epoch {result.selected_epoch}; model: {result.checkpoint}")
+        if result.finished:
+            print(_summary_line(result.metrics, ""))
+        return 0
+    out = fit_seeds(cfg, seeds, progress=not args.quiet)
+    print(f"parent run {out['parent_run_id']}: {len(seeds)} seeds")
+    print(_summary_line(out["summary"], "_mean"))
+    return 0
+
+
+def _summary_line(metrics: dict, suffix: str) -> str:
+    parts = []
+    for name in ("sp", "se", "score"):
+        key = f"final_test_{name}{suffix}"
+        if key in metrics:
+            std = metrics.get(f"final_test_{name}_std")
+            parts.append(f"{name.capitalize()} {metrics[key]:.2f}" + (f" +- {std:.2f}" if std is not None else ""))
+    return "test (selected epoch): " + "  ".join(parts)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from lungsound.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint=args.checkpoint, run_id=args.run_id, root=args.root, split=args.split,
+                                 out=args.out)
+    print(json.dumps(result, indent=2) if args.json else result["text"])
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from lungsound.compare import compare
+
+    table = compare(args.experiment, args.out, published=args.published)
+    print(table)
+    return 0

@@ -1,0 +1,58 @@
+"""The built-in default dataset: a synthetic ICBHI-format set made on first use.
+
+Commands that need data and are given none use it; it lives in `$LUNGSOUND_CACHE/data/synthetic-default`
+(default `~/.cache/lungsound/...`) and is written once, atomically, by `lungsound.data.synthetic.generate`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_RECORDINGS = 120
+DEFAULT_SEED = 0
+MARKER = "SYNTHETIC.json"
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("LUNGSOUND_CACHE", Path.home() / ".cache" / "lungsound"))
+
+
+def default_data_dir() -> Path:
+    return cache_home() / "data" / "synthetic-default"
+
+
+def ensure_default_data(progress: bool = True) -> Path:
+    """The default dataset's folder, generating it first when it does not exist yet."""
+    target = default_data_dir()
+    if (target / MARKER).exists():
+        return target
+    from lungsound.data.synthetic import generate
+
+    print(f"lungsound: no data given; creating the built-in synthetic ICBHI-format set in {target} (once)",
+          file=sys.stderr)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
+    try:
+        generate(tmp, n_recordings=DEFAULT_RECORDINGS, seed=DEFAULT_SEED, progress=progress)
+        if target.exists():  # a partial folder from an interrupted run
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """`root` when given, otherwise the built-in set (created on first use, saying so in one line)."""
+    if root is not None:
+        return Path(root)
+    target = default_data_dir()
+    if (target / MARKER).exists():
+        print(f"lungsound: using the built-in synthetic data in {target}", file=sys.stderr)
+        return target
+    return ensure_default_data()

@@ -1,0 +1,121 @@
+"""The seam between the trainer and a method: an `Objective` is the loss (plus any extra heads) of one training step.
+
+The trainer owns the loop, the optimiser, the schedule, checkpoints and evaluation; it calls
+`loss, logs = objective(model, batch, ctx)` once per step. An objective is an `nn.Module`, so the extra heads a method adds
+(a projector, a domain discriminator) are trained with the model, blended by the moving-average update with it, and saved
+with it. Inference never uses them: the model's own `forward` is the classifier.
+
+`batch` is a `Batch` already on the training device; `ctx.augment` is the experiment's input augmentation (SpecAugment in
+the chosen semantics, or the identity), which the objective applies to the views it builds; `ctx.progress` in [0, 1] is the
+fraction of training done (for schedules such as DANN's gradient-reversal weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lungsound.errors import LungsoundError
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, T, F) fbank or (B, L) waveform
+    label: torch.Tensor  # (B,) class index
+    device: torch.Tensor  # (B,) stethoscope index
+    domain: torch.Tensor | None = None  # (B,) another metadata domain when the experiment asks for one; -1 unknown
+    index: torch.Tensor | None = None  # (B,) dataset item index
+
+
+@dataclass
+class StepContext:
+    augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    progress: float = 0.0
+    epoch: int = 0
+    step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """Base class. Subclasses implement `forward(model, batch, ctx) -> (loss, logs)`; `logs` maps names to floats."""
+
+    name = "objective"
+
+    def __init__(self, feature_dim: int, num_classes: int, class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.register_buffer("class_weights", class_weights if class_weights is not None else None, persistent=False)
+
+    def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        """CE, weighted by the experiment's class weights when it asks for them and `weighted` is True."""
+        weight = self.class_weights if weighted else None
+        return F.cross_entropy(logits.float(), target, weight=None if weight is None else weight.to(logits.device))
+
+
+class CrossEntropy(Objective):
+    """Plain fine-tuning: L = CE(W f(aug(x)), y), class-weighted when configured (the papers' CE baseline)."""
+
+    name = "ce"
+
+    def forward(self, model: nn.Module, batch: Batch, ctx: StepContext):
+        logits = model(ctx.augment(batch.x))
+        loss = self.cross_entropy(logits, batch.label)
+        return loss, {"loss_ce": float(loss.detach())}
+
+
+_OBJECTIVES: dict[str, Callable[..., Objective]] = {}
+
+
+def register_objective(name: str):
+    def decorate(cls):
+        _OBJECTIVES[name] = cls
+        return cls
+
+    return decorate
+
+
+register_objective("ce")(CrossEntropy)
+
+
+def list_objectives() -> list[str]:
+    _import_methods()
+    return sorted(_OBJECTIVES)
+
+
+def create_objective(name: str, feature_dim: int, num_classes: int, class_weights: torch.Tensor | None = None,
+                     **params) -> Objective:
+    """Build the objective registered as `name` with its method parameters (e.g. alpha, temperature)."""
+    _import_methods()
+    if name not in _OBJECTIVES:
+        raise LungsoundError(f"unknown method {name!r}; known: {', '.join(sorted(_OBJECTIVES))}")
+    try:
+        return _OBJECTIVES[name](feature_dim, num_classes, class_weights=class_weights, **params)
+    except TypeError as exc:
+        raise LungsoundError(f"method {name!r}: bad parameters {params}: {exc}") from None
+
+
+def class_weights_from_counts(counts) -> torch.Tensor:
+    """The reference code's CE weights: w_c = (N / n_c) / sum_k (N / n_k), i.e. inverse frequency summing to 1.
+
+    (With PyTorch's weighted mean reduction only the ratios matter.) Classes with no samples get weight 0.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    inverse = torch.where(counts > 0, counts.sum() / counts.clamp(min=1), torch.zeros_like(counts))
+    return (inverse / inverse.sum()).float()
+
+
+def _import_methods() -> None:
+    """Importing the method modules registers their objectives."""
+    import importlib
+    import pkgutil
+
+    import lungsound.methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name != "base":
+            importlib.import_module(f"lungsound.methods.{info.name}")

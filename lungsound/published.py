@@ -1,0 +1,28 @@
+"""The published ICBHI numbers the benchmarks are compared with (methods.md sections 7 to 10), in one table.
+
+Official 60/40 split, 4-class, mean over seeds, best-test-epoch selection (the papers' protocol). Keys are the experiment
+names in `experiments/`; `std` is the published std of the Score where the paper gives one.
+"""
+
+from __future__ import annotations
+
+PUBLISHED: dict[str, dict[str, float | str]] = {
+    "icbhi_ast_ce": {"sp": 77.14, "se": 41.97, "score": 59.55, "std": 0.88, "source": "[PMCL] AST fine-tuning"},
+    "icbhi_patchmix_cl": {"sp": 81.66, "se": 43.07, "score": 62.37, "std": 0.61, "source": "[PMCL] Patch-Mix CL"},
+    "icbhi_dat_device": {"sp": 77.11, "se": 42.50, "score": 59.81, "source": "[SGSCL] DAT"},
+    "icbhi_sgscl": {"sp": 79.87, "se": 43.55, "score": 61.71, "std": 1.61, "source": "[SGSCL] SG-SCL"},
+    "icbhi_ast_repaugment": {"sp": 82.47, "se": 40.55, "score": 61.51, "source": "[REPAUG] AST + RepAugment"},
+    "icbhi_aft_mixed500": {"sp": 80.72, "se": 42.86, "score": 61.79, "source": "[AFT] AFT on Mixed-500"},
+}
+
+# Two-class evaluation (normal vs abnormal, Sp unchanged) where the papers report it.
+PUBLISHED_TWO_CLASS: dict[str, dict[str, float]] = {
+    "icbhi_patchmix_cl": {"sp": 81.66, "se": 55.77, "score": 68.71},
+    "icbhi_sgscl": {"sp": 79.87, "se": 57.97, "score": 68.93},
+}
+
+
+def published_for(experiment_name: str) -> dict | None:
+    """The published row for an experiment file name; `*_clean` variants map to their paper row."""
+    base = experiment_name.removesuffix("_clean")
+    return PUBLISHED.get(base)

@@ -1,0 +1,60 @@
+"""Datasets for a training run, per protocol (methods.md section 5).
+
+`paper`: train on the official training split, evaluate on the test split every epoch (the papers select the best test
+epoch). `clean`: hold out whole training patients (about `val_fraction` of the training cycles, the same patients for
+every seed and method) as a validation split, select the epoch on it, and report the test split at that epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lungsound.config import ExperimentConfig
+from lungsound.data.cycles import CycleConfig
+from lungsound.data.database import Database, open_database
+from lungsound.data.dataset import CycleDataset
+from lungsound.data.default import resolve_root
+from lungsound.errors import LungsoundError
+from lungsound.features.fbank import FbankConfig
+
+
+@dataclass
+class RunData:
+    db: Database
+    train: CycleDataset
+    test: CycleDataset
+    val: CycleDataset | None  # clean protocol only
+
+
+def validation_patients(dataset: CycleDataset, fraction: float, seed: int) -> set[int]:
+    """Training patients, in a fixed random order, taken until they hold `fraction` of the training cycles."""
+    if not 0 < fraction < 1:
+        raise LungsoundError(f"data.val_fraction must be between 0 and 1, got {fraction}")
+    patients, counts = np.unique(dataset.patients, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(patients))
+    chosen, total = set(), 0
+    for i in order:
+        if total >= fraction * len(dataset):
+            break
+        chosen.add(int(patients[i]))
+        total += counts[i]
+    if len(chosen) == len(patients):
+        raise LungsoundError(f"too few training patients ({len(patients)}) for a patient-disjoint validation split")
+    return chosen
+
+
+def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
+    db = open_database(resolve_root(cfg.data.root), split=cfg.data.split)
+    cycle_cfg = CycleConfig(duration=cfg.data.duration, pad=cfg.data.pad)
+    fbank_cfg = FbankConfig() if cfg.data.input == "fbank" else None
+    kwargs = dict(cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg, progress=progress, use_cache=cfg.data.cache)
+    train = CycleDataset.from_split(db, "train", **kwargs)
+    test = CycleDataset.from_split(db, "test", **kwargs)
+    val = None
+    if cfg.train.protocol == "clean":
+        held_out = validation_patients(train, cfg.data.val_fraction, cfg.data.val_seed)
+        val = train.subset(patients=held_out)
+        train = train.subset(exclude_patients=held_out)
+    return RunData(db, train, test, val)

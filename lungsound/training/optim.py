@@ -1,0 +1,52 @@
+"""Optimiser pieces of the AST papers' recipe (methods.md section 5).
+
+Cosine schedule, set once at the start of epoch e = 1..E:
+    lr_e = eta_min + (lr - eta_min) * (1 + cos(pi * e / E)) / 2,   eta_min = lr * 1e-3.
+Moving-average update with beta = 0.5 after every optimiser step: every floating-point state_dict entry (weights and
+BatchNorm running statistics of backbone, classifier and any projector/domain head) becomes
+    theta <- beta * theta_before_step + (1 - beta) * theta_after_step;
+integer buffers (BatchNorm's num_batches_tracked) keep the new value, optimiser moments are untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, eta_min_ratio: float = 1e-3) -> float:
+    """Learning rate for 1-based `epoch` of `epochs`."""
+    eta_min = lr * eta_min_ratio
+    return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class MovingAverageBlend:
+    """Snapshot the state before a step with `snapshot()`, blend after the step with `blend()`."""
+
+    def __init__(self, modules: Iterable[nn.Module], beta: float = 0.5):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        self.beta = beta
+        self.tensors = [t for m in modules for t in m.state_dict(keep_vars=True).values()
+                        if torch.is_floating_point(t)]
+        self._before: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def snapshot(self) -> None:
+        self._before = [t.detach().clone() for t in self.tensors]
+
+    @torch.no_grad()
+    def blend(self) -> None:
+        if self._before is None:
+            raise RuntimeError("blend() called without snapshot()")
+        for t, old in zip(self.tensors, self._before):
+            t.data.mul_(1 - self.beta).add_(old, alpha=self.beta)
+        self._before = None

@@ -1,0 +1,147 @@
+"""The training loop shared by every method (methods.md section 5).
+
+Per epoch e = 1..E: set the cosine learning rate, run the steps (objective loss, backward, Adam, moving-average blend),
+evaluate, select, checkpoint. Selection follows the protocol: `paper` keeps the epoch with the best test Score among
+those with Se > min_se (what the papers report); `clean` keeps the epoch with the best validation Score (patients held out
+of the training split) and reports the test split at that epoch.
+
+Determinism: the data order, the augmentation and the objective's random draws of epoch e depend only on (seed, e), so
+a run resumed from the checkpoint of epoch k ends with the same metrics as an uninterrupted one.
+Devices: CPU by default; CUDA with autocast + GradScaler when present; under `torchrun` (WORLD_SIZE > 1) each process
+takes a disjoint shard of every epoch and gradients are averaged across processes (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lungsound.config import ExperimentConfig
+from lungsound.evaluation import Evaluation, evaluate
+from lungsound.features.specaugment import SpecAugConfig, SpecAugment
+from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
+from lungsound.training import distributed as dist_utils
+from lungsound.training.checkpoint import build_model, load_state, rng_state, save_model, save_state, set_rng_state
+from lungsound.training.data import RunData, build_run_data
+from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr
+
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    metrics: dict[str, float]  # final metrics at the selected epoch
+    checkpoint: Path  # the selected model folder
+    history: list[dict[str, float]]
+    selected_epoch: int
+    finished: bool  # False when stopped early with stop_after
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        local = dist_utils.local_rank()
+        return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_augment(cfg: ExperimentConfig, generator: torch.Generator):
+    if cfg.data.input != "fbank" or not cfg.augment.specaug:
+        return lambda x: x
+    return SpecAugment(SpecAugConfig(semantics=cfg.augment.semantics, per=cfg.augment.per), generator=generator)
+
+
+def to_batch(sample, domains: np.ndarray | None, device: torch.device) -> Batch:
+    domain = None if domains is None else torch.from_numpy(domains[sample.index.numpy()]).to(device)
+    return Batch(x=sample.x.to(device, non_blocking=True), label=sample.label.to(device),
+                 device=sample.device.to(device), domain=domain, index=sample.index.to(device))
+
+
+class Trainer:
+    """Train `cfg` once (one seed). `fit()` returns the selected epoch's metrics and checkpoint."""
+
+    def __init__(self, cfg: ExperimentConfig, data: RunData | None = None, progress: bool = True,
+                 tracker=None):
+        self.cfg, self.progress = cfg, progress
+        self.rank = dist_utils.rank()
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        self.data = data or build_run_data(cfg, progress=progress and self.rank == 0)
+        self.model = build_model(cfg).to(self.device)
+        weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
+        params = dict(cfg.method.params)
+        self.domains = None
+        if cfg.data.domain != "device":
+            self.domains = self.data.train.domain_labels(cfg.data.domain)
+        self.objective = create_objective(cfg.method.name, self.model.feature_dim, self.model.num_classes,
+                                          class_weights=weights, **params).to(self.device)
+        trainable = [p for m in (self.model, self.objective) for p in m.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.blend = (MovingAverageBlend([self.model, self.objective], cfg.train.ma_beta)
+                      if cfg.train.ma_beta is not None else None)
+        self.tracker = tracker
+        dist_utils.broadcast_parameters([self.model, self.objective])
+
+    # -- one epoch -------------------------------------------------------------------------------------------------
+    def _loader(self, epoch: int) -> DataLoader:
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        sampler = dist_utils.epoch_sampler(len(self.data.train), g)
+        return DataLoader(self.data.train, batch_size=self.cfg.train.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.cfg.data.loader_workers, pin_memory=self.device.type == "cuda")
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg.train
+        lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.eta_min_ratio) if cfg.schedule == "cosine" else cfg.lr
+        set_lr(self.optimizer, lr)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + self.rank)  # the objective's draws (Patch-Mix, ...)
+        augment = make_augment(self.cfg, torch.Generator().manual_seed(cfg.seed * 10_007 + epoch + 97 * self.rank))
+        loader = self._loader(epoch)
+        steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+        self.model.train()
+        self.objective.train()
+        totals: dict[str, float] = {}
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=not (self.progress and self.rank == 0))
+        for step, sample in enumerate(loader):
+            if step >= steps:
+                break
+            batch = to_batch(sample, self.domains, self.device)
+            ctx = StepContext(augment=augment, progress=((epoch - 1) * steps + step) / max(1, cfg.epochs * steps),
+                              epoch=epoch, step=step)
+            if self.blend:
+                self.blend.snapshot()
+            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                loss, logs = self.objective(self.model, batch, ctx)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            dist_utils.average_gradients(self.optimizer)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.blend:
+                self.blend.blend()
+            logs = {"loss": float(loss.detach()), **logs}
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            bar.update()
+        bar.close()
+        return {f"train_{k}": v / max(1, steps) for k, v in totals.items()} | {"lr": lr}
+
+    def evaluate(self, which: str) -> Evaluation:
+        dataset = getattr(self.data, which)
+        return evaluate(self.model, dataset, self.device, self.cfg.train.eval_batch_size, self.amp,
+                        progress=self.progress and self.rank == 0, desc=f"evaluating {which}")
