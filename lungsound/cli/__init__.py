@@ -1,0 +1,44 @@
+"""The `lungsound` command.
+
+Each command group lives in its own module with `register(subparsers)`; the handler it sets returns an exit code.
+A `LungsoundError` is printed on one line (``lungsound: error: <file>: <problem>``) without a traceback, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lungsound import __version__
+from lungsound.errors import LungsoundError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lungsound.cli import data as data_cmd
+    from lungsound.cli import predict as predict_cmd
+    from lungsound.cli import train as train_cmd
+
+    parser = argparse.ArgumentParser(prog="lungsound", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lungsound {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_cmd.register(sub)
+    train_cmd.register(sub)
+    predict_cmd.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except LungsoundError as exc:
+        print(f"lungsound: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lungsound: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

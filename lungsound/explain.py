@@ -1,0 +1,158 @@
+"""Where on the spectrogram a model looked: attention rollout for the AST, Grad-CAM for CNNs.
+
+Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020). With A_l the attention
+of block l (heads x N x N, N = 2 + F T' tokens: cls, dist, then the patches freq-major, methods.md section 4):
+
+    Abar_l = mean over heads of A_l,      Ahat_l = rownorm(Abar_l + I)   (the residual connection),
+    R = Ahat_L Ahat_{L-1} ... Ahat_1      (how much each output token draws on each input token).
+
+The relevance of patch k is the mean of the cls and dist rows, r_k = (R[0, 2 + k] + R[1, 2 + k]) / 2 (the pooled feature
+is (h_cls + h_dist) / 2). r is reshaped to the F x T' patch grid; patch (f, t) covers mel bins [10 f, 10 f + 16) and
+frames [10 t, 10 t + 16) of the fbank, so the fbank-sized map is the mean of r over the patches covering each cell
+(cells no patch covers, the last few bins or frames, take the nearest covered value). Rollout is class-agnostic.
+
+Grad-CAM (Selvaraju et al., ICCV 2017) for a CNN whose last feature map A (C x h x w, before global pooling) gives the
+class score y^c: alpha_k = (1 / hw) sum_ij dy^c / dA_kij and L = ReLU(sum_k alpha_k A_k), bilinearly upsampled from
+(h, w) = (time, frequency) to the fbank's (T, 128). For timm CNNs A is the input of `backbone.global_pool`.
+
+Every heatmap is min-max normalised to [0, 1] (all zeros when constant).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lungsound.errors import LungsoundError
+
+
+def rollout(attentions: Sequence[torch.Tensor | np.ndarray]) -> np.ndarray:
+    """The joint attention R (N x N) of per-block attentions, each (heads, N, N) or (1, heads, N, N)."""
+    if len(attentions) == 0:
+        raise LungsoundError("attention rollout needs the attention of at least one block")
+    joint = None
+    for a in attentions:
+        a = a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float64)
+        if a.ndim == 4:
+            if a.shape[0] != 1:
+                raise LungsoundError(f"attention rollout explains one input at a time, got a batch of {a.shape[0]}")
+            a = a[0]
+        if a.ndim != 3 or a.shape[1] != a.shape[2]:
+            raise LungsoundError(f"attention must be (heads, N, N), got shape {a.shape}")
+        mixed = a.astype(np.float64).mean(axis=0) + np.eye(a.shape[1])
+        mixed /= mixed.sum(axis=1, keepdims=True)
+        joint = mixed if joint is None else mixed @ joint
+    return joint
+
+
+def patch_relevance(joint: np.ndarray, n_prefix: int = 2) -> np.ndarray:
+    """Relevance of each patch token for the pooled prefix tokens: mean of R's first `n_prefix` rows, patch columns."""
+    return joint[:n_prefix, n_prefix:].mean(axis=0)
+
+
+def patches_to_fbank(grid: np.ndarray, frames: int, mel_bins: int = 128, patch: int = 16, fstride: int = 10,
+                     tstride: int = 10) -> np.ndarray:
+    """Spread an (F, T') patch-grid map over the (frames, mel_bins) fbank, averaging where patches overlap."""
+    n_f, n_t = grid.shape
+    total = np.zeros((mel_bins, frames))
+    count = np.zeros((mel_bins, frames))
+    for f in range(n_f):
+        for t in range(n_t):
+            total[f * fstride:f * fstride + patch, t * tstride:t * tstride + patch] += grid[f, t]
+            count[f * fstride:f * fstride + patch, t * tstride:t * tstride + patch] += 1
+    covered_f = min(mel_bins, (n_f - 1) * fstride + patch)
+    covered_t = min(frames, (n_t - 1) * tstride + patch)
+    inner = total[:covered_f, :covered_t] / count[:covered_f, :covered_t]
+    full = np.pad(inner, ((0, mel_bins - covered_f), (0, frames - covered_t)), mode="edge")
+    return full.T  # (frames, mel_bins)
+
+
+def normalize01(heat: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1]; a constant map becomes zeros."""
+    heat = np.asarray(heat, dtype=np.float64)
+    lo, hi = heat.min(), heat.max()
+    return np.zeros_like(heat, dtype=np.float32) if hi - lo <= 1e-12 else ((heat - lo) / (hi - lo)).astype(np.float32)
+
+
+@torch.no_grad()
+def attention_rollout(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Rollout heatmap (T, 128) in [0, 1] of an AST for one fbank `x` of shape (T, 128) or (1, T, 128)."""
+    x = _one(x)
+    _, attentions = model.forward_features(x, output_attentions=True)
+    cfg = model.config
+    relevance = patch_relevance(rollout(attentions), n_prefix=2).reshape(model.grid)  # freq-major tokens
+    heat = patches_to_fbank(relevance, x.shape[1], x.shape[2], cfg.patch, cfg.fstride, cfg.tstride)
+    return normalize01(heat)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
+             layer: nn.Module | None = None) -> tuple[np.ndarray, int]:
+    """Grad-CAM heatmap (T, F) in [0, 1] for one fbank `x`, and the class explained (the predicted one by default).
+
+    The feature map is the input of `layer` (default: `model.backbone.global_pool`, the pooling of a timm CNN).
+    """
+    x = _one(x)
+    layer = layer if layer is not None else _pool_of(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(module, inputs):
+        fmap = inputs[0]
+        fmap.retain_grad()
+        captured["A"] = fmap
+
+    handle = layer.register_forward_pre_hook(keep)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)  # keeps a graph even when the weights are frozen
+            logits = model(x)
+            target = int(logits[0].argmax()) if target is None else int(target)
+            if not 0 <= target < logits.shape[1]:
+                raise LungsoundError(f"Grad-CAM target class {target} is not one of the {logits.shape[1]} classes")
+            model.zero_grad(set_to_none=True)
+            logits[0, target].backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)  # leave no gradients behind in the model
+        model.train(was_training)
+    fmap = captured.get("A")
+    if fmap is None or fmap.dim() != 4 or fmap.grad is None:
+        raise LungsoundError("Grad-CAM found no 4-D feature map with a gradient at the chosen layer")
+    weights = fmap.grad[0].mean(dim=(1, 2))  # alpha_k
+    cam = torch.relu((weights[:, None, None] * fmap[0]).sum(dim=0)).detach()
+    cam = F.interpolate(cam[None, None].float(), size=tuple(x.shape[1:]), mode="bilinear", align_corners=False)[0, 0]
+    return normalize01(cam.cpu().numpy()), target
+
+
+def explain_input(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, str, int | None]:
+    """(heatmap, method, target class) for one model input: rollout for an AST, Grad-CAM for a pooled CNN."""
+    from lungsound.models.ast import AST
+
+    if isinstance(model, AST):
+        return attention_rollout(model, x), "attention-rollout", target
+    if _pool_of(model, required=False) is not None:
+        heat, target = grad_cam(model, x, target)
+        return heat, "grad-cam", target
+    raise LungsoundError(f"no explanation method for a {type(model).__name__}: attention rollout needs an AST, "
+                         "Grad-CAM a CNN with backbone.global_pool")
+
+
+def _pool_of(model: nn.Module, required: bool = True) -> nn.Module | None:
+    pool = getattr(getattr(model, "backbone", None), "global_pool", None)
+    if pool is None and required:
+        raise LungsoundError(f"{type(model).__name__} has no backbone.global_pool to take the Grad-CAM feature map "
+                             "from; pass layer=")
+    return pool
+
+
+def _one(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    x = x[None] if x.dim() == 2 else x
+    if x.dim() != 3 or x.shape[0] != 1:
+        raise LungsoundError(f"explanations take one fbank (T, F) or (1, T, F), got shape {tuple(x.shape)}")
+    return x

@@ -1,0 +1,391 @@
+"""Whole-recording inference: segmentation, the Predictor contract, input checks, calibration and MLflow loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lungsound.config import load_config
+from lungsound.data.annotations import Cycle, read_annotation
+from lungsound.data.cycles import CycleConfig, load_cycles
+from lungsound.errors import LungsoundError
+from lungsound.features.fbank import compute_features_batch
+from lungsound.inference import (Predictor, Segment, breath_envelope, breath_period,
+                                 detect_breath_cycles, regularize, sliding_windows, summarize)
+from lungsound.training.checkpoint import META_FILE, build_model, save_model
+
+SR = 16000
+CLASSES = ("normal", "crackle", "wheeze", "both")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def make_checkpoint(folder: Path, model: str = "ast_tiny", meta: dict | None = None, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    cfg = load_config(None, [f"model.name={model}", "data.duration=2.0", "data.root=/data/icbhi"])
+    return save_model(folder, build_model(cfg), cfg, meta or {"selected_epoch": 3, "protocol": "clean",
+                                                              "metrics": {"test_sp": 80.0, "test_se": 40.0,
+                                                                          "test_score": 60.0}})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint) -> Predictor:
+    return Predictor.from_checkpoint(checkpoint, device="cpu")
+
+
+def breathing(period: float = 3.0, duration: float = 21.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise shaped like breathing: a loud inspiration, a softer expiration after a short dip, then a quiet pause.
+
+    Returns (signal at 16 kHz, true cycle boundaries = the middles of the pauses).
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration * SR)) / SR
+    phase = (t % period) / period
+    env = np.full_like(t, 0.02)
+    insp = phase < 0.4
+    env[insp] = np.maximum(env[insp], np.sin(np.pi * phase[insp] / 0.4) ** 2)
+    exp = (phase >= 0.42) & (phase < 0.8)
+    env[exp] = np.maximum(env[exp], 0.5 * np.sin(np.pi * (phase[exp] - 0.42) / 0.38) ** 2)
+    x = 0.2 * env * rng.standard_normal(len(t))
+    truth = np.arange(0, duration, period) + 0.9 * period
+    return x.astype(np.float32), truth[truth < duration - 0.5]
+
+
+def probabilities(pred) -> np.ndarray:
+    return np.array([[s.probabilities[c] for c in CLASSES] for s in pred.segments])
+
+
+def assert_prediction(pred, duration: float | None = None):
+    """Probabilities of every segment sum to 1, the summary and to_dict follow the contract exactly."""
+    assert pred.segments, "no segments"
+    for s in pred.segments:
+        assert set(s.probabilities) == set(CLASSES)
+        assert abs(sum(s.probabilities.values()) - 1.0) < 1e-5
+        assert all(0.0 <= p <= 1.0 for p in s.probabilities.values())
+        assert 0.0 <= s.start < s.end <= pred.duration + 1e-9
+    d = pred.to_dict()
+    assert set(d) == {"file", "duration", "summary", "segments"}
+    assert set(d["summary"]) == {"label", "probability", "probabilities", "text", "crackle_segments",
+                                 "wheeze_segments"}
+    assert d["summary"]["label"] in ("normal", "crackles", "wheezes", "both")
+    assert abs(sum(d["summary"]["probabilities"].values()) - 1.0) < 1e-5
+    assert all(set(s) == {"start", "end", "probabilities"} for s in d["segments"])
+    assert json.loads(json.dumps(d)) == d
+    assert pred.waveform.dtype == np.float32 and len(pred.waveform) == round(pred.duration * SR)
+    if duration is not None:
+        assert abs(pred.duration - duration) < 1e-3
+
+
+def assert_covers(pred):
+    """Auto segmentation without annotation: from 0 to the end, consecutive (breath) or overlapping (windows)."""
+    segs = pred.segments
+    assert segs[0].start == 0.0
+    assert segs[-1].end == pytest.approx(pred.duration, abs=1e-9)
+    for a, b in zip(segs[:-1], segs[1:]):
+        if pred.segmentation == "breath":
+            assert b.start == a.end
+        else:
+            assert a.start < b.start <= a.end
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Segmentation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_sliding_windows_cover_and_end_at_the_end():
+    assert sliding_windows(10.0, 4.0) == [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 10.0)]
+    assert sliding_windows(9.0, 4.0, hop=4.0) == [(0.0, 4.0), (4.0, 8.0), (5.0, 9.0)]
+    assert sliding_windows(3.0, 4.0) == [(0.0, 3.0)]
+    with pytest.raises(LungsoundError, match="hop"):
+        sliding_windows(10.0, 4.0, hop=5.0)
+
+
+def test_regularize_merges_short_and_splits_long_spans():
+    spans = [(0.0, 0.4), (0.4, 3.0), (3.0, 3.5), (3.5, 6.0), (6.0, 24.0)]
+    out = regularize(spans, min_len=1.0, max_len=8.0)
+    assert out == [(0.0, 3.0), (3.0, 6.0), (6.0, 12.0), (12.0, 18.0), (18.0, 24.0)]
+
+
+@pytest.mark.parametrize("period", [2.5, 3.0, 4.5])
+def test_breath_detection_finds_known_cycle_boundaries(period):
+    x, truth = breathing(period=period, duration=22.0, seed=int(period * 10))
+    assert breath_period(breath_envelope(x, SR)) == pytest.approx(period, abs=0.15)
+    spans = detect_breath_cycles(x, SR)
+    inner = np.array([a for a, _ in spans[1:]])
+    assert len(inner) == len(truth), (inner, truth)
+    assert np.max(np.abs(inner - truth)) < 0.3
+    assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(22.0)
+
+
+def test_breath_detection_gives_up_without_a_rhythm():
+    rng = np.random.default_rng(1)
+    steady = 0.1 * rng.standard_normal(15 * SR).astype(np.float32)
+    tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(15 * SR) / SR).astype(np.float32)
+    assert detect_breath_cycles(steady, SR) == []
+    assert detect_breath_cycles(tone, SR) == []
+
+
+def test_breath_detection_agrees_with_icbhi_annotations(icbhi_dir):
+    """Detected cycles within the annotated stretch vs annotated cycles, on every real recording with audio."""
+    wavs = sorted((icbhi_dir / "audio_and_txt_files").glob("*.wav"))
+    if not wavs:
+        pytest.skip("no ICBHI audio in ../shared/data/icbhi/audio_and_txt_files")
+    from lungsound.audio import load_audio
+
+    ratios = []
+    for wav in wavs:
+        x, _ = load_audio(wav, SR)
+        cycles = read_annotation(wav.with_suffix(".txt"))
+        spans = detect_breath_cycles(x, SR)
+        inside = sum(1 for a, b in spans if cycles[0].start <= (a + b) / 2 <= cycles[-1].end)
+        ratios.append(inside / len(cycles))
+    ratios = np.array(ratios)
+    within = np.mean((ratios >= 0.5) & (ratios <= 2.0))
+    print(f"breath detection vs annotation on {len(wavs)} recordings: median count ratio {np.median(ratios):.2f}, "
+          f"within a factor 2: {100 * within:.0f}%")
+    assert within >= 0.8
+    assert 0.7 <= np.median(ratios) <= 1.4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Summary rule
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _segs(rows):
+    return [Segment(2.0 * i, 2.0 * i + 2.0, dict(zip(CLASSES, r))) for i, r in enumerate(rows)]
+
+
+def test_summary_rule_crackles_wheezes_both_normal():
+    s = summarize(_segs([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.1, 0.2]]), "breath")
+    assert (s["label"], s["crackle_segments"], s["wheeze_segments"]) == ("crackles", 1, 0)
+    assert s["probability"] == pytest.approx(0.7)
+    assert s["probabilities"]["normal"] == pytest.approx(0.45)
+    assert s["text"] == "Crackles detected in 1 of 2 detected breathing cycles (highest confidence 70%, at 2.0-4.0 s)."
+
+    s = summarize(_segs([[0.1, 0.1, 0.2, 0.6], [0.3, 0.0, 0.6, 0.1], [0.9, 0.05, 0.05, 0.0]]), "cycles")
+    assert (s["label"], s["crackle_segments"], s["wheeze_segments"]) == ("both", 1, 2)
+    assert s["probability"] == pytest.approx(0.7)  # min(max crackle 0.7, max wheeze 0.8)
+    assert s["text"].startswith("Crackles and wheezes detected: crackles in 1 of 3 annotated breathing cycles")
+
+    s = summarize(_segs([[0.4, 0.3, 0.1, 0.2], [0.8, 0.1, 0.1, 0.0]]), "windows")
+    assert (s["label"], s["probability"]) == ("normal", pytest.approx(0.4))  # c = 0.5 is not > 0.5
+    assert s["text"] == ("No crackles or wheezes detected in any of the 2 analysis windows "
+                         "(least certain: 40% normal, at 0.0-2.0 s).")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Predictor
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_predictor_properties_and_card(predictor):
+    assert predictor.classes == CLASSES
+    assert predictor.temperature == 1.0 and predictor.calibrated is False
+    card = predictor.card
+    assert card["trained_on"] == "/data/icbhi" and card["synthetic"] is False
+    assert card["test_scores"] == {"sp": 80.0, "se": 40.0, "score": 60.0}
+    assert card["selected_epoch"] == 3 and card["protocol"] == "clean" and card["calibration"] is None
+    assert isinstance(card["intended_use"], str) and all(isinstance(x, str) for x in card["limitations"])
+
+
+def test_segments_are_cut_exactly_like_training_cycles(predictor, tmp_path):
+    """The model input of a span equals the training pipeline's (load_cycles + fbank) for the same cycle."""
+    x, _ = breathing(duration=6.0)
+    wav = tmp_path / "rec.wav"
+    sf.write(wav, x, 8000, subtype="FLOAT")  # a different rate: the predictor resamples like training
+    cycles = [Cycle(0.3, 1.1, 0, 0), Cycle(1.1, 5.9, 0, 0)]
+    expected = compute_features_batch(load_cycles(wav, cycles, CycleConfig(duration=2.0)))
+    pred = predictor.predict(wav, annotation=[(c.start, c.end) for c in cycles])
+    got = predictor.model_inputs(pred.waveform, [(c.start, c.end) for c in cycles])
+    torch.testing.assert_close(got, expected)
+    assert pred.segmentation == "cycles" and [(s.start, s.end) for s in pred.segments] == [(0.3, 1.1), (1.1, 5.9)]
+
+
+def test_calibrated_probabilities_are_softmax_of_logits_over_t(checkpoint, tmp_path):
+    folder = tmp_path / "cal"
+    make_checkpoint(folder)
+    meta = json.loads((folder / META_FILE).read_text())
+    meta["calibration"] = {"temperature": 2.5, "ece_before": 0.2, "ece_after": 0.05, "n": 100}
+    (folder / META_FILE).write_text(json.dumps(meta))
+    p = Predictor.from_checkpoint(folder, device="cpu")
+    assert p.calibrated and p.temperature == 2.5 and p.card["calibration"]["ece_after"] == 0.05
+    x, _ = breathing(duration=8.0)
+    pred = p.predict(x, SR, segmentation="windows")
+    with torch.no_grad():
+        logits = p.model(p.model_inputs(pred.waveform, [(s.start, s.end) for s in pred.segments])).double()
+    expected = torch.softmax(logits / 2.5, dim=1).numpy()
+    np.testing.assert_allclose(probabilities(pred), expected, atol=1e-5)
+
+
+def test_inputs_path_bytes_and_array_agree(predictor, tmp_path):
+    x, _ = breathing(duration=9.0)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, x, SR, subtype="FLOAT")
+    a = predictor.predict(wav, segmentation="windows")
+    b = predictor.predict(wav.read_bytes(), name="upload.wav", segmentation="windows")
+    c = predictor.predict(x, SR, segmentation="windows")
+    assert a.file == str(wav) and b.file == "upload.wav" and c.file == "array"
+    for other in (b, c):
+        np.testing.assert_allclose(probabilities(other), probabilities(a), atol=1e-6)
+    assert_prediction(a, 9.0)
+    assert_covers(a)
+
+
+def test_auto_segmentation_uses_breath_then_windows(predictor):
+    x, _ = breathing(period=3.0, duration=15.0)
+    pred = predictor.predict(x, SR)
+    assert pred.segmentation == "breath" and len(pred.segments) == 5 and pred.warnings == []
+    assert_covers(pred)
+    steady = 0.1 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
+    pred = predictor.predict(steady, SR)
+    assert pred.segmentation == "windows" and "sliding windows" in pred.warnings[0]
+    assert_covers(pred)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.predict(b"hello, this is not a sound file", name="notes.wav"), "notes.wav: not audio"),
+    (lambda p: p.predict(b"", name="empty.wav"), "empty.wav: empty"),
+    (lambda p: p.predict(np.zeros(4 * SR, np.float32), SR, name="quiet"), "quiet: silent"),
+    (lambda p: p.predict(np.full(SR // 2, 0.1, np.float32), SR, name="blip"), "blip: too short: 0.50 s"),
+    (lambda p: p.predict(np.ones(130 * 4000, np.float32), 4000, name="long"), "long: too long"),
+    (lambda p: p.predict(np.ones(SR, np.float32)), "needs its sample_rate"),
+    (lambda p: p.predict(np.ones((2, SR), np.float32), SR), "1-D float array"),
+    (lambda p: p.predict(np.ones(3 * SR, np.float32), SR, segmentation="cycles"), "needs an annotation"),
+    (lambda p: p.predict(np.ones(3 * SR, np.float32), SR, segmentation="magic"), "segmentation must be one of"),
+    (lambda p: p.predict(np.ones(3 * SR, np.float32), SR, annotation=[(5.0, 6.0)]), "no annotated cycle"),
+    (lambda p: p.predict(3.5), "cannot analyse a float"),
+])
+def test_bad_inputs_give_clear_errors(predictor, make, message):
+    with pytest.raises(LungsoundError, match=message.replace("(", r"\(")):
+        make(predictor)
+
+
+def test_too_long_file_and_clipping_warning(predictor, tmp_path):
+    wav = tmp_path / "long.wav"
+    sf.write(wav, np.zeros(130 * 4000, np.float32) + 0.01, 4000)
+    with pytest.raises(LungsoundError, match="long.wav: too long: 130.00 s"):
+        predictor.predict(wav)
+    x, _ = breathing(duration=6.0)
+    clipped = np.clip(x * 40, -1, 1)
+    pred = predictor.predict(clipped, SR)
+    assert any(w.startswith("heavily clipped") for w in pred.warnings)
+    assert not any("clipped" in w for w in predictor.predict(x, SR).warnings)
+
+
+def test_annotation_past_the_end_is_cut_with_a_warning(predictor):
+    x, _ = breathing(duration=5.0)
+    pred = predictor.predict(x, SR, annotation=[(0.5, 2.0), (2.0, 6.0), (7.0, 8.0)])
+    assert [(s.start, s.end) for s in pred.segments] == [(0.5, 2.0), (2.0, 5.0)]
+    assert len(pred.warnings) == 2 and "skipped" in pred.warnings[0] and "cut" in pred.warnings[1]
+
+
+def _recordings(folder: Path, pattern: str, limit: int | None = None) -> list[Path]:
+    files = sorted(folder.glob(pattern))
+    if not files:
+        pytest.skip(f"no recordings in {folder}")
+    return files[:limit] if limit else files
+
+
+def check_icbhi_recordings(predictor, wavs: list[Path]):
+    for wav in wavs:
+        info = sf.info(wav)
+        auto = predictor.predict(wav)
+        assert_prediction(auto, info.duration)
+        assert auto.segmentation in ("breath", "windows")
+        assert_covers(auto)
+        annotated = predictor.predict(wav, annotation=wav.with_suffix(".txt"))
+        assert_prediction(annotated, info.duration)
+        cycles = read_annotation(wav.with_suffix(".txt"))
+        assert annotated.segmentation == "cycles"
+        assert [(s.start, s.end) for s in annotated.segments] == [(c.start, min(c.end, annotated.duration))
+                                                                   for c in cycles if c.start < annotated.duration]
+
+
+def check_kauh_recordings(predictor, wavs: list[Path]):
+    for wav in wavs:
+        pred = predictor.predict(wav)
+        assert_prediction(pred, sf.info(wav).duration)
+        assert_covers(pred)
+        assert pred.sample_rate == 4000
+
+
+def test_predict_three_icbhi_recordings_with_and_without_annotation(predictor, icbhi_dir):
+    # 44.1 kHz 24-bit, 44.1 kHz 16-bit and 4 kHz (Litt3200) recordings
+    wavs = _recordings(icbhi_dir / "audio_and_txt_files", "*.wav")
+    picked = [w for w in wavs if w.stem in ("102_1b1_Ar_sc_Meditron", "103_2b2_Ar_mc_LittC2SE",
+                                            "104_1b1_Ar_sc_Litt3200")]
+    check_icbhi_recordings(predictor, picked or wavs[:3])
+
+
+def test_predict_three_kauh_recordings(predictor, kauh_dir):
+    check_kauh_recordings(predictor, _recordings(kauh_dir / "AudioFiles", "*.wav", limit=3))
+
+
+@pytest.mark.slow
+def test_predict_every_icbhi_recording_with_and_without_annotation(predictor, icbhi_dir):
+    check_icbhi_recordings(predictor, _recordings(icbhi_dir / "audio_and_txt_files", "*.wav"))
+
+
+@pytest.mark.slow
+def test_predict_every_kauh_recording(predictor, kauh_dir):
+    check_kauh_recordings(predictor, _recordings(kauh_dir / "AudioFiles", "*.wav"))
+
+
+def test_explain_a_segment_ast_and_cnn(predictor, tmp_path):
+    x, _ = breathing(duration=10.0)
+    pred = predictor.predict(x, SR)
+    seg = pred.segments[1]
+    ex = predictor.explain(pred, 1)
+    frames = 1 + (min(int(round((seg.end - seg.start) * SR)), 2 * SR) - 400) // 160  # the model sees 2 s at most
+    assert ex.method == "attention-rollout" and ex.fbank.shape == ex.heatmap.shape
+    assert abs(ex.fbank.shape[0] - frames) <= 1 and ex.fbank.shape[1] == 128
+    assert ex.heatmap.min() == 0.0 and ex.heatmap.max() == 1.0
+    assert (ex.start, ex.end) == (seg.start, pytest.approx(min(seg.end, seg.start + 2.0), abs=1e-4))
+    with pytest.raises(LungsoundError, match="out of range"):
+        predictor.explain(pred, len(pred.segments))
+
+    cnn = Predictor.from_checkpoint(make_checkpoint(tmp_path / "cnn", model="resnet18"), device="cpu")
+    pred = cnn.predict(x, SR)
+    ex = cnn.explain(pred, 0)
+    assert ex.method == "grad-cam" and ex.heatmap.shape == ex.fbank.shape
+    assert 0.0 <= ex.heatmap.min() and ex.heatmap.max() <= 1.0
+    assert ex.target in CLASSES
+
+
+def test_from_mlflow_run_id_runs_uri_and_registered_model(checkpoint, mlflow_store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_store)
+    exp = client.create_experiment("predict-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(checkpoint), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("lung")
+    client.create_model_version("lung", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+
+    x, _ = breathing(duration=6.0)
+    reference = Predictor.from_checkpoint(checkpoint, device="cpu").predict(x, SR, segmentation="windows")
+    for uri in (run.info.run_id, f"runs:/{run.info.run_id}/model", "models:/lung/1"):
+        p = Predictor.from_mlflow(uri, device="cpu")
+        assert p.card["source"] == uri
+        pred = p.predict(x, SR, segmentation="windows")
+        np.testing.assert_allclose(probabilities(pred), probabilities(reference), atol=1e-6)
+    with pytest.raises(LungsoundError, match="not found"):
+        Predictor.from_mlflow("models:/lung/7")
+    with pytest.raises(LungsoundError, match="no artifact"):
+        Predictor.from_mlflow("0123456789abcdef0123456789abcdef")
