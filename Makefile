@@ -38,3 +38,47 @@ data-stats: setup ## counts of the ICBHI database in DATA
 
 clean-cache: ## remove cached cycles/features (~/.cache/lungsound/features)
 	rm -rf $${LUNGSOUND_CACHE:-$$HOME/.cache/lungsound}/features
+
+# --- ICBHI benchmarks (one GPU recommended): DATA=<ICBHI folder> SEEDS=1-5 ---------------------------------------------
+.PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat compare check-data download
+
+check-data:
+	@test -d "$(DATA)" || { echo "ICBHI data not found at '$(DATA)'."; \
+	  echo "Get it with:  make download   (about 2 GB, into data/ICBHI_final_database)"; \
+	  echo "or point DATA=... at an existing copy (official archive or Kaggle layout)."; exit 2; }
+
+icbhi-ast-ce: check-data setup ## AST fine-tuning baseline, both protocols, then the comparison table
+	$(LS) train -c experiments/icbhi_ast_ce.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) train -c experiments/icbhi_ast_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+
+icbhi-patchmix-cl: check-data setup ## Patch-Mix contrastive learning [PMCL], both protocols
+	$(LS) train -c experiments/icbhi_patchmix_cl.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) train -c experiments/icbhi_patchmix_cl_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+
+icbhi-sgscl: check-data setup ## stethoscope-guided SupCon [SGSCL], both protocols
+	$(LS) train -c experiments/icbhi_sgscl.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) train -c experiments/icbhi_sgscl_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+
+icbhi-dat: check-data setup ## device-adversarial baseline of [SGSCL], both protocols
+	$(LS) train -c experiments/icbhi_dat_device.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) train -c experiments/icbhi_dat_device_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
+	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+
+download: setup ## fetch the official ICBHI 2017 archive into data/ICBHI_final_database
+	$(LS) data download --dest data
+
+compare: setup ## comparison table of every experiment in the MLflow store (outputs/compare/)
+	$(LS) compare --published --out outputs/compare
+
+# --- clinician demo (research use only) ---------------------------------------------------------------------------------
+.PHONY: app
+APP_ADDRESS ?= 127.0.0.1
+APP_PORT    ?= 8501
+
+app: setup ## clinician demo at http://$(APP_ADDRESS):$(APP_PORT); trains the quickstart model first if none exists
+	@$(PY) -c "import sys; sys.path.insert(0, 'app'); from models import discover_models; sys.exit(0 if discover_models().choices else 1)" \
+	  || { echo "No trained model yet: running make quickstart first."; $(MAKE) quickstart; }
+	$(VENV)/bin/streamlit run app/streamlit_app.py --server.address $(APP_ADDRESS) --server.port $(APP_PORT)

@@ -1,0 +1,160 @@
+"""Which trained models the app can offer, and which one it opens with.
+
+The model picker lists, in this order:
+
+1. the folder or MLflow URI in `$LUNGSOUND_APP_MODEL`, when set (it is then the default);
+2. the newest FINISHED run of the MLflow experiment "quickstart" that logged a `model` artifact (`make quickstart`
+   writes it) - the default when `$LUNGSOUND_APP_MODEL` is not set;
+3. every registered MLflow model, at its newest version;
+4. checkpoint folders written by `lungsound train` under `./outputs/<experiment>/<run>/best` (newest first).
+
+MLflow is consulted only where a store already exists (`$MLFLOW_TRACKING_URI`, or `./mlruns/mlflow.db` as
+`lungsound.tracking` writes it), so opening the app never creates one. A store that cannot be read is reported as a
+note, not an error: the app still works with the checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_MODEL = "LUNGSOUND_APP_MODEL"
+QUICKSTART_EXPERIMENT = "quickstart"
+MODEL_ARTIFACT = "model"
+MAX_CHECKPOINTS = 50
+MLFLOW_SCHEMES = ("runs:/", "models:/")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the picker: a checkpoint folder or an MLflow model URI."""
+
+    label: str  # what the picker shows
+    source: str  # a folder path, "runs:/<id>/model" or "models:/<name>/<version>"
+    origin: str  # "environment" | "quickstart" | "registered" | "checkpoint"
+
+    @property
+    def is_mlflow(self) -> bool:
+        return self.source.startswith(MLFLOW_SCHEMES)
+
+
+@dataclass
+class Discovery:
+    """The picker's entries (default first) and notes on sources that could not be read."""
+
+    choices: list[ModelChoice] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def default(self) -> ModelChoice | None:
+        return self.choices[0] if self.choices else None
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.yaml").is_file()
+
+
+def discover_models(outputs: str | Path = "outputs") -> Discovery:
+    """Every model the app can load; the first entry is the default."""
+    found = Discovery()
+    env_source = os.environ.get(ENV_MODEL, "").strip()
+    if env_source:
+        if env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
+            found.choices.append(ModelChoice(f"{_short(env_source)} (from ${ENV_MODEL})", env_source, "environment"))
+        else:
+            found.notes.append(f"${ENV_MODEL} = {env_source} is not a model folder (model.safetensors and "
+                               "config.yaml are missing) nor an MLflow URI; ignored.")
+    mlf = _mlflow_client(found.notes)
+    if mlf is not None:
+        try:
+            found.choices.extend(_quickstart_runs(mlf))
+            found.choices.extend(_registered_models(mlf))
+        except Exception as exc:  # any MLflow failure (locked or old-schema store, server down) is only a note
+            found.notes.append(f"could not read the MLflow store: {_one_line(exc)}")
+    found.choices.extend(_checkpoint_folders(Path(outputs)))
+    return _unique(found)
+
+
+def load_predictor(source: str):
+    """The `Predictor` of a picker entry (a folder or an MLflow URI); errors are `LungsoundError`."""
+    from lungsound.inference import Predictor
+
+    if source.startswith(MLFLOW_SCHEMES):
+        return Predictor.from_mlflow(source)
+    return Predictor.from_checkpoint(source)
+
+
+def _mlflow_client(notes: list[str]):
+    """A client for the existing tracking store, or None when there is none (nothing is created)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri and not (Path.cwd() / "mlruns" / "mlflow.db").is_file():
+        return None
+    try:
+        from lungsound.tracking import client
+
+        return client()
+    except Exception as exc:
+        notes.append(f"could not open the MLflow store: {_one_line(exc)}")
+        return None
+
+
+def _quickstart_runs(mlf) -> list[ModelChoice]:
+    """The newest finished quickstart run that has a model artifact (at most one entry)."""
+    exp = mlf.get_experiment_by_name(QUICKSTART_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = mlf.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                           order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        if any(a.path == MODEL_ARTIFACT for a in mlf.list_artifacts(run.info.run_id)):
+            name = run.info.run_name or run.info.run_id[:8]
+            return [ModelChoice(f"quickstart model (run {name}, {run.info.run_id[:8]})",
+                                f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}", "quickstart")]
+    return []
+
+
+def _registered_models(mlf) -> list[ModelChoice]:
+    choices = []
+    for registered in mlf.search_registered_models(max_results=100):
+        versions = mlf.search_model_versions(f"name = '{registered.name}'")
+        if not versions:
+            continue
+        newest = max(versions, key=lambda v: int(v.version))
+        choices.append(ModelChoice(f"registered: {registered.name} v{newest.version}",
+                                   f"models:/{registered.name}/{newest.version}", "registered"))
+    return choices
+
+
+def _checkpoint_folders(outputs: Path) -> list[ModelChoice]:
+    """`<outputs>/<experiment>/<run>/best` folders, newest first."""
+    if not outputs.is_dir():
+        return []
+    folders = [f for f in outputs.glob("*/*/best") if is_checkpoint(f)]
+    folders.sort(key=lambda f: (f / "model.safetensors").stat().st_mtime, reverse=True)
+    return [ModelChoice(f"checkpoint: {f.parent.parent.name}/{f.parent.name}", str(f), "checkpoint")
+            for f in folders[:MAX_CHECKPOINTS]]
+
+
+def _unique(found: Discovery) -> Discovery:
+    seen: set[str] = set()
+    choices = []
+    for choice in found.choices:
+        key = choice.source if choice.is_mlflow else str(Path(choice.source).resolve())
+        if key not in seen:
+            seen.add(key)
+            choices.append(choice)
+    found.choices = choices
+    return found
+
+
+def _short(source: str) -> str:
+    if source.startswith(MLFLOW_SCHEMES):
+        return source
+    path = Path(source)
+    return "/".join(path.parts[-2:]) if len(path.parts) > 2 else source
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,352 @@
+"""The Streamlit app (app/streamlit_app.py) driven by `streamlit.testing.v1.AppTest`, and its model discovery.
+
+A tiny random AST checkpoint stands in for a trained model. A real ICBHI recording must give the summary of an
+independent `Predictor` run on the same bytes, the probability metrics, the plots and the segment table. Every kind of
+bad input must end in a message on the page without an exception, and the next good upload must still work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("streamlit.testing.v1", reason="streamlit is not installed")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app" / "streamlit_app.py"
+AUDIO_DIR = REPO.parent / "shared" / "data" / "icbhi" / "audio_and_txt_files"
+GOOD = "104_1b1_Ll_sc_Litt3200"  # 18.5 s, 4 kHz: small and quick
+TIMEOUT = 180
+
+
+def _load_app_module(name: str):
+    """app/<name>.py as a module (the app folder is not a package; dataclasses need the module registered)."""
+    full = f"lungsound_app_{name}"
+    if full not in sys.modules:
+        spec = importlib.util.spec_from_file_location(full, REPO / "app" / f"{name}.py")
+        sys.modules[full] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[full])
+    return sys.modules[full]
+
+
+def _wav(x: np.ndarray, sr: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(x, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """A random 2-block AST checkpoint (2 s input) of a config without data.root, i.e. trained on the synthetic set."""
+    import torch
+
+    from lungsound.config import load_config
+    from lungsound.training.checkpoint import build_model, save_model
+
+    cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0"])
+    torch.manual_seed(0)
+    meta = {"selected_epoch": 1, "protocol": "paper", "method": "ce", "experiment": "app-test",
+            "metrics": {"test_sp": 61.0, "test_se": 40.0, "test_score": 50.5}}  # data.root None: synthetic
+    return save_model(folder, build_model(cfg), cfg, meta)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("app-model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def good_recording() -> tuple[str, bytes]:
+    path = AUDIO_DIR / f"{GOOD}.wav"
+    if not path.is_file():
+        pytest.skip(f"real data not available: {path} is absent (CI has it at ../shared/data)")
+    return path.name, path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def good_excerpt(good_recording) -> tuple[str, bytes]:
+    """The first 6 s of the good recording (quicker to analyse; used after each bad input)."""
+    x, sr = sf.read(io.BytesIO(good_recording[1]), dtype="float32")
+    return "excerpt.wav", _wav(x[: 6 * sr], sr)
+
+
+def _predict(model: Path, recording: tuple[str, bytes]):
+    """The prediction an independent Predictor makes on an upload."""
+    from lungsound.inference import Predictor
+
+    name, data = recording
+    return Predictor.from_checkpoint(model).predict(data, name=name, max_seconds=120.0)
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model, good_recording):
+    return _predict(tiny_model, good_recording)
+
+
+@pytest.fixture(scope="module")
+def expected_excerpt(tiny_model, good_excerpt):
+    return _predict(tiny_model, good_excerpt)
+
+
+@pytest.fixture
+def app(tiny_model, monkeypatch, tmp_path) -> AppTest:
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(tiny_model))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./outputs or ./mlruns: the environment's model is the only one
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at: AppTest, name: str, data: bytes, mime: str = "audio/wav") -> AppTest:
+    at.file_uploader(key="upload").set_value((name, data, mime))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def assert_analysed(at: AppTest, expected) -> None:
+    """The page shows the expected summary, four probability metrics, three plots and the segment table."""
+    assert not at.error, [e.value for e in at.error]
+    warnings = [w.value for w in at.warning]  # the notice, the synthetic-model banner, then the recording's own
+    assert warnings[0].startswith("**Research use only") and warnings[1].startswith("**This model was trained on")
+    assert warnings[2:] == expected.warnings
+    assert f"### {expected.summary['text']}" in [m.value for m in at.markdown]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Normal": f"{100 * expected.summary['probabilities']['normal']:.0f}%",
+                       "Crackles": f"{100 * expected.summary['probabilities']['crackle']:.0f}%",
+                       "Wheezes": f"{100 * expected.summary['probabilities']['wheeze']:.0f}%",
+                       "Crackles and wheezes": f"{100 * expected.summary['probabilities']['both']:.0f}%"}
+    assert len(at.image) == 3  # timeline, waveform, spectrogram with the explanation
+    table = at.dataframe[0].value
+    assert len(table) == len(expected.segments)
+    assert np.allclose(table["start (s)"], [round(s.start, 2) for s in expected.segments])
+
+
+def test_page_before_upload_shows_notice_and_model_card(app):
+    assert any("Research use only - not a medical device" in w.value for w in app.warning)
+    assert any("trained on synthetic data" in w.value for w in app.warning)  # the tiny model's meta says synthetic
+    assert any("Upload a recording" in i.value for i in app.info)
+    assert not app.error
+    assert app.sidebar.selectbox(key="model").value.endswith("(from $LUNGSOUND_APP_MODEL)")
+
+
+def test_real_recording_is_analysed(app, good_recording, expected):
+    t0 = time.time()
+    upload(app, *good_recording)
+    assert_analysed(app, expected)
+    # Picking another segment redraws the plots and its explanation without recomputing the prediction.
+    selectbox = next(s for s in app.selectbox if s.label == "Segment")
+    other = (selectbox.value + 1) % len(expected.segments)
+    selectbox.set_value(other).run()
+    assert not app.exception and not app.error
+    assert selectbox.format_func(other).startswith(f"Segment {other + 1}:")
+    assert len(app.image) == 3
+    assert time.time() - t0 < TIMEOUT
+
+
+def test_microphone_recording_is_analysed(app, good_excerpt, expected_excerpt):
+    app.audio_input(key="microphone").set_value(("recording.wav", good_excerpt[1], "audio/wav"))
+    app.run()
+    assert not app.exception
+    assert_analysed(app, expected_excerpt)
+
+
+@pytest.mark.parametrize("fmt, subtype, mime", [("flac", "PCM_16", "audio/flac"), ("ogg", "VORBIS", "audio/ogg"),
+                                                ("mp3", "MPEG_LAYER_III", "audio/mpeg")])
+def test_other_audio_formats_are_analysed(app, good_excerpt, expected_excerpt, fmt, subtype, mime):
+    x, sr = sf.read(io.BytesIO(good_excerpt[1]), dtype="int16")
+    if fmt == "mp3" and sr < 8000:  # MPEG audio has no 4 kHz rate
+        x, sr = np.repeat(x, 8000 // sr), 8000
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt.upper() if fmt != "mp3" else "MP3", subtype=subtype)
+    upload(app, f"excerpt.{fmt}", buf.getvalue(), mime)
+    if fmt == "flac":  # lossless: the very same samples, so the very same result
+        assert_analysed(app, expected_excerpt)
+    else:
+        assert not app.error, [e.value for e in app.error]
+        assert any(m.value.startswith("### ") for m in app.markdown) and len(app.image) == 3
+
+
+def test_annotation_file_gives_its_cycles_as_segments(app, good_recording):
+    annotation = (AUDIO_DIR / f"{GOOD}.txt").read_bytes()
+    app.sidebar.file_uploader(key="annotation").set_value((f"{GOOD}.txt", annotation, "text/plain"))
+    app.run()
+    assert app.sidebar.radio(key="segmentation").value == "cycles"  # chosen by default once an annotation is given
+    upload(app, *good_recording)
+    assert not app.error, [e.value for e in app.error]
+    cycles = [line.split()[:2] for line in annotation.decode().splitlines() if line.strip()]
+    table = app.dataframe[0].value
+    assert len(cycles) == 7 and len(table) == 7
+    assert np.allclose(table["start (s)"], [round(float(a), 2) for a, _ in cycles])
+    assert np.allclose(table["end (s)"], [round(float(b), 2) for _, b in cycles])
+    assert any("annotated breathing cycles" in m.value for m in app.markdown)
+
+
+def _bad_inputs(good: bytes) -> dict[str, tuple[str, bytes, str, str]]:
+    """name -> (file name, bytes, element the message appears in, words the message contains)."""
+    rng = np.random.default_rng(0)
+    x, sr = sf.read(io.BytesIO(good), dtype="float32")
+    x = x[: 6 * sr]
+    clipped = np.clip(x * 40.0 / max(np.abs(x).max(), 1e-6), -1.0, 1.0)
+    return {
+        "not_audio": ("notes.wav", b"Patient notes, not a sound file.\n" * 50, "error", "notes.wav: not audio"),
+        "empty": ("empty.wav", b"", "error", "empty.wav: empty"),
+        "corrupt": ("broken.wav", good[:20] + b"\xff" * 16 + good[36:], "error", "broken.wav: unreadable"),  # bad fmt
+        "too_large": ("huge.wav", b"\0" * (51 * 1024 * 1024), "error", "huge.wav is too large"),
+        "too_long": ("long.wav", _wav(0.1 * rng.standard_normal(4000 * 130), 4000), "error", "long.wav: too long"),
+        "silence": ("silence.wav", _wav(np.zeros(4000 * 5), 4000), "error", "silence.wav: silent"),
+        "very_short": ("short.wav", _wav(0.1 * rng.standard_normal(2000), 4000), "error", "short.wav: too short"),
+        "clipped": ("clipped.wav", _wav(clipped, sr), "warning", "heavily clipped"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["not_audio", "empty", "corrupt", "too_large", "too_long", "silence", "very_short",
+                                  "clipped"])
+def test_bad_input_gives_a_message_and_the_app_keeps_working(app, good_recording, good_excerpt, expected_excerpt,
+                                                              kind):
+    name, data, element, words = _bad_inputs(good_recording[1])[kind]
+    upload(app, name, data)
+    messages = [m.value for m in getattr(app, element)]
+    assert any(words.lower() in m.lower() for m in messages), messages
+    if element == "error":
+        assert not any(m.value.startswith("### ") for m in app.markdown)  # no result is shown for a failed upload
+    upload(app, *good_excerpt)
+    assert_analysed(app, expected_excerpt)
+
+
+def test_no_model_tells_the_user_to_run_the_quickstart(monkeypatch, tmp_path):
+    monkeypatch.delenv("LUNGSOUND_APP_MODEL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert any("make quickstart" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.file_uploader  # nothing to analyse with
+
+
+def test_broken_model_folder_is_reported(monkeypatch, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    (folder / "config.yaml").write_text("model: {name: ast_tiny}\n")
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(folder))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert any("could not be loaded" in e.value and "broken" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------------------------------------- model discovery
+def test_discovery_lists_env_model_then_checkpoints_newest_first(tiny_model, monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    models = _load_app_module("models")
+    outputs = tmp_path / "outputs"
+    for i, run in enumerate(["old-run", "new-run"]):
+        shutil.copytree(tiny_model, outputs / "icbhi" / run / "best")
+        os.utime(outputs / "icbhi" / run / "best" / "model.safetensors", (1e9 + i, 1e9 + i))
+    (outputs / "icbhi" / "no-model" / "best").mkdir(parents=True)  # not a checkpoint: skipped
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(tiny_model))
+    found = models.discover_models(outputs)
+    assert [c.origin for c in found.choices] == ["environment", "checkpoint", "checkpoint"]
+    assert found.default.source == str(tiny_model)
+    assert [c.label for c in found.choices[1:]] == ["checkpoint: icbhi/new-run", "checkpoint: icbhi/old-run"]
+
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(tmp_path / "nowhere"))
+    found = models.discover_models(outputs)
+    assert found.default.label == "checkpoint: icbhi/new-run"
+    assert len(found.notes) == 1 and "nowhere" in found.notes[0]
+    assert not (tmp_path / "mlruns").exists()  # discovery never creates an MLflow store
+
+
+def test_discovery_defaults_to_newest_finished_quickstart_run(tiny_model, monkeypatch, tmp_path):
+    from lungsound.tracking import RunLogger
+
+    models = _load_app_module("models")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("LUNGSOUND_APP_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    for name, status in [("older", "FINISHED"), ("newer", "FINISHED"), ("newest-killed", "KILLED")]:
+        run = RunLogger.start("quickstart", name, {})
+        run.log_artifact(tiny_model, "model")
+        run.end(status)
+        runs[name] = run.run_id
+        time.sleep(0.01)  # distinct start times
+    no_model = RunLogger.start("quickstart", "no-artifact", {})
+    no_model.end("FINISHED")
+    registered = RunLogger.start("icbhi", "for-registry", {})
+    registered.log_artifact(tiny_model, "model")
+    registered.end()
+    registered.mlf.create_registered_model("lung-ast")
+    for _ in range(2):
+        registered.mlf.create_model_version("lung-ast", f"runs:/{registered.run_id}/model", registered.run_id)
+
+    found = models.discover_models(tmp_path / "outputs")
+    assert found.notes == []
+    assert [c.source for c in found.choices] == [f"runs:/{runs['newer']}/model", "models:/lung-ast/2"]
+    assert found.default.origin == "quickstart" and "newer" in found.default.label
+    predictor = models.load_predictor(found.default.source)
+    assert predictor.classes == ("normal", "crackle", "wheeze", "both")
+
+
+
+# ------------------------------------------------------------------------------------------------ plots (components)
+def test_frequency_ticks_sit_on_the_kaldi_band_centres():
+    from torchaudio.compliance.kaldi import get_mel_banks
+
+    ui = _load_app_module("components")
+    _, centres = get_mel_banks(128, 512, 16000.0, 20.0, 0.0, 100.0, -500.0, 1.0)  # centre frequencies in Hz
+    assert np.allclose([ui.mel_band_of(float(f)) for f in centres.ravel()], np.arange(128), atol=1e-3)
+    # by hand: m(1000 Hz) = 999.99 mel, m(20 Hz) = 31.75 mel, d = 21.770 mel: (999.99 - 31.75) / 21.770 - 1 = 43.48
+    assert abs(ui.mel_band_of(1000.0) - 43.48) < 0.01
+
+
+def test_display_spectrogram_removes_the_low_band_stripes_of_white_noise():
+    """White noise has a smooth spectrum (after the fbank's pre-emphasis, rising with frequency), so each band's energy
+    follows its filter weight: the raw Kaldi bands below 300 Hz jump up and down from band to band (second differences
+    of several nepers, one band has no weight at all), the displayed ones vary smoothly."""
+    ui = _load_app_module("components")
+    noise = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32)
+    raw = ui.log_mel(noise)
+    shown = ui.display_spectrogram(raw)
+
+    def roughness(spec):  # mean |second difference| of the band means over about 20-300 Hz, in nepers
+        return float(np.abs(np.diff(spec[:, :20].mean(axis=0), 2)).mean())
+
+    assert roughness(raw) > 3.0
+    assert roughness(shown) < 0.4
+    assert shown.shape == raw.shape and np.isfinite(shown).all()
+
+
+def test_time_axes_of_all_plots_line_up(good_recording, expected):
+    """The timeline, the waveform and both spectrogram panels put t = 0 and t = duration at the same pixel columns."""
+    ui = _load_app_module("components")
+    classes = list(expected.segments[0].probabilities)
+    figures = [ui.timeline_figure(expected.segments, classes, expected.duration, 0),
+               ui.waveform_figure(expected.waveform, 16000, expected.segments, 0),
+               ui.spectrogram_figure(ui.log_mel(expected.waveform), expected.segments, 0)]
+    extents = []
+    for fig in figures:
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        x0, x1 = ax.get_xlim()
+        assert x0 == 0.0 and abs(x1 - expected.duration) < 0.02
+        extents.append(tuple(np.round(ax.get_position().x0 + [0.0], 4)) + (round(ax.get_position().x1, 4),))
+    assert len(set(extents)) == 1, extents
