@@ -12,7 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_RECORDINGS = 120
 DEFAULT_SEED = 0
 MARKER = "SYNTHETIC.json"
 
@@ -37,7 +36,7 @@ def ensure_default_data(progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
     try:
-        generate(tmp, n_recordings=DEFAULT_RECORDINGS, seed=DEFAULT_SEED, progress=progress)
+        generate(tmp, seed=DEFAULT_SEED, progress=progress)
         if target.exists():  # a partial folder from an interrupted run
             shutil.rmtree(target)
         tmp.rename(target)
