@@ -96,9 +96,17 @@ def small_icbhi(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch) -> str:
-    """A fresh sqlite MLflow store for one test."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> str:
+    """A sqlite MLflow store shared by the tests of one module (creating a store costs seconds)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old

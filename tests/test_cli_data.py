@@ -57,7 +57,7 @@ def test_dump_every_real_recording(icbhi_dir, tmp_path, capsys):
         assert z["labels"].tolist() == [c.label for c in cycles]
         np.testing.assert_allclose(z["starts"], [c.start for c in cycles])
         np.testing.assert_allclose(z["ends"], [c.end for c in cycles])
-        assert np.abs(z["waveforms"]).max() <= 1.0
+        assert np.abs(z["waveforms"]).max() <= 1.05  # decoded in [-1, 1]; sinc resampling may overshoot clipped peaks
         rates.add(sf.info(str(wav)).samplerate)
     assert {4000, 44100} <= rates  # the Litt3200 4 kHz files and the 44.1 kHz (16- and 24-bit) files
 

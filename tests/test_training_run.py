@@ -48,8 +48,10 @@ def test_fit_records_run_metrics_and_checkpoint(small_icbhi, tmp_path, mlflow_st
 
 
 def test_resume_matches_uninterrupted_run(small_icbhi, tmp_path, mlflow_store):
-    full = fit(tiny_cfg(small_icbhi, tmp_path, "train.epochs=3", "tracking.run_name=full"), progress=False)
-    part = fit(tiny_cfg(small_icbhi, tmp_path, "train.epochs=3", "tracking.run_name=part"), stop_after=1,
+    full = fit(tiny_cfg(small_icbhi, tmp_path, "train.epochs=3", "tracking.run_name=full",
+                         "tracking.experiment=unit-resume"), progress=False)
+    part = fit(tiny_cfg(small_icbhi, tmp_path, "train.epochs=3", "tracking.run_name=part",
+                         "tracking.experiment=unit-resume"), stop_after=1,
                progress=False)
     assert not part.finished and len(part.history) == 1
     resumed = fit(None, resume=part.checkpoint.parent / "last.pt", progress=False)
@@ -61,7 +63,8 @@ def test_resume_matches_uninterrupted_run(small_icbhi, tmp_path, mlflow_store):
 
 
 def test_clean_protocol_selects_on_validation(small_icbhi, tmp_path, mlflow_store):
-    result = fit(tiny_cfg(small_icbhi, tmp_path, "train.protocol=clean", "data.val_fraction=0.25"), progress=False)
+    result = fit(tiny_cfg(small_icbhi, tmp_path, "train.protocol=clean", "data.val_fraction=0.25",
+                         "tracking.experiment=unit-clean"), progress=False)
     assert "final_val_score" in result.metrics and "final_test_score" in result.metrics
     assert mlflow.get_run(result.run_id).data.tags["selection"] == "val"
 
@@ -93,3 +96,14 @@ def test_cli_errors_are_one_line(tmp_path, mlflow_store, capsys):
     assert "not a lungsound checkpoint: model.safetensors is missing" in capsys.readouterr().err
     assert main(["compare", "--experiment", "nothing-here"]) == 2
     assert "no MLflow experiment named nothing-here" in capsys.readouterr().err
+
+
+def test_clean_protocol_calibrates_on_validation(small_icbhi, tmp_path, mlflow_store):
+    result = fit(tiny_cfg(small_icbhi, tmp_path, "train.protocol=clean", "data.val_fraction=0.25",
+                          "train.epochs=1", "tracking.experiment=unit-calib"), progress=False)
+    _, _, meta = load_model(result.checkpoint)
+    calib = meta["calibration"]
+    assert calib["temperature"] > 0 and calib["n"] > 0
+    assert result.metrics["calibration_temperature"] == pytest.approx(calib["temperature"])
+    report = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "report")}
+    assert "report/reliability_diagram.png" in report

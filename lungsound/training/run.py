@@ -112,6 +112,8 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
 
     final = {f"final_{k}": v for k, v in history[best_epoch - 1].items() if k.startswith(("test_", "val_"))}
     final["selected_epoch"] = float(best_epoch)
+    if main and trainer.data.val is not None:
+        final.update(_calibrate(folder / "best", trainer, logger))
     if main and logger:
         logger.log_metrics(final)
         logger.set_tags({"selected_epoch": best_epoch, "selection": select_on,
@@ -119,6 +121,26 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
         _log_artifacts(logger, cfg, folder, trainer, best_epoch)
         logger.end("FINISHED")
     return RunResult(logger.run_id if logger else None, final, folder / "best", history, best_epoch, True)
+
+
+def _calibrate(folder: Path, trainer: Trainer, logger) -> dict[str, float]:
+    """Temperature scaling of the selected model on the validation split; stored in its meta.json, diagram to MLflow."""
+    from lungsound.calibration import calibrate_checkpoint, reliability_diagram, softmax
+    from lungsound.evaluation import predict
+    from lungsound.training.checkpoint import load_model
+
+    model, _, _ = load_model(folder, device=trainer.device)
+    logits, labels, _ = predict(model, trainer.data.val, trainer.device, trainer.cfg.train.eval_batch_size)
+    record = calibrate_checkpoint(folder, logits, labels)
+    if logger:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = reliability_diagram(softmax(logits), labels, Path(tmp) / "reliability_diagram.png",
+                                       title=f"validation split: ECE {100 * record['ece_before']:.1f}% -> "
+                                             f"{100 * record['ece_after']:.1f}% (T = {record['temperature']:.2f})",
+                                       calibrated=softmax(logits, record["temperature"]))
+            logger.log_artifact(path, "report")
+    return {"calibration_temperature": record["temperature"], "calibration_ece_before": record["ece_before"],
+            "calibration_ece_after": record["ece_after"]}
 
 
 def _fingerprint(trainer: Trainer) -> str:

@@ -27,7 +27,7 @@ from lungsound.evaluation import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import build_model, load_state, rng_state, save_model, save_state, set_rng_state
+from lungsound.training.checkpoint import build_model
 from lungsound.training.data import RunData, build_run_data
 from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr
 
@@ -82,9 +82,10 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
         params = dict(cfg.method.params)
-        self.domains = None
-        if cfg.data.domain != "device":
-            self.domains = self.data.train.domain_labels(cfg.data.domain)
+        self.domains = None  # batch.domain: another metadata domain, when the method or the data config names one
+        domain = params.get("domain", cfg.data.domain)
+        if domain != "device":
+            self.domains = self.data.train.domain_labels(domain)
         self.objective = create_objective(cfg.method.name, self.model.feature_dim, self.model.num_classes,
                                           class_weights=weights, **params).to(self.device)
         trainable = [p for m in (self.model, self.objective) for p in m.parameters() if p.requires_grad]
