@@ -30,8 +30,16 @@ test: setup ## fast test suite (about 10 minutes on 2 cores)
 test-all: setup ## every test, the slow ones too
 	$(PY) -m pytest -q -m "slow or not slow"
 
-quickstart: setup ## the main job on the built-in synthetic data
+quickstart: setup ## train CE and Patch-Mix CL tiny ASTs on the built-in synthetic data (CPU, a few minutes) and compare
 	$(LS) data stats
+	$(LS) train -c experiments/quickstart.yaml --quiet
+	$(LS) train -c experiments/quickstart_patchmix_cl.yaml --quiet
+	$(LS) compare --experiment quickstart --out outputs/compare/quickstart
+	@echo
+	@echo "Runs are in the MLflow store mlruns/mlflow.db. Browse them with:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
+	@echo "Try the clinician demo (research use only) on the newest quickstart model with:"
+	@echo "  make app"
 
 data-stats: setup ## counts of the ICBHI database in DATA
 	$(LS) data stats --root $(DATA)
@@ -82,3 +90,15 @@ app: setup ## clinician demo at http://$(APP_ADDRESS):$(APP_PORT); trains the qu
 	@$(PY) -c "import sys; sys.path.insert(0, 'app'); from models import discover_models; sys.exit(0 if discover_models().choices else 1)" \
 	  || { echo "No trained model yet: running make quickstart first."; $(MAKE) quickstart; }
 	$(VENV)/bin/streamlit run app/streamlit_app.py --server.address $(APP_ADDRESS) --server.port $(APP_PORT)
+
+# --- the four AST methods on the built-in data at quickstart size (CPU; about 45 minutes on 2 cores) ----------------
+.PHONY: bench-builtin
+BUILTIN_METHODS := icbhi_ast_ce icbhi_patchmix_cl icbhi_dat_device icbhi_sgscl
+BUILTIN_SIZE := data.root=null model.name=ast_tiny model.pretrained=null 'model.params={fstride: 16, tstride: 16}' \
+	train.lr=1.0e-3 train.batch_size=8 train.epochs=15 train.ma_beta=null tracking.experiment=builtin-bench
+
+bench-builtin: setup ## CE, Patch-Mix CL, DAT and SG-SCL, both protocols, SEEDS (default 1-3), tiny AST on built-in data
+	for exp in $(BUILTIN_METHODS); do for variant in "" _clean; do \
+	  $(LS) train -c experiments/$$exp$$variant.yaml $(BUILTIN_SIZE) --seeds $(or $(BENCH_SEEDS),1-3) --quiet || exit 1; \
+	done; done
+	$(LS) compare --experiment builtin-bench --published --out outputs/compare/builtin-bench

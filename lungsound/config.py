@@ -156,6 +156,11 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
         annotation = next(a for a in args if a is not type(None))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if annotation in (str, bool, dict) and isinstance(value, annotation):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch import nn
 import transformers
 
 from lungsound.errors import LungsoundError
@@ -187,7 +188,21 @@ def build_ast(config: ASTConfig) -> AST:
         from lungsound.models.ast_weights import load_ast_weights
 
         load_ast_weights(model, config.weights, pos_embed=config.pos_embed, strict=config.strict_weights)
+    else:
+        init_tokens(model)
     return model
+
+
+def init_tokens(model: AST, std: float = 0.02) -> None:
+    """Random-init the cls, dist and position embeddings (DeiT's truncated normal, std 0.02) for training from scratch.
+
+    transformers starts them at zero, which suits loading a checkpoint but leaves a scratch model with identical
+    positions, so it spends its first epochs on a plateau.
+    """
+    emb = model.backbone.embeddings
+    with torch.no_grad():
+        for tensor in (emb.cls_token, emb.distillation_token, emb.position_embeddings):
+            nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
 
 
 TINY = dict(embed_dim=64, depth=2, num_heads=2)

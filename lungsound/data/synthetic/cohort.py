@@ -97,9 +97,9 @@ def draw_voice(rng: np.random.Generator, diagnosis: str | None, age: float | Non
         cycle_median_s=float(np.clip(rng.lognormal(math.log(1.9 if child else 2.7), 0.2), 1.3, 5.0)),
         inspiration_fraction=rng.uniform(0.36, 0.44),
         expiration_level=rng.uniform(0.4, 0.8),
-        crackle_gain=_log_uniform(rng, 1.5, 10.0),
+        crackle_gain=_log_uniform(rng, 4.0, 15.0),
         coarse_probability=COARSE_PROBABILITY.get(diagnosis or "", 0.5),
-        wheeze_gain=_log_uniform(rng, 0.08, 1.2),
+        wheeze_gain=_log_uniform(rng, 0.4, 2.0),
         wheeze_f0_hz=_log_uniform(rng, 150.0, 700.0),
     )
 

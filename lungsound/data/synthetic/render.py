@@ -115,7 +115,7 @@ def _phase_time(breath: Breath, inspiratory: bool, u: float) -> float:
 def _add_crackles(out: np.ndarray, sr: int, breath: Breath, voice: sounds.Voice, gain: float,
                   rng: np.random.Generator) -> None:
     coarse_cycle = rng.random() < voice.coarse_probability
-    for _ in range(int(rng.integers(3, 16))):
+    for _ in range(int(rng.integers(5, 16))):
         coarse = coarse_cycle if rng.random() < 0.8 else not coarse_cycle
         inspiratory = rng.random() < 0.8
         if inspiratory:
@@ -136,7 +136,7 @@ def _add_wheezes(out: np.ndarray, sr: int, breath: Breath, voice: sounds.Voice, 
         if hi - lo < 0.09:  # phase too short: use the whole cycle
             lo, hi = breath.start, breath.end
         span = hi - lo
-        duration = float(np.clip(rng.lognormal(math.log(0.3), 0.5), 0.08, max(0.08, 0.9 * span)))
+        duration = float(np.clip(rng.lognormal(math.log(0.6), 0.5), 0.08, max(0.08, 0.9 * span)))
         duration = min(duration, breath.end - breath.start) if breath.end - breath.start >= 0.08 else 0.08
         start = lo + rng.uniform(0.0, max(0.0, span - duration))
         f0 = float(np.clip(voice.wheeze_f0_hz * rng.lognormal(0.0, 0.2), 100.0, 1000.0))
