@@ -6,7 +6,7 @@ and after the last are filled with unannotated breaths of the patient's typical 
 The envelope of each phase is the smooth hump e(u) = u^a (1 - u)^b / max, u in [0, 1] across the phase (inspiration
 a = 0.8, b = 1.4; expiration a = 0.6, b = 2.0, quieter by the patient's expiration level).
 
-Sounds per breath (`sounds.py`): crackles (3-15, about 80 % inspiratory) in cycles flagged crackles=1; one to three
+Sounds per breath (`sounds.py`): crackles (5-15, about 80 % inspiratory) in cycles flagged crackles=1; one to three
 wheezes (about 75 % expiratory, >= 80 ms) in cycles flagged wheezes=1; heart sounds throughout; and artefacts at the
 same per-breath rate whatever the label (rub 8 %, click 6 %, squeak 3 %, knock 2 %), so they never give the label away.
 
