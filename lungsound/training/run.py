@@ -200,8 +200,12 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
 
 def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict:
     """One parent MLflow run, one child per seed; the parent gets mean and std of each final metric."""
+    import os
+
     from lungsound.tracking import RunLogger, environment_tags
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LungsoundError("under torchrun, train one seed per launch (drop --seeds or give a single seed)")
     parent = RunLogger.start(cfg.tracking.experiment, cfg.tracking.run_name or f"{cfg.name}",
                              {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
                               "model": cfg.model.name, "experiment_file": cfg.name, "seeds": ",".join(map(str, seeds)),
