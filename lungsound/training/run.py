@@ -205,7 +205,7 @@ def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) ->
     from lungsound.tracking import RunLogger, environment_tags
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise LungsoundError("under torchrun, train one seed per launch (drop --seeds or give a single seed)")
+        raise LungsoundError("under torchrun, train one seed per launch: drop --seeds and set train.seed=N")
     parent = RunLogger.start(cfg.tracking.experiment, cfg.tracking.run_name or f"{cfg.name}",
                              {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
                               "model": cfg.model.name, "experiment_file": cfg.name, "seeds": ",".join(map(str, seeds)),
