@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install lungsound (editable) with the test tools
 
-test: setup ## fast test suite (about 10 minutes on 2 cores)
+test: setup ## fast test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q
 
 test-all: setup ## every test, the slow ones too
