@@ -48,7 +48,7 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
     trainer = Trainer(cfg, data=data, progress=progress)
     main = dist_utils.rank() == 0
     run_name = state["run_name"] if state else (cfg.tracking.run_name or f"{cfg.name}-seed{cfg.train.seed}")
-    folder = run_dir(cfg, run_name if state is None else state["run_name"])
+    folder = run_dir(cfg, run_name)
     if state is None and (folder / "last.pt").exists():
         folder = folder.with_name(f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     logger = None
