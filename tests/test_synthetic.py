@@ -372,7 +372,8 @@ def test_like_annotations_without_side_files_makes_a_patient_disjoint_split(tmp_
 @pytest.mark.slow
 def test_full_like_annotations_set_reproduces_the_official_split(tmp_path):
     needs_shared()
-    report = generate_like_annotations(REAL_TXT, tmp_path / "out", seed=0, split=REAL_SPLIT, progress=False)
+    # The split file is found next to the annotations (official_split.txt first, as the loader prefers it).
+    report = generate_like_annotations(REAL_TXT, tmp_path / "out", seed=0, progress=False)
     out = tmp_path / "out"
     split = {tuple(s.split("_")[:4]): side for s, side in read_split(out / "ICBHI_challenge_train_test.txt").items()}
     counts = collections.Counter()
@@ -387,6 +388,14 @@ def test_full_like_annotations_set_reproduces_the_official_split(tmp_path):
     assert [counts[("test", k)] for k in range(4)] == [1579, 649, 385, 143]
     assert report.split_cycles == {"train": 4142, "test": 2756}
     assert len(stems_of(out)) == 920 and devices[("test", "Litt3200")] == 55
+    # ... and the loader sees exactly the published counts of methods.md section 1, devices included.
+    from lungsound.data.database import open_database
+    from lungsound.data.stats import database_stats
+    from tests.test_database import OFFICIAL
+
+    stats = database_stats(open_database(out))
+    for side, expected in OFFICIAL.items():
+        assert {k: stats[side][k] for k in expected} == expected, side
 
 
 # ---------------------------------------------------------------------------------------------------------------------
