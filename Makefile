@@ -91,7 +91,7 @@ app: setup ## clinician demo at http://$(APP_ADDRESS):$(APP_PORT); trains the qu
 	  || { echo "No trained model yet: running make quickstart first."; $(MAKE) quickstart; }
 	$(VENV)/bin/streamlit run app/streamlit_app.py --server.address $(APP_ADDRESS) --server.port $(APP_PORT)
 
-# --- the four AST methods on the built-in data at quickstart size (CPU; about 45 minutes on 2 cores) ----------------
+# --- the four AST methods on the built-in data at quickstart size (CPU; about 50 minutes on 2 cores) ----------------
 .PHONY: bench-builtin
 BUILTIN_METHODS := icbhi_ast_ce icbhi_patchmix_cl icbhi_dat_device icbhi_sgscl
 BUILTIN_SIZE := data.root=null model.name=ast_tiny model.pretrained=null 'model.params={fstride: 16, tstride: 16}' \
