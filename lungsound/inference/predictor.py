@@ -34,7 +34,7 @@ from lungsound.data.cycles import CycleConfig, cycle_bounds, fade_recording, fix
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.explain import explain_input, normalize01
-from lungsound.features.fbank import FbankConfig, compute_features, kaldi_fbank, num_frames
+from lungsound.features.fbank import FbankConfig, compute_features_batch, kaldi_fbank, num_frames
 from lungsound.inference.result import Explanation, Prediction, Segment, summarize
 from lungsound.inference.segmentation import (BreathConfig, Span, annotated_cycles, detect_breath_cycles,
                                               sliding_windows)
@@ -170,7 +170,7 @@ class Predictor:
         waves = np.stack([fix_length(_cut(faded, a, b), self.cycle_cfg) for a, b in spans])
         if self.fbank_cfg is None:
             return torch.from_numpy(waves)
-        return torch.stack([compute_features(w, self.fbank_cfg) for w in waves])
+        return compute_features_batch(waves, self.fbank_cfg)
 
     @torch.inference_mode()
     def _classify(self, x: np.ndarray, spans: list[Span]) -> np.ndarray:

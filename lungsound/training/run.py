@@ -112,24 +112,27 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
 
     final = {f"final_{k}": v for k, v in history[best_epoch - 1].items() if k.startswith(("test_", "val_"))}
     final["selected_epoch"] = float(best_epoch)
+    best = None
+    if main and (trainer.data.val is not None or logger):
+        from lungsound.training.checkpoint import load_model
+
+        best, _, _ = load_model(folder / "best", device=trainer.device)  # the selected weights, loaded once
     if main and trainer.data.val is not None:
-        final.update(_calibrate(folder / "best", trainer, logger))
+        final.update(_calibrate(folder / "best", best, trainer, logger))
     if main and logger:
         logger.log_metrics(final)
         logger.set_tags({"selected_epoch": best_epoch, "selection": select_on,
                          "selection_fallback": str(best_key is None).lower()})
-        _log_artifacts(logger, cfg, folder, trainer, best_epoch)
+        _log_artifacts(logger, cfg, folder, best, trainer, best_epoch)
         logger.end("FINISHED")
     return RunResult(logger.run_id if logger else None, final, folder / "best", history, best_epoch, True)
 
 
-def _calibrate(folder: Path, trainer: Trainer, logger) -> dict[str, float]:
+def _calibrate(folder: Path, model, trainer: Trainer, logger) -> dict[str, float]:
     """Temperature scaling of the selected model on the validation split; stored in its meta.json, diagram to MLflow."""
     from lungsound.calibration import calibrate_checkpoint, reliability_diagram, softmax
     from lungsound.evaluation import predict
-    from lungsound.training.checkpoint import load_model
 
-    model, _, _ = load_model(folder, device=trainer.device)
     logits, labels, _ = predict(model, trainer.data.val, trainer.device, trainer.cfg.train.eval_batch_size)
     record = calibrate_checkpoint(folder, logits, labels)
     if logger:
@@ -161,13 +164,11 @@ def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool) -> d
             "metrics": {k: v for k, v in metrics.items() if k.startswith(("test_", "val_"))}}
 
 
-def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, trainer: Trainer, epoch: int) -> None:
+def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, model, trainer: Trainer, epoch: int) -> None:
     """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables)."""
     from lungsound.evaluation import evaluate
     from lungsound.reports import write_run_report
-    from lungsound.training.checkpoint import load_model
 
-    model, _, _ = load_model(folder / "best", device=trainer.device)
     ev = evaluate(model, trainer.data.test, trainer.device, cfg.train.eval_batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
