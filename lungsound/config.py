@@ -3,17 +3,20 @@
 An experiment file is a small override of another (lightning-hydra style): `base: icbhi_ast_ce.yaml` pulls in that file
 (relative to this one), then this file's keys are merged over it, then the command line's `section.key=value` overrides.
 Every key is checked against the dataclasses below; an unknown key or a value of the wrong type is an error naming the
-file and the key. One experiment file per published table row.
+file and the key; so is a value out of range (`validate`: epochs >= 1, a finite positive lr, a known device and split,
+no NaN anywhere, ...), all before any work starts. One experiment file per published table row.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -23,7 +26,7 @@ from lungsound.errors import LungsoundError
 @dataclass
 class DataConfig:
     root: str | None = None  # an ICBHI-format folder; None = the built-in synthetic set
-    split: str = "official"  # official | fold0..fold4
+    split: str = "official"  # one of lungsound.data.database.SPLIT_CHOICES (official | fold0..fold4)
     duration: float = 8.0  # seconds per cycle (8 for the AST papers, 5 for [AFT])
     pad: str = "repeat"  # repeat | zero
     input: str = "fbank"  # fbank (spectrogram models) | waveform (speech models)
@@ -71,7 +74,7 @@ class TrainConfig:
     protocol: str = "paper"  # paper (best test epoch with Se > min_se) | clean (select on validation patients)
     min_se: float = 5.0
     seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     max_steps_per_epoch: int | None = None  # smoke runs
     threads: int | None = None  # torch CPU threads
 
@@ -110,11 +113,133 @@ CHOICES = {
 }
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+
+# A rule returns what the value must be when it is out of range, None when it is fine. NaN and infinity are refused in
+# every float field before these run (`_check_numbers`), so the float rules may compare freely.
+Rule = Callable[[Any], "str | None"]
+
+
+def _at_least(low: int, optional: bool = False) -> Rule:
+    def rule(value):
+        if optional and value is None:
+            return None
+        return None if value >= low else f"must be {'null or ' if optional else ''}an integer >= {low}"
+    return rule
+
+
+def _in_range(low: float, high: float, low_open: bool = False, high_open: bool = False, optional: bool = False) -> Rule:
+    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def rule(value):
+        if optional and value is None:
+            return None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return None if above and below else f"must be {'null or ' if optional else ''}in {text}"
+    return rule
+
+
+def _positive(value) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _non_empty(value) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _device(value) -> str | None:
+    return None if DEVICE_PATTERN.fullmatch(value) else "must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _split(value) -> str | None:
+    from lungsound.data.database import SPLIT_CHOICES  # the one list of split names the data layer accepts
+
+    return None if value in SPLIT_CHOICES else f"must be one of {', '.join(SPLIT_CHOICES)}"
+
+
+def _string_keys(value) -> str | None:
+    bad = [k for k in value if not isinstance(k, str)]
+    return None if not bad else f"must have string keys (got key {bad[0]!r})"
+
+
+RULES: dict[str, Rule] = {
+    "name": _non_empty,
+    "data.split": _split,
+    "data.duration": _positive,
+    "data.val_fraction": _in_range(0, 1, low_open=True, high_open=True),
+    "data.val_seed": _at_least(0),
+    "data.loader_workers": _at_least(0),
+    "model.params": _string_keys,
+    "method.params": _string_keys,
+    "train.epochs": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.eval_batch_size": _at_least(1),
+    "train.lr": _positive,
+    "train.weight_decay": _non_negative,
+    "train.eta_min_ratio": _in_range(0, 1),
+    "train.ma_beta": _in_range(0, 1, high_open=True, optional=True),
+    "train.seed": _at_least(0),
+    "train.device": _device,
+    "train.max_steps_per_epoch": _at_least(1, optional=True),
+    "train.threads": _at_least(1, optional=True),
+    "tracking.experiment": _non_empty,
+    "tracking.output_dir": _non_empty,
+}
+
+
+def _check_numbers(value: Any, key: str, source: str, finite: bool) -> None:
+    """Refuse NaN (and, in typed float fields, infinity) anywhere, including inside params' dicts and lists."""
+    if isinstance(value, float) and (math.isnan(value) or (finite and math.isinf(value))):
+        raise LungsoundError(f"{key} must be a finite number, got {value!r}", source)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f"{key}.{k}", source, finite=False)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{key}[{i}]", source, finite=False)
+
+
+def validate(cfg: ExperimentConfig, source: str = "<config>") -> ExperimentConfig:
+    """Range-check every field of `cfg` (see `RULES`); the first problem is a `LungsoundError` naming `source` and
+    the key. Returns `cfg` unchanged."""
+    values = _flat_fields(cfg.to_dict())
+    for key, value in values.items():
+        _check_numbers(value, key, source, finite=not key.endswith(".params"))
+    for key, rule in RULES.items():
+        problem = rule(values[key])
+        if problem:
+            raise LungsoundError(f"{key} {problem}, got {values[key]!r}", source)
+    return cfg
+
+
+def _flat_fields(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Like `flatten`, but dataclass sections only: `params` dicts stay whole (empty or not)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "params":
+            out.update(_flat_fields(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise LungsoundError("is a folder, not an experiment file (pass one of its .yaml files)", path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LungsoundError("experiment file not found", path) from None
+    except UnicodeDecodeError:
+        raise LungsoundError("not a text file", path) from None
+    except OSError as exc:
+        raise LungsoundError(f"cannot read the experiment file: {exc.strerror or exc}", path) from None
     except yaml.YAMLError as exc:
         raise LungsoundError(f"not valid YAML: {str(exc).splitlines()[0]}", path) from None
     if data is None:
@@ -141,10 +266,16 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise LungsoundError("experiment files include each other in a loop", path)
     data = _read_yaml(path)
-    base = data.pop("base", None)
-    if base is None:
+    if "base" not in data:
         return data
-    return _merge(_load_chain(path.parent / base, seen + (path,)), data)
+    base = data.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise LungsoundError(f"base must be the path of another experiment file (a string), got {base!r}", path)
+    target = path.parent / base
+    if not target.is_file():
+        what = "a folder" if target.is_dir() else "not an existing file"
+        raise LungsoundError(f"base: {base!r} is {what} (looked for {target})", path)
+    return _merge(_load_chain(target, seen + (path,)), data)
 
 
 def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
@@ -192,7 +323,9 @@ def _build(cls, data: dict, where: str, source: str):
 
 def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
     """Validate a plain dict (e.g. a saved config.yaml) into an `ExperimentConfig`."""
-    return _build(ExperimentConfig, data or {}, "", source)
+    if data is not None and not isinstance(data, dict):
+        raise LungsoundError(f"a config must be a mapping of sections, got {type(data).__name__}", source)
+    return validate(_build(ExperimentConfig, data or {}, "", source), source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -221,7 +354,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         node[keys[-1]] = value
     if path is not None and "name" not in data:
         data["name"] = Path(path).stem
-    return _build(ExperimentConfig, data, "", source)
+    return validate(_build(ExperimentConfig, data, "", source), source)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

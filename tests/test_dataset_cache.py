@@ -73,6 +73,24 @@ def test_cache_hit_miss_and_invalidation(tiny_icbhi, tmp_path, monkeypatch):
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
 
 
+def test_cache_key_follows_torch_and_torchaudio_versions(tiny_icbhi, monkeypatch):
+    import torchaudio
+
+    db = open_database(tiny_icbhi)
+    recs = db.select("test")
+
+    def key() -> str:
+        return cache_mod.cache_key(db.root, recs, CYCLE, FbankConfig(), {})
+
+    base = key()
+    assert key() == base
+    monkeypatch.setattr(torch, "__version__", "0.0.1-other")
+    torch_changed = key()
+    monkeypatch.setattr(torchaudio, "__version__", "0.0.1-other")
+    both_changed = key()
+    assert len({base, torch_changed, both_changed}) == 3
+
+
 def test_parallel_equals_serial(tiny_icbhi, tmp_path):
     db = open_database(tiny_icbhi)
     serial = cache_mod.compute_cycles(db.recordings, CYCLE, FbankConfig(), workers=1, progress=False)

@@ -217,3 +217,19 @@ def test_domain_labels_source():
         domain_labels(batch, "sex", "dat")
     batch.domain = torch.tensor([0, 1])
     assert domain_labels(batch, "sex").tolist() == [0, 1]
+
+
+def test_objective_internal_type_error_is_not_reported_as_bad_parameters(monkeypatch):
+    import lungsound.methods.base as base
+
+    class Broken(base.Objective):
+        def __init__(self, feature_dim, num_classes, class_weights=None, alpha: float = 1.0):
+            super().__init__(feature_dim, num_classes, class_weights)
+            self.alpha = alpha + "a bug inside the constructor"  # TypeError: float + str
+
+    base._import_methods()
+    monkeypatch.setitem(base._OBJECTIVES, "broken", Broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        base.create_objective("broken", 8, 4, alpha=2.0)  # a good keyword: the real error surfaces as itself
+    with pytest.raises(LungsoundError, match=r"method 'broken': bad parameters \{'beta': 2.0\}: .*beta"):
+        base.create_objective("broken", 8, 4, beta=2.0)  # a keyword the constructor does not take

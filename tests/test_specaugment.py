@@ -74,10 +74,55 @@ def test_clean_never_mutates_its_input():
     assert all(not torch.equal(out[b], x[b]) for b in range(4))  # p = 1: every sample masked
 
 
-def test_clean_masks_every_sample():
+def test_clean_masks_every_sample_exactly_in_its_planned_bands():
+    # Clean has no gate: every sample of every call is masked. Replaying the generator gives the plans; each sample
+    # must differ from its input exactly on the planned bands, hold the fill values there, and be untouched elsewhere.
     aug = SpecAugment(SpecAugConfig(semantics="clean"))
-    g = seeded(2)
-    assert all(aug.plan(798, 128, g).applied for _ in range(2000))
+    t, f, n = 120, 40, 60
+    x = torch.randn(n, t, f, generator=seeded(2)) + 3.0  # no cell equals a fill value (means near 3, cells vary)
+    out = aug(x, seeded(3))
+    replay = seeded(3)
+    widths = 0
+    for b in range(n):
+        plan = aug.plan(t, f, replay)
+        cells = masked_by(plan, t, f)
+        assert cells.any()  # never an all-zero-width draw for these seeds, so "masked" is visible
+        assert torch.equal(out[b] != x[b], torch.from_numpy(cells))
+        assert torch.equal(out[b][~torch.from_numpy(cells)], x[b][~torch.from_numpy(cells)])
+        # the fill values, computed by hand: the input's mean for the frequency bands, then the partly masked mean
+        freq_cols = np.zeros(f, dtype=bool)
+        for start, width in plan.freq:
+            freq_cols[start : start + width] = True
+        first = x[b].mean()
+        partly = x[b].clone()
+        partly[:, torch.from_numpy(freq_cols)] = first
+        second = partly.mean()
+        time_rows = np.zeros(t, dtype=bool)
+        for start, width in plan.time:
+            time_rows[start : start + width] = True
+        rows, cols = torch.from_numpy(time_rows), torch.from_numpy(freq_cols)
+        assert torch.equal(out[b][rows], torch.full((int(rows.sum()), f), second.item()))
+        assert torch.equal(out[b][~rows][:, cols], torch.full((int((~rows).sum()), int(cols.sum())), first.item()))
+        widths += sum(w for _, w in plan.freq + plan.time)
+    assert widths > 0
+
+
+@pytest.mark.parametrize("semantics", ["paper", "clean"])
+def test_mask_start_reaches_the_inclusive_upper_end(semantics):
+    # The reference draws start = randint(0, D - w), both ends included: over many draws start = D - w must occur
+    # (a mask ending on the last frame or bin), and nothing beyond it.
+    aug = SpecAugment(SpecAugConfig(semantics=semantics, freq_width=4, time_width=4, gate_threshold=100.0))
+    g = seeded(31)
+    reached: dict[tuple[str, int, int], bool] = {}
+    for _ in range(3000):
+        plan = aug.plan(6, 5, g)
+        for axis, dim, masks in (("time", 6, plan.time), ("freq", 5, plan.freq)):
+            for start, width in masks:
+                assert 0 <= start <= dim - width
+                key = (axis, dim, width)
+                reached[key] = reached.get(key, False) or start == dim - width
+    for width in (1, 2, 3):
+        assert reached[("time", 6, width)] and reached[("freq", 5, width)], (width, reached)
 
 
 def test_paper_batch_writes_in_place_with_shared_positions():
@@ -165,10 +210,10 @@ def test_mask_widths_and_starts_stay_in_limits():
         plan = aug.plan(498, 128, g)
         assert len(plan.freq) == 2 and len(plan.time) == 2
         for start, width in plan.freq:
-            assert 0 <= width <= 47 and 0 <= start < 128 - width
+            assert 0 <= width <= 47 and 0 <= start <= 128 - width
             freq_widths.append(width)
         for start, width in plan.time:
-            assert 0 <= width <= 159 and 0 <= start < 498 - width
+            assert 0 <= width <= 159 and 0 <= start <= 498 - width
             time_widths.append(width)
     # int(U(0, W)) covers 0 .. W-1 with mean about (W - 1) / 2
     assert min(freq_widths) == 0 and max(freq_widths) == 47 and max(time_widths) == 159
@@ -181,7 +226,7 @@ def test_masks_wider_than_the_axis_are_clipped():
     g = seeded(22)
     for _ in range(200):
         for start, width in aug.plan(10, 128, g).time:
-            assert width <= 10 and (start == 0 if width == 10 else start < 10 - width)
+            assert width <= 10 and (start == 0 if width == 10 else start <= 10 - width)
 
 
 def test_determinism_with_seeded_generator():

@@ -3,7 +3,8 @@
 An item is a `Sample(x, label, device, patient, recording, index)`:
 `x` is the AST-normalised fbank (T, 128) or, for waveform models, the 16 kHz cycle (L,); `label` the 4-class index;
 `device` the stethoscope index (Meditron 0, LittC2SE 1, Litt3200 2, AKGC417L 3); `index` the item's position, with which
-`domain_labels(name)` looks up other metadata domains (age group, sex, chest location) for the domain methods.
+`domain_labels(name, definitions=...)` looks up other metadata domains (age group, sex, chest location) for the domain
+methods, in the paper or clean definitions of `lungsound.data.labels` (the experiment's `train.protocol`).
 Arrays come from the feature cache (`lungsound.features.cache`); the dataset never writes into them.
 """
 
@@ -20,12 +21,12 @@ from torch.utils.data import Dataset
 
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.database import Database, Recording
-from lungsound.data.labels import AGE_GROUPS, DEVICES, LOCATIONS, SEXES
+from lungsound.data.labels import DEFINITIONS, DOMAIN_VOCABULARIES, age_group, sex_group
 from lungsound.errors import LungsoundError
 from lungsound.features.cache import load_or_build
 from lungsound.features.fbank import FbankConfig
 
-DOMAINS = {"device": DEVICES, "age_group": AGE_GROUPS, "sex": SEXES, "location": LOCATIONS}
+DOMAINS = DOMAIN_VOCABULARIES["clean"]  # domain name -> vocabulary (clean definitions; paper: DOMAIN_VOCABULARIES)
 
 
 class Sample(NamedTuple):
@@ -92,20 +93,38 @@ class CycleDataset(Dataset):
             setattr(view, name, getattr(self, name)[keep])
         return view
 
-    def domain_labels(self, name: str) -> np.ndarray:
-        """Per-item index into `DOMAINS[name]` (device, age_group, sex, location); -1 where the metadata is unknown."""
+    def domain_labels(self, name: str, *, definitions: str = "clean") -> np.ndarray:
+        """Per-item index into the vocabulary of domain `name` (device, age_group, sex, location); -1 where unknown.
+
+        `definitions` is "paper" (the reference code: adult at 19 and over, a missing age counted as a child; sex M 0,
+        anything else 1; location from the patient's metadata column) or "clean" (child/adult/elderly, unknown ages
+        and sexes -1, location from the recording's own name); see `lungsound.data.labels`. Training passes its
+        `train.protocol`.
+        """
         if name not in DOMAINS:
             raise LungsoundError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
-        vocab = DOMAINS[name]
+        if definitions not in DEFINITIONS:
+            raise LungsoundError(f"domain definitions must be one of {', '.join(DEFINITIONS)}, got {definitions!r}")
+        vocab = DOMAIN_VOCABULARIES[definitions][name]
         values = []
         for r in self.recording_index:
-            rec = self.recordings[r]
-            patient = self.db.patient(rec.patient)
-            value = {"device": rec.device, "location": rec.name.location,
-                     "age_group": patient.age_group if patient else None,
-                     "sex": patient.sex if patient else None}[name]
+            value = _domain_value(name, self.recordings[r], self.db, definitions)
             values.append(vocab.index(value) if value in vocab else -1)
         return np.array(values, dtype=np.int64)
 
     def class_counts(self, n_classes: int = 4) -> np.ndarray:
         return np.bincount(self.labels, minlength=n_classes)
+
+
+def _domain_value(name: str, rec: Recording, db: Database, definitions: str) -> str | None:
+    """The vocabulary entry of one recording's domain `name` (None when unknown)."""
+    if name == "device":
+        return rec.device
+    patient = db.patient(rec.patient)
+    if name == "location":
+        if definitions == "paper":  # the reference reads it from metadata.txt: one location per patient
+            return patient.chest_location if patient else None
+        return rec.name.location
+    if name == "age_group":
+        return age_group(patient.age if patient else None, definitions)
+    return sex_group(patient.sex if patient else None, definitions)

@@ -3,12 +3,14 @@
 Formats (official challenge files and their Kaggle copies are both accepted):
 - split: `<stem>\\t{train|test}` per line (`ICBHI_challenge_train_test.txt`, 539 train / 381 test recordings);
 - folds: `<patient> <fold>` per line (`patient_list_foldwise.txt`, folds 0..4);
-- metadata: `patient age sex adult_bmi child_weight child_height [chest_location]`, tab or space separated, `NA` missing;
+- metadata: `patient age sex adult_bmi child_weight child_height [chest_location]`, tab or space separated, `NA` missing
+  (numbers must be finite and >= 0: a negative or 'nan' value is an error naming the file and line);
 - diagnosis: `patient<TAB>diagnosis`, or Kaggle's CSV `ID,CLASS` with a header.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ class Patient:
 
     @property
     def age_group(self) -> str | None:
+        """The clean definitions' age group (`lungsound.data.labels.age_group` has both)."""
         return age_group(self.age)
 
 
@@ -77,13 +80,23 @@ def read_folds(path: str | Path) -> dict[int, int]:
     return folds
 
 
-def _optional_float(value: str, path: Path, lineno: int) -> float | None:
+METADATA_NUMBERS = ("age", "adult BMI", "child weight", "child height")  # columns 2, 4, 5, 6
+
+
+def _optional_float(value: str, path: Path, lineno: int, column: str = "value") -> float | None:
+    """`NA` is missing (None); otherwise a finite number >= 0. 'nan', 'inf' and negative values are errors."""
     if value.upper() == "NA":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise LungsoundError(f"line {lineno}: {value!r} is not a number or NA", path) from None
+        raise LungsoundError(f"line {lineno}: {column} {value!r} is not a number or NA", path) from None
+    if not math.isfinite(number):
+        raise LungsoundError(f"line {lineno}: {column} {value!r} is not a finite number (write NA when it is missing)",
+                             path)
+    if number < 0:
+        raise LungsoundError(f"line {lineno}: {column} {value!r} is negative", path)
+    return number
 
 
 def read_metadata(path: str | Path) -> dict[int, Patient]:
@@ -95,7 +108,8 @@ def read_metadata(path: str | Path) -> dict[int, Patient]:
         if len(fields) not in (6, 7) or not fields[0].isdigit():
             raise LungsoundError(f"line {lineno}: expected 'patient age sex bmi weight height [location]', got {line!r}",
                                  path)
-        number = [_optional_float(v, path, lineno) for v in (fields[1], fields[3], fields[4], fields[5])]
+        number = [_optional_float(v, path, lineno, column)
+                  for v, column in zip((fields[1], fields[3], fields[4], fields[5]), METADATA_NUMBERS)]
         sex = None if fields[2].upper() == "NA" else fields[2]
         location = fields[6] if len(fields) == 7 and fields[6].upper() != "NA" else None
         patients[int(fields[0])] = Patient(int(fields[0]), number[0], sex, number[1], number[2], number[3], location)

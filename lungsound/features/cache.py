@@ -3,7 +3,8 @@
 Cutting 6,898 cycles and computing their fbanks takes minutes, so it happens once per
 (data root, recording checksums, cycle config, feature config): the arrays are computed in parallel over CPU cores with a
 progress bar, written to `<cache dir>/<key>/arrays.npy` (memory-mapped when read) with `items.json` beside it, and loaded
-from there on the next run. Any change to a recording's bytes, its annotation or the config gives a new key.
+from there on the next run. Any change to a recording's bytes, its annotation, the config, or the installed torch or
+torchaudio version (their resampler and Kaldi fbank compute the arrays) gives a new key.
 The cache folder is `$LUNGSOUND_CACHE/features` (default `~/.cache/lungsound/features`).
 """
 
@@ -70,10 +71,19 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose numerics the cached arrays depend on."""
+    import torch
+    import torchaudio
+
+    return {"torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__)}
+
+
 def cache_key(root: Path, recordings: list[Recording], cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None,
               memo: dict[str, str]) -> str:
     payload = {
         "version": CACHE_VERSION,
+        "libraries": library_versions(),
         "root": str(Path(root).resolve()),
         "cycle": asdict(cycle_cfg),
         "fbank": None if fbank_cfg is None else asdict(fbank_cfg),
@@ -154,7 +164,7 @@ def load_or_build(root: Path, recordings: list[Recording], cycle_cfg: CycleConfi
             compute_cycles(recordings, cycle_cfg, fbank_cfg, workers, progress, out=arrays)
             arrays.flush()
             del arrays
-            items = {"stems": [r.stem for r in recordings], "cycle": asdict(cycle_cfg),
+            items = {"stems": [r.stem for r in recordings], "cycle": asdict(cycle_cfg), **library_versions(),
                      "fbank": None if fbank_cfg is None else asdict(fbank_cfg)}
             (tmp / "items.json").write_text(json.dumps(items))
             try:

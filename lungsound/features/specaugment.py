@@ -5,8 +5,11 @@ SpecAugment (Park et al., Interspeech 2019) without time warping, with the polic
 
 - Gate: the masks are applied only when  g >= z,  z ~ N(0, 1), g = 1.0, i.e. with probability Phi(1) = 0.841.
 - Two frequency masks, then two time masks. Each mask draws its width w = int(u), u ~ U(0, W) (W = 48 bins for
-  frequency, 160 frames for time, so w in [0, W - 1]), then its start s uniformly in [0, D - w) (D = axis length;
-  s = 0 when w >= D), and sets positions [s, s + w) to the fill value.
+  frequency, 160 frames for time, so w in [0, W - 1]; clipped to D = the axis length), then its start s uniformly over
+  every valid start, the integers 0 .. D - w INCLUDED (the reference's ``randint(0, D - w)``, whose upper end is
+  inclusive; s = 0 when w = D), and sets positions [s, s + w) to the fill value. So a mask can end on the last frame
+  or bin. Both semantics draw starts this way: an exclusive upper end (start < D - w, which never masks the last
+  frame or bin) is an off-by-one, not a corrected definition, so ``clean`` does not keep it.
 - Fill value: the mean of the current spectrogram, computed once before the frequency masks and recomputed (over the
   partly masked spectrogram) before the time masks. Masks may overlap.
 
@@ -70,9 +73,10 @@ class MaskPlan:
 
 
 def _draw_mask(max_width: int, dim: int, generator: torch.Generator | None) -> tuple[int, int]:
-    """(start, width): width = int(U(0, max_width)) clipped to dim, start uniform in [0, dim - width)."""
+    """(start, width): width = int(U(0, max_width)) clipped to dim, start uniform over 0 .. dim - width inclusive."""
     width = min(int(torch.rand((), generator=generator).item() * max_width), dim)
-    start = int(torch.randint(0, dim - width, (), generator=generator).item()) if dim > width else 0
+    # torch.randint's `high` is exclusive: high = dim - width + 1 makes dim - width itself a possible start.
+    start = int(torch.randint(0, dim - width + 1, (), generator=generator).item()) if dim > width else 0
     return start, width
 
 

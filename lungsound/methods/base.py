@@ -12,6 +12,7 @@ fraction of training done (for schedules such as DANN's gradient-reversal weight
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -93,10 +94,19 @@ def create_objective(name: str, feature_dim: int, num_classes: int, class_weight
     _import_methods()
     if name not in _OBJECTIVES:
         raise LungsoundError(f"unknown method {name!r}; known: {', '.join(sorted(_OBJECTIVES))}")
+    factory = _OBJECTIVES[name]
+    # Bind first: a keyword the constructor does not take (or a missing one) is the user's mistake and gets one line;
+    # a TypeError raised inside the constructor's body is a bug and propagates with its traceback.
     try:
-        return _OBJECTIVES[name](feature_dim, num_classes, class_weights=class_weights, **params)
-    except TypeError as exc:
-        raise LungsoundError(f"method {name!r}: bad parameters {params}: {exc}") from None
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: nothing to check before the call
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(feature_dim, num_classes, class_weights=class_weights, **params)
+        except TypeError as exc:
+            raise LungsoundError(f"method {name!r}: bad parameters {params}: {exc}") from None
+    return factory(feature_dim, num_classes, class_weights=class_weights, **params)
 
 
 def class_weights_from_counts(counts) -> torch.Tensor:
