@@ -21,7 +21,6 @@ meta.json; `lungsound.inference.Predictor` divides logits by that temperature.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -103,7 +102,8 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path,
 
 def calibrate_checkpoint(folder: str | Path, logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
     """Fit T on held-out logits/labels and store the calibration under "calibration" in the folder's meta.json."""
-    from lungsound.training.checkpoint import META_FILE
+    from lungsound.storage import atomic_write_json
+    from lungsound.training.checkpoint import META_FILE, read_meta
 
     logits, labels = _check(logits, labels)
     meta_path = Path(folder) / META_FILE
@@ -116,9 +116,9 @@ def calibrate_checkpoint(folder: str | Path, logits: np.ndarray, labels: np.ndar
         "ece_after": expected_calibration_error(softmax(logits, temperature), labels, n_bins),
         "n": int(len(labels)),
     }
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(folder)
     meta["calibration"] = record
-    meta_path.write_text(json.dumps(meta, indent=2, default=float))
+    atomic_write_json(meta_path, meta)
     return record
 
 

@@ -1,13 +1,20 @@
-"""`lungsound compare`: one row per experiment and protocol, mean +- std over seeds, from the MLflow store.
+"""`lungsound compare`: one row per comparable group of runs, mean +- std over distinct seeds, from the MLflow store.
 
-Runs counted: finished runs with a `final_test_score` metric (per-seed runs; multi-seed parents are skipped). Rows are
-grouped by (MLflow experiment, experiment file, protocol). Writes `comparison.md`, `comparison.csv` and
-`comparison.png` (Score with std error bars, the published Score as a marker where one exists).
+Runs counted: finished runs with a `final_test_score` metric (per-seed runs; multi-seed parents are skipped).
+Runs are comparable, and share a row, when they agree on the MLflow experiment, the experiment file, the protocol, the
+whole config except what does not change results (seed, run name, output folder, loader workers, threads, device, data
+path) and the data fingerprint (the cycles and labels the run trained and was tested on). Within a row each seed counts
+once: when a seed was run several times the newest run is used, and a note says so. When one experiment file and protocol
+has several rows (other overrides, other data), the row label names what differs. A NaN metric makes the row's mean NaN
+and is shown as such. Writes `comparison.md`, `comparison.csv` and `comparison.png` (Score with std error bars, the
+published Score as a marker where one exists).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +25,9 @@ from lungsound.errors import LungsoundError
 from lungsound.published import published_for
 
 METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]
+# Config keys that do not change what a run computes: runs differing only here are the same experiment.
+NOT_COMPARED = ("train.seed", "tracking.run_name", "tracking.output_dir", "tracking.experiment", "data.loader_workers",
+                "train.threads", "train.device", "data.root", "data.cache", "description")
 
 
 def collect_runs(experiments: list[str] | None = None) -> list[dict]:
@@ -35,42 +45,104 @@ def collect_runs(experiments: list[str] | None = None) -> list[dict]:
     for exp in exps:
         for run in mlf.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                                    max_results=5000):
-            m = run.data.metrics
-            if "final_test_score" not in m or run.data.tags.get("role") == "parent":
+            m, tags = run.data.metrics, run.data.tags
+            if "final_test_score" not in m or tags.get("role") == "parent":
                 continue
-            rows.append({"mlflow_experiment": exp.name, "experiment": run.data.tags.get("experiment_file", "?"),
-                         "protocol": run.data.tags.get("protocol", "?"), "seed": run.data.tags.get("seed", "?"),
+            config = {k: v for k, v in run.data.params.items() if k not in NOT_COMPARED}
+            rows.append({"mlflow_experiment": exp.name, "experiment": tags.get("experiment_file", "?"),
+                         "protocol": tags.get("protocol", "?"), "seed": tags.get("seed", "?"),
+                         "data": tags.get("data_fingerprint", "?"), "config": config, "run_id": run.info.run_id,
+                         "start_time": run.info.start_time or 0,
                          **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS}})
     return rows
 
 
-def summarise(runs: list[dict]) -> list[dict]:
+def _config_key(config: dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _variant_labels(keys: list[tuple], configs: dict[tuple, dict]) -> dict[tuple, str]:
+    """For groups sharing (mlflow experiment, file, protocol): a short label of what sets each apart."""
+    by_name: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in keys:
+        by_name[key[:3]].append(key)
+    labels = {}
+    for siblings in by_name.values():
+        if len(siblings) == 1:
+            labels[siblings[0]] = ""
+            continue
+        params = set().union(*(configs[k] for k in siblings))
+        differing = sorted(p for p in params if len({configs[k].get(p) for k in siblings}) > 1)
+        datas = {k[4] for k in siblings}
+        for k in siblings:
+            parts = [f"{p}={configs[k].get(p, '-')}" for p in differing[:3]] + (["..."] if len(differing) > 3 else [])
+            if len(datas) > 1:
+                parts.append(f"data {k[4]}")
+            labels[k] = ", ".join(parts)
+    return labels
+
+
+def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
+    """Rows of comparable runs with mean and std over distinct seeds; `notes` collects what the reader should know."""
+    notes = notes if notes is not None else []
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    configs: dict[tuple, dict] = {}
     for r in runs:
-        groups[(r["mlflow_experiment"], r["experiment"], r["protocol"])].append(r)
+        key = (r["mlflow_experiment"], r["experiment"], r["protocol"], _config_key(r["config"]), r["data"])
+        groups[key].append(r)
+        configs[key] = r["config"]
+    labels = _variant_labels(sorted(groups), configs)
     table = []
-    for (mlexp, name, protocol), rs in sorted(groups.items()):
-        row = {"mlflow_experiment": mlexp, "experiment": name, "protocol": protocol, "seeds": len(rs)}
+    for key, rs in sorted(groups.items()):
+        mlexp, name, protocol = key[:3]
+        newest: dict[str, dict] = {}
+        for r in sorted(rs, key=lambda r: r["start_time"]):
+            newest[r["seed"]] = r
+        title = f"{name} ({protocol}{', ' + labels[key] if labels[key] else ''})"
+        repeated = {s: n for s, n in ((s, sum(r["seed"] == s for r in rs)) for s in newest) if n > 1}
+        if repeated:
+            notes.append(f"{title}: seed(s) run more than once ("
+                         + ", ".join(f"seed {s}: {n} runs" for s, n in sorted(repeated.items()))
+                         + "); the newest run of each seed is used")
+        chosen = list(newest.values())
+        row = {"mlflow_experiment": mlexp, "experiment": name, "protocol": protocol, "variant": labels[key],
+               "data": key[4], "seeds": len(chosen), "runs": len(rs)}
         for k in METRICS:
-            values = np.array([r[k] for r in rs], dtype=float)
-            row[f"{k}_mean"], row[f"{k}_std"] = float(np.nanmean(values)), float(np.nanstd(values))
+            values = np.array([r[k] for r in chosen], dtype=float)
+            row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values))
+            if np.isnan(values).any():
+                notes.append(f"{title}: {k} is NaN in {int(np.isnan(values).sum())} of {len(values)} seeds")
         pub = published_for(name)
         row["published_score"] = pub["score"] if pub else float("nan")
         table.append(row)
+    mixed = defaultdict(set)
+    for row in table:
+        mixed[(row["mlflow_experiment"], row["experiment"], row["protocol"])].add(row["data"])
+    for (mlexp, name, protocol), datas in sorted(mixed.items()):
+        if len(datas) > 1:
+            notes.append(f"{name} ({protocol}): runs on {len(datas)} different data sets (fingerprints "
+                         f"{', '.join(sorted(datas))}) are shown as separate rows, never pooled")
     return table
 
 
-def to_markdown(table: list[dict], published: bool = False) -> str:
+def _cell(mean: float, std: float) -> str:
+    return "NaN" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(table: list[dict], published: bool = False, notes: list[str] | None = None) -> str:
     head = ["experiment", "protocol", "seeds", "Sp", "Se", "Score"] + [f"acc {c}" for c in CLASSES]
     if published:
         head.append("published Score")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
-        cells = [r["experiment"], r["protocol"], str(r["seeds"])]
-        cells += [f"{r[f'{k}_mean']:.2f} ± {r[f'{k}_std']:.2f}" for k in METRICS]
+        name = r["experiment"] + (f" [{r['variant']}]" if r.get("variant") else "")
+        cells = [name, r["protocol"], str(r["seeds"])]
+        cells += [_cell(r[f"{k}_mean"], r[f"{k}_std"]) for k in METRICS]
         if published:
             cells.append("" if np.isnan(r["published_score"]) else f"{r['published_score']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines)
 
 
@@ -80,7 +152,8 @@ def plot(table: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['experiment']}\n({r['protocol']})" for r in table]
+    labels = [f"{r['experiment']}\n({r['protocol']})" + (f"\n{r['variant']}" if r.get("variant") else "")
+              for r in table]
     x = np.arange(len(table))
     fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(table) + 2), 4.2))
     for offset, key, color in ((-0.25, "sp", "#9ecae1"), (0.0, "se", "#fdae6b"), (0.25, "score", "#3182bd")):
@@ -95,25 +168,29 @@ def plot(table: list[dict], path: Path) -> Path:
     ax.axhline(50, color="grey", lw=0.5, ls="--")
     ax.legend(fontsize=8, ncols=4, loc="upper center")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
     return path
 
 
 def compare(experiments: list[str] | None = None, out: str | Path | None = None, published: bool = False) -> str:
-    table = summarise(collect_runs(experiments))
+    from lungsound.storage import atomic_write, atomic_write_text
+
+    notes: list[str] = []
+    table = summarise(collect_runs(experiments), notes)
     if not table:
         raise LungsoundError("no finished runs with final metrics in the MLflow store; train something first "
                              "(e.g. make quickstart)")
-    md = to_markdown(table, published)
+    md = to_markdown(table, published, notes)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(md + "\n")
-        with open(out / "comparison.csv", "w", newline="") as fh:
+        atomic_write_text(out / "comparison.md", md + "\n")
+        with atomic_write(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(table[0]))
             writer.writeheader()
             writer.writerows(table)
-        plot(table, out / "comparison.png")
+        with atomic_write(out / "comparison.png") as tmp:
+            plot(table, tmp)
         md += f"\n\n(written to {out}/comparison.md, .csv and .png)"
     return md

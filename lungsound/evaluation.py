@@ -22,6 +22,14 @@ class Evaluation:
     labels: np.ndarray
     devices: np.ndarray
 
+    @classmethod
+    def from_arrays(cls, logits: np.ndarray, labels: np.ndarray, devices: np.ndarray) -> "Evaluation":
+        """Scores of given logits (N, C), labels (N,) and device indices (N,)."""
+        preds = logits.argmax(axis=1)
+        return cls(scores=icbhi_scores(labels, preds), scores_2class=icbhi_scores(labels, preds, two_class_eval=True),
+                   per_device=per_group_scores(labels, preds, devices, names=list(DEVICES)),
+                   logits=logits, labels=labels, devices=devices)
+
     @property
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(axis=1)
@@ -56,14 +64,7 @@ def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, batc
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 32, amp: bool = False,
              progress: bool = False, desc: str = "evaluating") -> Evaluation:
-    logits, labels, devices = predict(model, dataset, device, batch_size, amp, progress, desc)
-    preds = logits.argmax(axis=1)
-    return Evaluation(
-        scores=icbhi_scores(labels, preds),
-        scores_2class=icbhi_scores(labels, preds, two_class_eval=True),
-        per_device=per_group_scores(labels, preds, devices, names=list(DEVICES)),
-        logits=logits, labels=labels, devices=devices,
-    )
+    return Evaluation.from_arrays(*predict(model, dataset, device, batch_size, amp, progress, desc))
 
 
 def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, split: str | None = None,

@@ -9,6 +9,7 @@ import numpy as np
 
 from lungsound.data.labels import CLASSES
 from lungsound.evaluation import Evaluation
+from lungsound.storage import atomic_write, atomic_write_text
 
 
 def plot_confusion(confusion: np.ndarray, path: str | Path, title: str = "", labels=CLASSES) -> Path:
@@ -34,23 +35,22 @@ def plot_confusion(confusion: np.ndarray, path: str | Path, title: str = "", lab
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
 
 def _write_table(rows: list[dict], stem: Path) -> list[Path]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
     cols = list(rows[0])
-    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+    with atomic_write(stem.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=cols)
         writer.writeheader()
         writer.writerows(rows)
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(md) + "\n")
     return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
 
 

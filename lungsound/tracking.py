@@ -28,16 +28,36 @@ def tracking_uri() -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def _sqlite_lock() -> Path | None:
+    uri = tracking_uri()
+    return Path(uri[len("sqlite:///"):] + ".lock") if uri.startswith("sqlite:///") else None
+
+
 def client():
+    """An `MlflowClient` on `tracking_uri()`. A new sqlite store is created under a lock: two processes starting on a
+    fresh store at once would otherwise both run its schema migrations."""
+    import contextlib
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from lungsound.storage import file_lock
+
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    lock = _sqlite_lock()
+    with file_lock(lock) if lock else contextlib.nullcontext():
+        mlf = MlflowClient(tracking_uri=uri)
+        mlf.search_experiments(max_results=1)  # opens (and if needed creates) the store while the lock is held
+    return mlf
 
 
 def experiment_id(mlf, name: str, create: bool = True) -> str | None:
+    """The id of MLflow experiment `name`, created if missing; safe when several processes create it at once."""
+    import contextlib
+
+    from lungsound.storage import file_lock
+
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -47,7 +67,18 @@ def experiment_id(mlf, name: str, create: bool = True) -> str | None:
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri()
-    return mlf.create_experiment(name, artifact_location=location)
+    lock = _sqlite_lock()
+    with file_lock(lock) if lock else contextlib.nullcontext():
+        exp = mlf.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return mlf.create_experiment(name, artifact_location=location)
+        except Exception:  # another process (on another machine, without our lock) created it first
+            exp = mlf.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def git_state() -> dict[str, str]:
@@ -123,13 +154,12 @@ class RunLogger:
             self.mlf.log_batch(self.run_id, params=fresh[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import math
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if not math.isnan(float(v))]
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]  # NaN is kept: MLflow stores it
         for i in range(0, len(batch), 500):
             self.mlf.log_batch(self.run_id, metrics=batch[i:i + 500])
 

@@ -2,8 +2,8 @@
 
 Output goes to stdout only: a readable summary per file (default), `--json` (a list with one `Prediction.to_dict()` per
 file) or `--csv` (one row per segment: file, start, end, normal, crackle, wheeze, both). A file that cannot be analysed
-is reported on stderr in one line (``lungsound: error: <file>: <problem>``); the other files are still processed and the
-exit code is 2 at the end.
+is reported on stderr in one line (``lungsound: error: <file>: <problem>``), whatever went wrong (an unforeseen exception
+too, named by its type); the other files are still processed, their results printed, and the exit code is 2 at the end.
 """
 
 from __future__ import annotations
@@ -49,6 +49,14 @@ def run_predict(args: argparse.Namespace) -> int:
         except LungsoundError as exc:
             failed += 1
             print(f"lungsound: error: {exc}", file=sys.stderr, flush=True)
+            continue
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # anything unforeseen: this file's one-line error, the others still go on
+            failed += 1
+            detail = str(exc).strip().splitlines()
+            print(f"lungsound: error: {path}: unexpected {type(exc).__name__}"
+                  + (f": {detail[0][:300]}" if detail else ""), file=sys.stderr, flush=True)
             continue
         if args.json:
             results.append(pred.to_dict())

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", type=Path, default=None, help="experiment YAML file (experiments/*.yaml)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=2 data.root=PATH")
     p.add_argument("--seeds", default=None, help="seeds to run, e.g. 1-5 or 1,2,3 (default: train.seed)")
-    p.add_argument("--resume", type=Path, default=None, help="continue an interrupted run from its last.pt")
+    p.add_argument("--resume", default=None, metavar="LAST_PT|RUN_ID",
+                   help="continue an interrupted run (its last.pt or run folder, or its MLflow run id), or finish a "
+                        "multi-seed group (the parent's MLflow run id)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this epoch (resume later with --resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run_train)
@@ -36,12 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from lungsound.config import load_config
-    from lungsound.training.run import fit, fit_seeds, parse_seeds
+    from lungsound.training.run import fit
+    from lungsound.training.seeds import fit_seeds, parse_seeds
 
     if args.resume:
-        result = fit(None, resume=args.resume, stop_after=args.stop_after, progress=not args.quiet)
-        print(json.dumps({"run_id": result.run_id, "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
-        return 0
+        return _resume(args)
     cfg = load_config(args.config, args.overrides)
     seeds = parse_seeds(args.seeds, cfg.train.seed)
     if args.seeds is None or args.stop_after is not None:
@@ -60,6 +61,36 @@ def run_train(args: argparse.Namespace) -> int:
     out = fit_seeds(cfg, seeds, progress=not args.quiet)
     print(f"parent run {out['parent_run_id']}: {len(seeds)} seeds")
     print(_summary_line(out["summary"], "_mean"))
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """--resume: a path (last.pt or its folder), a run's MLflow id, or a multi-seed parent's MLflow id."""
+    import re
+
+    from lungsound.errors import LungsoundError
+    from lungsound.training.run import fit
+    from lungsound.training.seeds import resume_group
+
+    target = args.resume
+    if not Path(target).exists() and re.fullmatch(r"[0-9a-f]{32}", target):
+        from lungsound.tracking import client
+
+        try:
+            run = client().get_run(target)
+        except Exception:  # mlflow raises its own exception types
+            raise LungsoundError(f"--resume {target}: no such file, and no MLflow run with that id") from None
+        if run.data.tags.get("role") == "parent":
+            out = resume_group(target, progress=not args.quiet)
+            print(f"parent run {out['parent_run_id']}: {len(out['seeds'])} seeds")
+            print(_summary_line(out["summary"], "_mean"))
+            return 0
+        folder = run.data.tags.get("run_folder")
+        if not folder:
+            raise LungsoundError(f"--resume {target}: the run records no run folder; pass its last.pt instead")
+        target = folder
+    result = fit(None, resume=target, stop_after=args.stop_after, progress=not args.quiet)
+    print(json.dumps({"run_id": result.run_id, "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
     return 0
 
 

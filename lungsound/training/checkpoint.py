@@ -10,7 +10,8 @@ states, the epoch history and the MLflow run id.
 from __future__ import annotations
 
 import json
-import os
+import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +22,88 @@ from torch import nn
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.storage import atomic_write, replace_dir, temp_dir_beside
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
 
 
 def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
-    """The model of an experiment; pretrained weights (cfg.model.pretrained) are loaded only when `load_weights`."""
+    """The model of an experiment; pretrained weights (cfg.model.pretrained or model.params.weights) are loaded only when
+    `load_weights`: a checkpoint's config never makes `load_model` fetch or read anything but its own weights file."""
     from lungsound.models import create_model, frames_for_duration, model_config_keys
 
     keys = model_config_keys(cfg.model.name)
     params = {"num_classes": len(CLASSES), **cfg.model.params}
     if "input_frames" in keys:
         params.setdefault("input_frames", frames_for_duration(cfg.data.duration))
-    if cfg.model.pretrained and load_weights:
+    if not load_weights:
+        params.pop("weights", None)
+    elif cfg.model.pretrained:
         if "weights" not in keys:
             raise LungsoundError(f"model {cfg.model.name!r} cannot load pretrained weights ({cfg.model.pretrained})")
         params.update(weights=cfg.model.pretrained, pos_embed=cfg.model.pos_embed, strict_weights=cfg.model.strict)
     return create_model(cfg.model.name, **params)
 
 
-def save_model(folder: str | Path, model: nn.Module, cfg: ExperimentConfig, meta: dict[str, Any]) -> Path:
+def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], cfg: ExperimentConfig,
+               meta: dict[str, Any], extra: dict[str, bytes] | None = None) -> Path:
+    """Write a model folder as a whole: it is built beside `folder` and swapped in, so a crash leaves the old one.
+
+    `extra` maps further file names to bytes (e.g. the selected epoch's evaluation) stored in the same folder.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / MODEL_FILE))
-    (folder / CONFIG_FILE).write_text(dump_config(cfg))
-    (folder / META_FILE).write_text(json.dumps({"classes": list(CLASSES), **meta}, indent=2, default=float))
-    return folder
+    tmp = temp_dir_beside(folder)
+    try:
+        weights = model.state_dict() if isinstance(model, nn.Module) else model
+        state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+        save_file(state, str(tmp / MODEL_FILE))
+        (tmp / CONFIG_FILE).write_text(dump_config(cfg))
+        (tmp / META_FILE).write_text(json.dumps({"classes": list(CLASSES), **meta}, indent=2, default=float))
+        for name, data in (extra or {}).items():
+            (tmp / name).write_bytes(data)
+        return replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(folder: str | Path) -> dict:
+    """A model folder's meta.json, checked: a JSON object whose calibration temperature (if any) is a positive number."""
+    path = Path(folder) / META_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LungsoundError(f"corrupt {META_FILE}: {exc}", folder) from None
+    if not isinstance(meta, dict):
+        raise LungsoundError(f"{META_FILE} must hold a JSON object, got {type(meta).__name__}", folder)
+    for key in ("metrics", "calibration"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise LungsoundError(f"{META_FILE}: {key!r} must be an object, got {type(meta[key]).__name__}", folder)
+    temperature = (meta.get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not (math.isfinite(temperature) and temperature > 0):
+        raise LungsoundError(f"{META_FILE}: the calibration temperature must be a positive number, got "
+                             f"{temperature!r}", folder)
+    classes = meta.get("classes", list(CLASSES))
+    if not isinstance(classes, list) or classes != list(CLASSES):
+        raise LungsoundError(f"{META_FILE}: classes {classes!r} are not the lungsound classes {list(CLASSES)}", folder)
+    return meta
+
+
+def read_config(folder: str | Path) -> ExperimentConfig:
+    """A model folder's config.yaml, checked like an experiment file."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise LungsoundError(f"unreadable {CONFIG_FILE}: {str(exc).splitlines()[0]}", folder) from None
+    if not isinstance(raw, dict) or not raw:
+        raise LungsoundError(f"{CONFIG_FILE} is empty or not a mapping of sections", folder)
+    return config_from_dict(raw, str(path))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ExperimentConfig, dict]:
@@ -60,21 +114,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     folder = Path(path)
     if folder.is_file():
         folder = folder.parent
+    if not folder.is_dir():
+        raise LungsoundError("no such model folder", folder)
     for name in (MODEL_FILE, CONFIG_FILE):
-        if not (folder / name).exists():
+        if not (folder / name).is_file():
             raise LungsoundError(f"not a lungsound checkpoint: {name} is missing", folder)
+    cfg = read_config(folder)
+    meta = read_meta(folder)
     try:
-        raw = yaml.safe_load((folder / CONFIG_FILE).read_text())
-    except yaml.YAMLError as exc:
-        raise LungsoundError(f"unreadable {CONFIG_FILE}: {exc}", folder) from None
-    cfg = config_from_dict(raw, str(folder / CONFIG_FILE))
-    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
-    model = build_model(cfg, load_weights=False)
+        model = build_model(cfg, load_weights=False)
+    except LungsoundError as exc:
+        raise LungsoundError(f"{CONFIG_FILE} describes no buildable model: {exc}", folder) from None
     try:
         state = load_file(str(folder / MODEL_FILE))
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise LungsoundError(f"corrupt {MODEL_FILE}: {exc}", folder) from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+        raise LungsoundError(f"{MODEL_FILE} does not fit the model in {CONFIG_FILE}: {detail}", folder) from None
     if missing or unexpected:
         raise LungsoundError(f"{MODEL_FILE} does not fit the model in {CONFIG_FILE}: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}", folder)
@@ -82,32 +142,52 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write the training state atomically (a crash mid-write leaves the previous checkpoint intact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write the training state atomically (a crash mid-write leaves the previous checkpoint intact).
+
+    The state must hold only tensors and plain containers (dicts, lists, tuples, numbers, strings, None), so that
+    `load_state` can read it with weights-only unpickling: configs are stored as dicts, RNG states as tensors.
+    """
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a `last.pt` with weights-only unpickling: a file that would run code (or is not a state) is refused."""
+    import pickle
+
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
-    if not path.exists():
+    if not path.is_file():
         raise LungsoundError("no training state to resume from (expected last.pt)", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0])
+        raise LungsoundError(f"refused: not a plain lungsound training state ({detail.strip()[:200]})", path) from None
     except Exception as exc:
-        raise LungsoundError(f"unreadable training state: {exc}", path) from None
+        raise LungsoundError(f"unreadable training state: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                             path) from None
+    needed = {"config", "epoch", "model", "optimizer", "rng", "history", "folder"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise LungsoundError(f"not a lungsound training state (needs {', '.join(sorted(needed))})", path)
+    if not isinstance(state["config"], dict):
+        raise LungsoundError("not a lungsound training state: its config is not a mapping", path)
+    state["config"] = config_from_dict(state["config"], f"{path} (config)")
+    return state
 
 
 def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states in weights-only-loadable form."""
     import random
 
     import numpy as np
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(np.asarray(keys).astype(np.int64)),
+                                                    int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -118,8 +198,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
     import numpy as np
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

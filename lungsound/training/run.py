@@ -1,27 +1,41 @@
-"""One tracked training run (`fit`) and a multi-seed group of them (`fit_seeds`).
+"""One tracked training run: `fit`.
 
-`fit` wraps the `Trainer` loop with epoch selection per protocol, a training-state checkpoint every epoch
-(`<output_dir>/<experiment>/<run name>/last.pt`), the selected model folder (`.../best/`), MLflow logging, and `resume`,
-which reopens the same MLflow run and continues from the next epoch. `fit_seeds` makes one MLflow parent run with a child
-per seed and logs the mean and std of every final metric on the parent.
+`fit` wraps the `Trainer` loop with epoch selection per protocol, a training-state checkpoint every epoch, the selected
+model folder, MLflow logging, and `resume`, which reopens the same MLflow run and continues from the next epoch.
+
+Run folder: `<output_dir>/<experiment>/<run name>-<MLflow run id[:12]>/` (a random id when untracked), created
+exclusively, so two trainings started together can never share a folder, whatever their names and overrides. It holds
+`last.pt` (the training state, written atomically) and `best/` (the selected model, swapped in as a whole folder, with
+the selected epoch's evaluation `evaluation.npz`). A run that raises or is interrupted ends its MLflow run as FAILED or
+KILLED. Resuming checks `best/` and rebuilds it from `last.pt` (which keeps the selected epoch's weights) if damaged.
+
+One evaluation per epoch: selection, the logged per-epoch metrics, the final metrics, the test report and the
+calibration all come from the same forward pass of that epoch (same precision), never from a second evaluation.
+Multi-seed groups are in `lungsound.training.seeds`.
 """
 
 from __future__ import annotations
 
-import copy
+import io
 import math
 import tempfile
 import time
+import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lungsound.config import ExperimentConfig, dump_config, flatten
 from lungsound.errors import LungsoundError
 from lungsound.evaluation import Evaluation
+from lungsound.storage import exclusive_dir
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import load_state, rng_state, save_model, save_state, set_rng_state
+from lungsound.training.checkpoint import load_model, load_state, rng_state, save_model, save_state, set_rng_state
 from lungsound.training.trainer import RunResult, Trainer
+
+EVAL_FILE = "evaluation.npz"
 
 
 def _selection_key(cfg: ExperimentConfig, ev_select: Evaluation) -> float | None:
@@ -32,8 +46,56 @@ def _selection_key(cfg: ExperimentConfig, ev_select: Evaluation) -> float | None
     return float(s["score"])
 
 
-def run_dir(cfg: ExperimentConfig, run_name: str) -> Path:
-    return Path(cfg.tracking.output_dir) / cfg.tracking.experiment / run_name
+def run_dir(cfg: ExperimentConfig, run_name: str, run_id: str | None = None) -> Path:
+    """Create this run's own folder (exclusively: never one another run also uses)."""
+    key = (run_id or uuid.uuid4().hex)[:12]
+    return exclusive_dir(Path(cfg.tracking.output_dir) / cfg.tracking.experiment, f"{run_name}-{key}")
+
+
+def _eval_arrays(ev_test: Evaluation, ev_val: Evaluation | None) -> dict[str, np.ndarray]:
+    out = {"test_logits": ev_test.logits, "test_labels": ev_test.labels, "test_devices": ev_test.devices}
+    if ev_val is not None:
+        out |= {"val_logits": ev_val.logits, "val_labels": ev_val.labels, "val_devices": ev_val.devices}
+    return out
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+class _Best:
+    """The selected epoch in memory: weights (CPU copy), meta and evaluation arrays, to write `best/` and rebuild it."""
+
+    def __init__(self, model_state=None, meta=None, arrays=None):
+        self.model_state, self.meta, self.arrays = model_state, meta, arrays
+
+    def capture(self, model: torch.nn.Module, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.model_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.meta, self.arrays = meta, arrays
+
+    def write(self, folder: Path, cfg: ExperimentConfig) -> None:
+        save_model(folder, self.model_state, cfg, self.meta, extra={EVAL_FILE: _npz_bytes(self.arrays)})
+
+    def to_state(self) -> dict:
+        return {"model": self.model_state, "meta": self.meta,
+                "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.arrays.items()}}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "_Best":
+        return cls(d["model"], d["meta"], {k: v.numpy() for k, v in d["arrays"].items()})
+
+
+def _check_best(folder: Path, best: _Best, cfg: ExperimentConfig) -> None:
+    """On resume: `best/` must load and hold its evaluation; otherwise rebuild it from the training state."""
+    try:
+        load_model(folder)
+        with np.load(folder / EVAL_FILE) as npz:
+            npz["test_logits"]
+    except (LungsoundError, OSError, ValueError, KeyError) as exc:
+        warnings.warn(f"{folder}: damaged selected-model folder ({str(exc)[:160]}); rebuilt from last.pt", stacklevel=3)
+        best.write(folder, cfg)
 
 
 def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: int | None = None,
@@ -48,9 +110,6 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
     trainer = Trainer(cfg, data=data, progress=progress)
     main = dist_utils.rank() == 0
     run_name = state["run_name"] if state else (cfg.tracking.run_name or f"{cfg.name}-seed{cfg.train.seed}")
-    folder = run_dir(cfg, run_name)
-    if state is None and (folder / "last.pt").exists():
-        folder = folder.with_name(f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     logger = None
     if main and track:
         if state is not None and state.get("run_id"):
@@ -62,9 +121,23 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
                     "world_size": dist_utils.world_size()}
             logger = RunLogger.start(cfg.tracking.experiment, run_name, tags, parent_run_id)
             logger.log_params(flatten(cfg.to_dict()))
+    try:
+        return _train(cfg, trainer, state, logger, run_name, main, stop_after)
+    except KeyboardInterrupt:
+        if logger:
+            logger.end("KILLED")
+        raise
+    except BaseException:
+        if logger:
+            logger.end("FAILED")
+        raise
 
+
+def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, run_name: str, main: bool,
+           stop_after: int | None) -> RunResult:
     history: list[dict[str, float]] = []
     best_key, best_epoch, start = None, 0, 1
+    best = _Best()
     if state is not None:
         trainer.model.load_state_dict(state["model"])
         trainer.objective.load_state_dict(state["objective"])
@@ -74,8 +147,16 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
         history, best_key, best_epoch = state["history"], state["best_key"], state["best_epoch"]
         start = state["epoch"] + 1
         folder = Path(state["folder"])
+        best = _Best.from_state(state["best"])
+        if main:
+            _check_best(folder / "best", best, cfg)
+    elif main:
+        folder = run_dir(cfg, run_name, logger.run_id if logger else None)
+        if logger:
+            logger.set_tags({"run_folder": str(folder.resolve())})
+    else:
+        folder = Path(cfg.tracking.output_dir) / cfg.tracking.experiment / f"{run_name}-rank{dist_utils.rank()}"
 
-    select_on = "val" if cfg.train.protocol == "clean" else "test"
     for epoch in range(start, cfg.train.epochs + 1):
         t0 = time.time()
         logs = trainer.train_epoch(epoch)
@@ -89,17 +170,19 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
         if improved or best_epoch == 0:  # the first epoch is kept until an eligible one comes
             best_key, best_epoch = (key if improved else best_key), epoch
             if main:
-                save_model(folder / "best", trainer.model, cfg, _meta(cfg, epoch, history[-1], best_key is None))
+                best.capture(trainer.model, _meta(cfg, epoch, metrics, best_key is None),
+                             _eval_arrays(ev_test, ev_val))
+                best.write(folder / "best", cfg)
         if main:
             if logger:
                 logger.log_metrics(metrics, step=epoch)
             save_state(folder / "last.pt", {
-                "config": cfg, "run_name": run_name, "run_id": logger.run_id if logger else None,
+                "config": cfg.to_dict(), "run_name": run_name, "run_id": logger.run_id if logger else None,
                 "folder": str(folder), "epoch": epoch, "model": trainer.model.state_dict(),
                 "objective": trainer.objective.state_dict(), "optimizer": trainer.optimizer.state_dict(),
                 "scaler": trainer.scaler.state_dict(), "rng": rng_state(), "history": history,
-                "best_key": best_key, "best_epoch": best_epoch})
-            if progress:
+                "best_key": best_key, "best_epoch": best_epoch, "best": best.to_state()})
+            if trainer.progress:
                 print(f"[{cfg.name} seed {cfg.train.seed}] epoch {epoch}/{cfg.train.epochs}  "
                       f"loss {logs.get('train_loss', float('nan')):.4f}  test Sp {ev_test.scores['sp']:.2f} "
                       f"Se {ev_test.scores['se']:.2f} Score {ev_test.scores['score']:.2f}"
@@ -112,28 +195,22 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
 
     final = {f"final_{k}": v for k, v in history[best_epoch - 1].items() if k.startswith(("test_", "val_"))}
     final["selected_epoch"] = float(best_epoch)
-    best = None
-    if main and (trainer.data.val is not None or logger):
-        from lungsound.training.checkpoint import load_model
-
-        best, _, _ = load_model(folder / "best", device=trainer.device)  # the selected weights, loaded once
-    if main and trainer.data.val is not None:
-        final.update(_calibrate(folder / "best", best, trainer, logger))
+    if main and "val_logits" in best.arrays:
+        final.update(_calibrate(folder / "best", best.arrays, logger))
     if main and logger:
         logger.log_metrics(final)
-        logger.set_tags({"selected_epoch": best_epoch, "selection": select_on,
+        logger.set_tags({"selected_epoch": best_epoch, "selection": "val" if cfg.train.protocol == "clean" else "test",
                          "selection_fallback": str(best_key is None).lower()})
-        _log_artifacts(logger, cfg, folder, best, trainer, best_epoch)
+        _log_artifacts(logger, cfg, folder, best.arrays, best_epoch)
         logger.end("FINISHED")
     return RunResult(logger.run_id if logger else None, final, folder / "best", history, best_epoch, True)
 
 
-def _calibrate(folder: Path, model, trainer: Trainer, logger) -> dict[str, float]:
-    """Temperature scaling of the selected model on the validation split; stored in its meta.json, diagram to MLflow."""
+def _calibrate(folder: Path, arrays: dict[str, np.ndarray], logger) -> dict[str, float]:
+    """Temperature scaling of the selected model on the validation split of its own epoch's evaluation."""
     from lungsound.calibration import calibrate_checkpoint, reliability_diagram, softmax
-    from lungsound.evaluation import predict
 
-    logits, labels, _ = predict(model, trainer.data.val, trainer.device, trainer.cfg.train.eval_batch_size)
+    logits, labels = arrays["val_logits"], arrays["val_labels"]
     record = calibrate_checkpoint(folder, logits, labels)
     if logger:
         with tempfile.TemporaryDirectory() as tmp:
@@ -164,12 +241,12 @@ def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool) -> d
             "metrics": {k: v for k, v in metrics.items() if k.startswith(("test_", "val_"))}}
 
 
-def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, model, trainer: Trainer, epoch: int) -> None:
-    """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables)."""
-    from lungsound.evaluation import evaluate
+def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str, np.ndarray], epoch: int) -> None:
+    """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables),
+    from the selected epoch's own evaluation."""
     from lungsound.reports import write_run_report
 
-    ev = evaluate(model, trainer.data.test, trainer.device, cfg.train.eval_batch_size)
+    ev = Evaluation.from_arrays(arrays["test_logits"], arrays["test_labels"], arrays["test_devices"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "config.yaml").write_text(dump_config(cfg))
@@ -180,59 +257,9 @@ def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, model, trainer: 
     logger.log_artifact(folder / "best", "model")
 
 
-def parse_seeds(text: str | None, default: int) -> list[int]:
-    """'1-5' -> [1..5]; '1,3,7' -> [1, 3, 7]; None -> [default]."""
-    if not text:
-        return [default]
-    seeds: list[int] = []
-    try:
-        for part in str(text).split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise LungsoundError(f"--seeds must look like 1-5 or 1,2,3, got {text!r}") from None
-    if not seeds:
-        raise LungsoundError(f"--seeds {text!r} selects no seed")
-    return seeds
+def __getattr__(name: str):  # the multi-seed helpers moved to lungsound.training.seeds
+    if name in ("fit_seeds", "parse_seeds", "aggregate", "resume_group"):
+        from lungsound.training import seeds
 
-
-def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict:
-    """One parent MLflow run, one child per seed; the parent gets mean and std of each final metric."""
-    import os
-
-    from lungsound.tracking import RunLogger, environment_tags
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise LungsoundError("under torchrun, train one seed per launch: drop --seeds and set train.seed=N")
-    parent = RunLogger.start(cfg.tracking.experiment, cfg.tracking.run_name or f"{cfg.name}",
-                             {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
-                              "model": cfg.model.name, "experiment_file": cfg.name, "seeds": ",".join(map(str, seeds)),
-                              "role": "parent"})
-    parent.log_params(flatten(cfg.to_dict()))
-    results = []
-    try:
-        for seed in seeds:
-            child_cfg = copy.deepcopy(cfg)
-            child_cfg.train.seed = seed
-            child_cfg.tracking.run_name = f"{cfg.tracking.run_name or cfg.name}-seed{seed}"
-            results.append(fit(child_cfg, parent_run_id=parent.run_id, progress=progress))
-    except BaseException:
-        parent.end("FAILED")
-        raise
-    summary = aggregate([r.metrics for r in results])
-    parent.log_metrics(summary)
-    parent.end("FINISHED")
-    return {"parent_run_id": parent.run_id, "summary": summary, "results": results}
-
-
-def aggregate(metrics: list[dict[str, float]]) -> dict[str, float]:
-    """mean and (population) std over seeds of every metric the runs share: `<name>_mean`, `<name>_std`."""
-    keys = sorted(set.intersection(*(set(m) for m in metrics))) if metrics else []
-    out = {}
-    for k in keys:
-        values = np.array([m[k] for m in metrics], dtype=float)
-        out[f"{k}_mean"], out[f"{k}_std"] = float(np.nanmean(values)), float(np.nanstd(values))
-    return out
+        return getattr(seeds, name)
+    raise AttributeError(name)

@@ -85,7 +85,7 @@ class Trainer:
         self.domains = None  # batch.domain: another metadata domain, when the method or the data config names one
         domain = params.get("domain", cfg.data.domain)
         if domain != "device":
-            self.domains = self.data.train.domain_labels(domain)
+            self.domains = self.data.train.domain_labels(domain, definitions=cfg.train.protocol)
         self.objective = create_objective(cfg.method.name, self.model.feature_dim, self.model.num_classes,
                                           class_weights=weights, **params).to(self.device)
         trainable = [p for m in (self.model, self.objective) for p in m.parameters() if p.requires_grad]

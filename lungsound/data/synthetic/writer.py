@@ -37,6 +37,7 @@ from lungsound.data.synthetic.like import plan_like
 from lungsound.data.synthetic.render import render
 from lungsound.data.synthetic.spec import RecordingSpec
 from lungsound.errors import LungsoundError
+from lungsound.storage import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = "1"
 DEFAULT_RECORDINGS = 180  # ~1,050 cycles, ~50 min of audio; well under a minute on two cores
@@ -190,7 +191,7 @@ def _report(out: Path, mode: str, seed: int, specs: tuple[RecordingSpec, ...], s
 
 
 def _write_marker(out: Path, content: dict) -> None:
-    (out / tables.MARKER_NAME).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(out / tables.MARKER_NAME, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def _run(out: Path, mode: str, seed: int, specs: tuple[RecordingSpec, ...], split: dict[str, str],
@@ -201,7 +202,7 @@ def _run(out: Path, mode: str, seed: int, specs: tuple[RecordingSpec, ...], spli
     report = _report(out, mode, seed, specs, split, n_workers, sources)
     _write_marker(out, {**report.marker(like), "complete": False})
     for name, data in side_files.items():
-        (out / name).write_bytes(data)
+        atomic_write_bytes(out / name, data)
     _render_all(specs, out, n_workers, progress)
     _write_marker(out, report.marker(like))
     return replace(report, seconds=time.perf_counter() - started)
