@@ -1,0 +1,181 @@
+"""RepAugment: representation-level augmentation for any backbone (methods.md section 9).
+
+[REPAUG] Kim, Toikkanen, Bae, Kim, Jung, "RepAugment: Input-Agnostic Representation-Level Augmentation for Respiratory
+Sound Classification", EMBC 2024, arXiv 2405.02996.
+
+Waveform speech models (wav2vec 2.0, HuBERT, WavLM) take raw audio, so SpecAugment has nothing to mask. RepAugment
+augments the pooled representation ``z`` of shape ``(B, D)`` (the time mean of the last hidden state for speech models, the
+pooled ``(cls + dist) / 2`` for the AST, before the head's LayerNorm) just before the classifier, in training only.
+
+Rep-Mask (:func:`rep_mask`). With probability ``P(N(0,1) <= 1) = 0.841`` per batch (the SpecAugment gate), draw ``blocks``
+(default 2) contiguous blocks over the feature dimensions, for block ``k``
+
+    w_k = int(U(0, F)),  F = 0.375 D (288 for D = 768),   s_k ~ U{0, ..., D - w_k},
+    M_j = 1  iff  s_k <= j < s_k + w_k  for some k      (the same M for every row; blocks may overlap)
+
+and, with ``mu = mean(z)`` the scalar mean of the whole batch's representation,
+
+    fill "paper":  z' = z (1 - M) + mu M          (the formula of the paper's text)
+    fill "code":   z' = z (1 - M) + mu z M        (what the authors' code of the period computes; the default)
+    fill "zero":   z' = z (1 - M)
+
+On average, with the gate, 28.0% of the 768 dimensions are masked (33.3% when the gate fires; see the tests).
+
+Rep-Gen (:func:`rep_gen`). Every step, without a gate, the rows of the minority classes (every abnormal class: crackle,
+wheeze, both) are replaced by noisy copies, ``z'_i = z_i + eps_i``, ``eps_i ~ N(0, std^2 I)`` with ``std = 0.2``; normal
+rows are unchanged and the batch does not grow. The variant ``minority="all"`` adds the noise to every row (the paper's
+second setting, used with a sampler that oversamples every class: :class:`lungsound.data.sampler.BalancedOversampler`).
+
+RepAugment = Rep-Mask, then Rep-Gen. It is never combined with SpecAugment in one run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lungsound.data.labels import CLASSES
+from lungsound.errors import LungsoundError
+
+NORMAL = CLASSES.index("normal")
+FILLS = ("code", "paper", "zero")
+MODES = ("none", "rep_mask", "rep_gen", "repaugment")
+MINORITIES = ("abnormal", "all")
+GATE_THRESHOLD = 1.0  # the mask is applied when N(0, 1) <= 1.0: probability 0.8413
+
+
+def _draw_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    return generator.device if generator is not None else fallback
+
+
+def _check_z(z: torch.Tensor, what: str) -> None:
+    if not isinstance(z, torch.Tensor) or z.dim() != 2:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise LungsoundError(f"{what} expects a representation batch z of shape (B, D), got {got}")
+
+
+def mask_positions(dim: int, max_width: float, blocks: int = 2,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The Rep-Mask mask ``M`` of shape ``(dim,)`` (bool): ``blocks`` blocks of width ``int(U(0, max_width))``."""
+    if not 0 < max_width <= dim:
+        raise LungsoundError(f"Rep-Mask max_width must be in (0, D={dim}], got {max_width}")
+    if blocks < 0:
+        raise LungsoundError(f"Rep-Mask blocks must be >= 0, got {blocks}")
+    device = _draw_device(generator, torch.device("cpu"))
+    mask = torch.zeros(dim, dtype=torch.bool)
+    for _ in range(int(blocks)):
+        width = int(torch.rand((), generator=generator, device=device).item() * max_width)
+        start = int(torch.randint(0, dim - width + 1, (), generator=generator, device=device).item())
+        mask[start:start + width] = True
+    return mask
+
+
+def rep_mask(z: torch.Tensor, fill: str = "code", max_width: float | None = None, blocks: int = 2, gate: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rep-Mask of [REPAUG]: mask ``blocks`` contiguous feature blocks of ``z`` (B, D), the same for every row.
+
+    ``max_width`` is ``F`` (default ``0.375 D``); with ``gate`` the mask is applied only when ``N(0,1) <= 1`` (one draw
+    per call); ``fill`` is ``"code"``, ``"paper"`` or ``"zero"`` (module docstring). Returns a new tensor (or ``z``
+    itself when the gate does not fire); gradients flow to the unmasked entries and, for code/paper fill, through the mean.
+    """
+    _check_z(z, "rep_mask")
+    if fill not in FILLS:
+        raise LungsoundError(f"Rep-Mask fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    dim = z.shape[1]
+    width = 0.375 * dim if max_width is None else max_width
+    if gate:
+        draw = torch.randn((), generator=generator, device=_draw_device(generator, torch.device("cpu")))
+        if draw.item() > GATE_THRESHOLD:
+            return z
+    mask = mask_positions(dim, width, blocks, generator).to(z.device)
+    if not mask.any():
+        return z.clone()
+    keep = (~mask).to(z.dtype)
+    masked = mask.to(z.dtype)
+    if fill == "zero":
+        return z * keep
+    mu = z.mean()
+    if fill == "paper":
+        return z * keep + mu * masked
+    return z * keep + mu * z * masked
+
+
+def rep_gen(z: torch.Tensor, labels: torch.Tensor, std: float = 0.2, minority: str = "abnormal",
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rep-Gen of [REPAUG]: ``z_i + N(0, std^2 I)`` for the rows whose label is not normal (every row for ``"all"``).
+
+    Returns a new tensor of the same shape; normal rows are returned unchanged (``"abnormal"``).
+    """
+    _check_z(z, "rep_gen")
+    if minority not in MINORITIES:
+        raise LungsoundError(f"Rep-Gen minority must be one of {', '.join(MINORITIES)}, got {minority!r}")
+    if not std >= 0:
+        raise LungsoundError(f"Rep-Gen std must be >= 0, got {std}")
+    if minority == "abnormal":
+        if not isinstance(labels, torch.Tensor) or labels.shape != (z.shape[0],):
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise LungsoundError(f"Rep-Gen needs one label per row of z ({z.shape[0]},), got {got}")
+    device = _draw_device(generator, z.device)
+    noise = torch.randn(z.shape, generator=generator, device=device, dtype=torch.float32).to(z.device, z.dtype) * std
+    if minority == "abnormal":
+        noise = noise * (labels.to(z.device) != NORMAL).to(z.dtype).unsqueeze(1)
+    return z + noise
+
+
+class RepAugment(nn.Module):
+    """The representation augmentation of one experiment: ``mode`` none | rep_mask | rep_gen | repaugment.
+
+    ``aug(z, labels, generator=None)`` applies Rep-Mask (``fill``, ``F = max_width_ratio * D``, ``blocks``, ``gate``)
+    and/or Rep-Gen (``std``, ``minority``) in training mode and returns ``z`` unchanged in eval mode.
+    """
+
+    def __init__(self, mode: Literal["none", "rep_mask", "rep_gen", "repaugment"] = "repaugment", fill: str = "code",
+                 max_width_ratio: float = 0.375, blocks: int = 2, std: float = 0.2, minority: str = "abnormal",
+                 gate: bool = True):
+        super().__init__()
+        if mode not in MODES:
+            raise LungsoundError(f"RepAugment mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if fill not in FILLS:
+            raise LungsoundError(f"RepAugment fill must be one of {', '.join(FILLS)}, got {fill!r}")
+        if not 0 < max_width_ratio <= 1:
+            raise LungsoundError(f"RepAugment max_width_ratio must be in (0, 1], got {max_width_ratio}")
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+            raise LungsoundError(f"RepAugment blocks must be an integer >= 0, got {blocks!r}")
+        if not std >= 0:
+            raise LungsoundError(f"RepAugment std must be >= 0, got {std}")
+        if minority not in MINORITIES:
+            raise LungsoundError(f"RepAugment minority must be one of {', '.join(MINORITIES)}, got {minority!r}")
+        self.mode, self.fill, self.max_width_ratio, self.blocks = mode, fill, float(max_width_ratio), blocks
+        self.std, self.minority, self.gate = float(std), minority, bool(gate)
+
+    @property
+    def masks(self) -> bool:
+        return self.mode in ("rep_mask", "repaugment")
+
+    @property
+    def generates(self) -> bool:
+        return self.mode in ("rep_gen", "repaugment")
+
+    def params(self) -> dict[str, object]:
+        """The settings, flat, for experiment tracking."""
+        return {"mode": self.mode, "fill": self.fill, "max_width_ratio": self.max_width_ratio, "blocks": self.blocks,
+                "std": self.std, "minority": self.minority, "gate": self.gate}
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.training or self.mode == "none":
+            return z
+        if self.masks:
+            _check_z(z, "RepAugment")
+            z = rep_mask(z, fill=self.fill, max_width=self.max_width_ratio * z.shape[1], blocks=self.blocks,
+                         gate=self.gate, generator=generator)
+        if self.generates:
+            if labels is None and self.minority == "abnormal":
+                raise LungsoundError("RepAugment with Rep-Gen on the abnormal classes needs the batch labels")
+            z = rep_gen(z, labels, std=self.std, minority=self.minority, generator=generator)
+        return z
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.params().items())
