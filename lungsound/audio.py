@@ -17,6 +17,18 @@ Resampling is windowed-sinc band-limited interpolation, `torchaudio.transforms.R
 c = 0.99 min(o, t) and sinc(a) = sin(a)/a, output sample j is
 y[j] = sum_i x[i] (c/o) sinc(pi u) cos^2(pi u / 12) with u = c (i/o - j/t) clamped to [-6, 6], i over the
 w = ceil(6 o / c) input samples either side of j o / t (zero padding at the edges); ceil(N * target / orig) samples out.
+torchaudio stores one kernel row per output phase, each spanning a whole block of o input samples: t (2w + o) values,
+which is tiny for related rates (44.1 kHz -> 16 kHz: 76,000) but grows with the product of the reduced rates
+(7,919 Hz -> 16 kHz: 127 million, gigabytes while it is built). So the torchaudio module is used, bit for bit, only
+when its kernel has at most 2^20 values (to 16 kHz: every rate ICBHI ships, and 8, 11.025, 22.05, 32, 48, 96, 192 kHz);
+any other pair evaluates the same formula directly (`_sinc_resample`: per output sample only the 2 ceil(6 orig / c') + 2
+taps around it, with c' = 0.99 min(orig, target) in Hz, in chunks, in float64), which needs about 100 MB at most for any
+rates and agrees with torchaudio's formula evaluated in float64 to float32 rounding (torchaudio's own float32
+convolution over such long kernel rows is off by up to about 2e-4). At most 8 torchaudio modules are cached (4 MB of
+kernel each).
+
+A WAV file whose data chunk declares more frames than the file holds (a cut-off download or copy) is decoded as far as
+it goes, with a warning (`warnings.warn`) naming the file and both lengths.
 
 Every failure (missing file, directory, empty file, unknown format, truncated header, zero frames, NaN/inf samples, too
 long) raises `LungsoundError` naming the file and the problem; no soundfile/libsndfile exception escapes.
@@ -28,6 +40,8 @@ import functools
 import io
 import math
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +51,12 @@ import torch
 import torchaudio.transforms
 
 from lungsound.errors import LungsoundError
+
+# torchaudio's Resample defaults, and the largest kernel (values) for which its module is used.
+_ZERO_CROSSINGS, _ROLLOFF = 6, 0.99
+_MAX_KERNEL_VALUES = 1 << 20
+_CHUNK_VALUES = 1 << 20  # filter weights used at once by `_sinc_resample`
+_TABLE_VALUES = 1 << 23  # the largest table of its weights by phase (64 MB)
 
 # libsndfile's public error code for "Format not recognised" (SF_ERR_UNRECOGNISED_FORMAT in sndfile.h).
 _SF_ERR_UNRECOGNISED_FORMAT = 1
@@ -69,7 +89,7 @@ def load_audio(
     """
     path = _check_path(path)
     with _open(str(path), path) as f:
-        return _decode(f, path, target_sr, max_seconds)
+        return _decode(f, path, target_sr, max_seconds, lambda: open(path, "rb"))
 
 
 def decode_bytes(
@@ -79,7 +99,7 @@ def decode_bytes(
     if len(data) == 0:
         raise LungsoundError("empty file (0 bytes), not audio", name)
     with _open(io.BytesIO(data), name) as f:
-        return _decode(f, name, target_sr, max_seconds)
+        return _decode(f, name, target_sr, max_seconds, lambda: io.BytesIO(data))
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -95,8 +115,10 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample the last axis with `torchaudio.transforms.Resample(orig_sr, target_sr)` (its defaults); float32 out.
 
-    This is the module the reference code uses, bit for bit. `torchaudio.functional.resample` has the same defaults but
-    builds its kernel in the input's dtype (float32), so it differs from this by float32 rounding (about 1e-5 at most).
+    This is the module the reference code uses, bit for bit, whenever its kernel is small (see the module docstring);
+    for other rate pairs the same windowed-sinc formula is evaluated tap by tap in bounded memory, which agrees with
+    torchaudio to float32 rounding. `torchaudio.functional.resample` has the same defaults but builds its kernel in the
+    input's dtype (float32), so it differs from this by float32 rounding (about 1e-5 at most).
     Equal rates return the input itself (as float32, without a copy when it already is float32).
     """
     orig_sr = _positive_rate(orig_sr, "orig_sr")
@@ -104,9 +126,19 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if orig_sr == target_sr:
         return x
+    if _torchaudio_kernel_size(orig_sr, target_sr) > _MAX_KERNEL_VALUES:
+        return _sinc_resample(x, orig_sr, target_sr)
     with torch.no_grad():
         y = _resampler(orig_sr, target_sr)(torch.from_numpy(np.ascontiguousarray(x)))
     return y.numpy()
+
+
+def _torchaudio_kernel_size(orig_sr: int, target_sr: int) -> int:
+    """Values in `torchaudio.transforms.Resample(orig_sr, target_sr)`'s kernel: t (2w + o), as its code computes w."""
+    g = math.gcd(orig_sr, target_sr)
+    o, t = orig_sr // g, target_sr // g
+    width = math.ceil(_ZERO_CROSSINGS * o / (min(o, t) * _ROLLOFF))
+    return t * (2 * width + o)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -114,10 +146,55 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _resampler(orig_sr: int, target_sr: int) -> torchaudio.transforms.Resample:
-    """One `Resample` module per rate pair (its sinc kernel is built once, in float64, then stored as float32)."""
+    """One `Resample` module per rate pair (its sinc kernel is built once, in float64, then stored as float32).
+
+    Only called for kernels of at most `_MAX_KERNEL_VALUES` (4 MB as float32), so the cache holds at most 32 MB.
+    """
     return torchaudio.transforms.Resample(orig_sr, target_sr)
+
+
+def _sinc_resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """torchaudio's windowed-sinc formula evaluated directly, for rate pairs whose torchaudio kernel would be huge.
+
+    In Hz, with c = 0.99 min(orig, target): y[j] = sum_i x[i] (c / orig) sinc(pi u) cos^2(pi u / 12),
+    u = c (i / orig - j / target) clamped to [-6, 6] (the reduced-rate form of the module docstring, scaled by g).
+    Output j needs only the inputs i = floor(j orig / target) + k, k in [-h, h + 1], h = ceil(6 orig / c); with
+    r = j orig mod target, i target - j orig = k target - r is an exact integer, and the weights depend on r and k only:
+    a table of (target / g) x (2h + 2) values when that is at most `_TABLE_VALUES`, otherwise evaluated per chunk.
+    Outputs are computed in chunks of about `_CHUNK_VALUES` weights, summed in float64, so besides the signal itself
+    memory stays near 100 MB at most, and time grows with (output samples) x (taps) for any pair of rates.
+    """
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1])
+    n = rows.shape[1]
+    n_out = -(-n * target_sr // orig_sr)  # ceil(n * target / orig), exactly
+    cutoff = _ROLLOFF * min(orig_sr, target_sr)
+    half = math.ceil(_ZERO_CROSSINGS * orig_sr / cutoff)
+    taps = np.arange(-half, half + 2, dtype=np.int64)
+
+    def weights(offset: np.ndarray) -> np.ndarray:  # offset = i target - j orig
+        u = np.clip(offset * (cutoff / (orig_sr * target_sr)), -_ZERO_CROSSINGS, _ZERO_CROSSINGS)
+        return np.sinc(u) * np.cos(u * (np.pi / (2 * _ZERO_CROSSINGS))) ** 2 * (cutoff / orig_sr)
+
+    g = math.gcd(orig_sr, target_sr)
+    table = None
+    if (target_sr // g) * len(taps) <= _TABLE_VALUES:
+        table = weights(taps * target_sr - np.arange(0, target_sr, g, dtype=np.int64)[:, None])
+    pad = half + 2
+    padded = np.zeros((rows.shape[0], n + 2 * pad), dtype=np.float32)
+    padded[:, pad:pad + n] = rows
+    out = np.empty((rows.shape[0], n_out), dtype=np.float32)
+    step = max(1, _CHUNK_VALUES // len(taps))
+    for j0 in range(0, n_out, step):
+        j = np.arange(j0, min(j0 + step, n_out), dtype=np.int64)[:, None]
+        phase = (j * orig_sr) % target_sr
+        w = table[phase[:, 0] // g] if table is not None else weights(taps * target_sr - phase)
+        index = (j * orig_sr) // target_sr + taps + pad  # (outputs, taps) positions in `padded`
+        for r in range(rows.shape[0]):
+            out[r, j0:j0 + len(j)] = np.einsum("ok,ok->o", padded[r][index], w)
+    return out.reshape(*shape[:-1], n_out)
 
 
 def _check_path(path: str | os.PathLike) -> Path:
@@ -159,9 +236,12 @@ def _info_of(f: sf.SoundFile) -> AudioInfo:
 
 
 def _decode(
-    f: sf.SoundFile, label: str | Path, target_sr: int | None, max_seconds: float | None
+    f: sf.SoundFile, label: str | Path, target_sr: int | None, max_seconds: float | None, reopen
 ) -> tuple[np.ndarray, int]:
-    """Validate the header, read all frames as float32, check finiteness, downmix, resample."""
+    """Validate the header, read all frames as float32, check finiteness and length, downmix, resample.
+
+    `reopen()` gives the raw bytes as a binary file, for the WAV data-chunk check.
+    """
     info = _info_of(f)
     if target_sr is not None:
         target_sr = _positive_rate(target_sr, "target_sr")
@@ -179,11 +259,52 @@ def _decode(
         raise LungsoundError("contains no audio (0 frames decoded)", label)
     _check_duration(data.shape[0] / info.sample_rate, max_seconds, label)  # headers of lossy formats may estimate
     _check_finite(data, label)
+    if info.format in ("WAV", "WAVEX"):
+        _warn_if_truncated(reopen, data.shape[0], info.sample_rate, label)
 
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
     if target_sr is None or target_sr == info.sample_rate:
         return mono, info.sample_rate
     return resample(mono, info.sample_rate, target_sr), target_sr
+
+
+def _warn_if_truncated(reopen, frames: int, sr: int, label: str | Path) -> None:
+    """Warn when the WAV data chunk declares more frames than were decoded (libsndfile silently reads what is there)."""
+    try:
+        with reopen() as fh:
+            declared = _wav_declared_frames(fh)
+    except OSError:
+        return
+    if declared is not None and declared > frames:
+        warnings.warn(f"{label}: truncated WAV: the header declares {declared} frames ({declared / sr:.2f} s) but the "
+                      f"file holds {frames} ({frames / sr:.2f} s); only those are analysed", stacklevel=4)
+
+
+def _wav_declared_frames(fh) -> int | None:
+    """Frames the `data` chunk of a RIFF/RIFX WAVE file declares (size / block align); None when it cannot be told.
+
+    Sizes 0 and 0xFFFFFFFF are the placeholders of streaming writers, not promises, and give None too.
+    """
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    endian = "<" if head[:4] == b"RIFF" else ">"
+    block_align = None
+    while len(chunk := fh.read(8)) == 8:
+        cid, size = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+        if cid == b"fmt ":
+            fmt = fh.read(min(size, 64))
+            if len(fmt) < 14:
+                return None
+            block_align = struct.unpack(endian + "H", fmt[12:14])[0]
+            fh.seek(size - len(fmt) + size % 2, io.SEEK_CUR)
+        elif cid == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        else:
+            fh.seek(size + size % 2, io.SEEK_CUR)  # chunks are padded to an even size
+    return None
 
 
 def _check_duration(seconds: float, max_seconds: float | None, label: str | Path) -> None:

@@ -1,10 +1,13 @@
 """ICBHI annotation files: one respiratory cycle per line, `start end crackles wheezes` (seconds, 0/1 flags).
 
+Times must be finite with 0 <= start < end (`inf` and `nan` parse as floats, so they are refused explicitly).
+
 The label is `crackles + 2 * wheezes` (normal 0, crackle 1, wheeze 2, both 3; methods.md section 1).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,9 @@ def parse_annotation_text(text: str, source: str | Path) -> list[Cycle]:
             raise LungsoundError(f"line {lineno}: not numbers: {line.strip()!r}", source) from None
         if crackles not in (0, 1) or wheezes not in (0, 1):
             raise LungsoundError(f"line {lineno}: crackle and wheeze flags must be 0 or 1, got {crackles} {wheezes}",
+                                 source)
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise LungsoundError(f"line {lineno}: cycle times must be finite seconds, got {fields[0]} to {fields[1]}",
                                  source)
         if not (0 <= start < end):
             raise LungsoundError(f"line {lineno}: cycle must have 0 <= start < end, got {start} to {end}", source)

@@ -5,9 +5,14 @@ and the offending member, when a member
 - has an absolute path (`/x`, `C:\\x`) or a `..` component, or otherwise resolves outside the destination;
 - is a symbolic link, hard link, device or other special file (only regular files and folders are extracted);
 - is listed twice;
-- or when the archive unpacks to more than `max_total_bytes`, or a member larger than `ratio_floor` expands more than
-  `max_ratio`-fold (a zip bomb; for a tar the ratio is taken over the whole archive, whose compression is one stream).
-While writing, bytes are counted against each member's declared size, so a lying header cannot write more.
+- or when the archive (zip bomb / archive bomb checks, `ExtractLimits`):
+  - unpacks to more than `max_total_bytes` in all (the total-size cap);
+  - unpacks, in all, to more than `max_total_ratio` times its own size on disk once the total exceeds `ratio_floor`
+    (the total-ratio cap: many members each below the per-member floor cannot add up to a bomb, and the archive's
+    size is measured, not read from a header);
+  - has a zip member larger than `ratio_floor` that expands more than `max_ratio`-fold (per member).
+While writing, bytes are counted as they stream out, against each member's declared size and against the whole
+archive's allowance (the smaller of the two caps), so lying headers cannot write more.
 `__MACOSX/` resource forks and `.DS_Store` files are skipped.
 """
 
@@ -29,8 +34,13 @@ _SKIPPED_MEMBERS = ("__MACOSX", ".DS_Store")
 @dataclass(frozen=True)
 class ExtractLimits:
     max_total_bytes: int = 20 * 10**9  # the ICBHI archive unpacks to about 2 GB
-    max_ratio: float = 100.0  # uncompressed / compressed, per member (and for the whole of a tar)
-    ratio_floor: int = 1 << 20  # members smaller than this skip the ratio test (tiny text files compress well)
+    max_ratio: float = 100.0  # uncompressed / compressed, per zip member
+    max_total_ratio: float = 100.0  # all members' bytes / the archive file's bytes (audio archives: about 1-2)
+    ratio_floor: int = 1 << 20  # members, and whole archives, unpacking to less skip the ratio tests (text compresses)
+
+    def allowance(self, archive_bytes: int) -> int:
+        """The most bytes an archive of `archive_bytes` may unpack to: both caps together."""
+        return min(self.max_total_bytes, max(self.ratio_floor, int(self.max_total_ratio * max(archive_bytes, 1))))
     max_members: int = 100_000
 
 
@@ -86,12 +96,17 @@ def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
     return members
 
 
-def _check_members(archive: Path, members: list[_Member], into: Path, limits: ExtractLimits) -> None:
+def _check_members(archive: Path, members: list[_Member], into: Path, limits: ExtractLimits) -> int:
+    """Refuse what the member list declares beyond the limits; return the byte allowance for writing."""
     if len(members) > limits.max_members:
         raise LungsoundError(f"{len(members)} members (limit {limits.max_members}); refusing to extract", archive)
     total = sum(m.size for m in members)
     if total > limits.max_total_bytes:
         raise LungsoundError(f"unpacks to {total} bytes (limit {limits.max_total_bytes}); refusing to extract", archive)
+    size = archive.stat().st_size
+    if total > limits.allowance(size):
+        raise LungsoundError(f"unpacks to {total} bytes from {size}, {total / max(size, 1):.0f}-fold (limit "
+                             f"{limits.max_total_ratio:g} in all); refusing a possible archive bomb", archive)
     root, seen = into.resolve(), set()
     for m in members:
         if not (into / m.path).resolve().is_relative_to(root):
@@ -100,29 +115,27 @@ def _check_members(archive: Path, members: list[_Member], into: Path, limits: Ex
         if not m.is_dir and m.path in seen:
             raise LungsoundError(f"member {str(m.path)!r} is listed twice; refusing to extract", archive)
         seen.add(m.path)
+    return limits.allowance(size)
 
 
 def safe_extract(archive: str | Path, into: str | Path, limits: ExtractLimits | None = None) -> None:
     """Extract a zip or tar(.gz) archive into the existing folder `into`, after checking every member.
 
-    Nothing is written unless all members pass; written bytes are counted against each member's declared size.
+    Nothing is written unless all members pass; written bytes are counted against each member's declared size and
+    against the archive's allowance (`ExtractLimits.allowance`).
     """
     archive, into, limits = Path(archive), Path(into), limits or ExtractLimits()
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 members = _zip_members(archive, zf, limits)
-                _check_members(archive, members, into, limits)
-                _write_members(archive, members, into, zf.open)
+                allowance = _check_members(archive, members, into, limits)
+                _write_members(archive, members, into, zf.open, allowance)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
                 members = _tar_members(archive, tf)
-                total = sum(m.size for m in members)
-                if total > limits.ratio_floor and total > limits.max_ratio * max(archive.stat().st_size, 1):
-                    raise LungsoundError(f"unpacks to {total} bytes from {archive.stat().st_size}; refusing a possible "
-                                         "archive bomb", archive)
-                _check_members(archive, members, into, limits)
-                _write_members(archive, members, into, tf.extractfile)
+                allowance = _check_members(archive, members, into, limits)
+                _write_members(archive, members, into, tf.extractfile, allowance)
         else:
             raise LungsoundError("not a zip or tar archive", archive)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
@@ -131,7 +144,8 @@ def safe_extract(archive: str | Path, into: str | Path, limits: ExtractLimits | 
         raise LungsoundError(f"cannot read the archive ({exc})", archive) from None
 
 
-def _write_members(archive: Path, members: list[_Member], into: Path, opener) -> None:
+def _write_members(archive: Path, members: list[_Member], into: Path, opener, allowance: int) -> None:
+    total = 0
     for m in members:
         path = into / m.path
         if m.is_dir:
@@ -143,8 +157,12 @@ def _write_members(archive: Path, members: list[_Member], into: Path, opener) ->
             with opener(m.handle) as src, open(path, "xb") as dst:
                 while block := src.read(1 << 20):
                     written += len(block)
+                    total += len(block)
                     if written > m.size:
                         raise LungsoundError(f"member {str(m.path)!r} is larger than it declares; refusing", archive)
+                    if total > allowance:
+                        raise LungsoundError(f"unpacks to more than {allowance} bytes while extracting "
+                                             f"{str(m.path)!r}; refusing a possible archive bomb", archive)
                     dst.write(block)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, RuntimeError, OSError) as exc:
             raise LungsoundError(f"member {str(m.path)!r} could not be extracted ({exc})", archive) from None

@@ -3,7 +3,9 @@
 1. The whole recording, float mono in [-1, 1], resampled to `sample_rate` (16 kHz) with torchaudio's default resampler.
 2. A linear fade-in and fade-out of `sample_rate / 16` samples (1,000 at 16 kHz) over the whole recording
    (torchaudio `Fade(fade_shape="linear")`: in-ramp linspace(0, 1, n), out-ramp linspace(1, 0, n)).
-3. Cycle i is `x[min(int(start*sr), N) : min(int(end*sr), N)]` (int() truncates toward zero).
+3. Cycle i is `x[min(int(start*sr), N) : min(int(end*sr), N)]` (int() truncates toward zero). Times must be finite; a
+   cycle starting past the end is an error, and cycles running past the end are cut there with one warning per
+   recording (`warnings.warn`, naming it and how many were cut).
 4. Fixed length L = duration * sr: a longer cycle keeps its first L samples; a shorter (or equal) one is padded:
    `repeat` tiles it ceil(L / len) times, crops to L and fades out the last 1,000 samples; `zero` centres it in zeros
    (offset (L - len) // 2).
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +66,8 @@ def fade_recording(x: np.ndarray, cfg: CycleConfig) -> np.ndarray:
 
 def cycle_bounds(start: float, end: float, sample_rate: int, n_samples: int) -> tuple[int, int]:
     """Step 3: sample indices of a cycle, truncated with int() and clipped to the recording."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise LungsoundError(f"cycle times must be finite seconds, got {start} to {end}")
     return min(int(start * sample_rate), n_samples), min(int(end * sample_rate), n_samples)
 
 
@@ -83,15 +88,27 @@ def fix_length(segment: np.ndarray, cfg: CycleConfig) -> np.ndarray:
 
 
 def extract_cycles(samples: np.ndarray, cycles: list[Cycle], cfg: CycleConfig, source: str | Path = "") -> np.ndarray:
-    """Cycles of one recording already at `cfg.sample_rate`, as an (n_cycles, L) float32 array."""
+    """Cycles of one recording already at `cfg.sample_rate`, as an (n_cycles, L) float32 array.
+
+    Warns once (naming `source`) when cycles run past the end of the audio and are cut there.
+    """
     faded = fade_recording(samples, cfg)
     out = np.empty((len(cycles), cfg.length), dtype=np.float32)
+    seconds = len(samples) / cfg.sample_rate
+    past = 0
     for i, cycle in enumerate(cycles):
-        lo, hi = cycle_bounds(cycle.start, cycle.end, cfg.sample_rate, len(faded))
+        try:
+            lo, hi = cycle_bounds(cycle.start, cycle.end, cfg.sample_rate, len(faded))
+        except LungsoundError as err:
+            raise LungsoundError(f"cycle {i + 1}: {err.problem}", source) from None
         if hi <= lo:
             raise LungsoundError(f"cycle {i + 1} ({cycle.start:.3f}-{cycle.end:.3f} s) lies beyond the audio "
-                                 f"({len(samples) / cfg.sample_rate:.3f} s)", source)
+                                 f"({seconds:.3f} s)", source)
+        past += int(cycle.end * cfg.sample_rate) > len(faded)
         out[i] = fix_length(faded[lo:hi], cfg)
+    if past:
+        warnings.warn(f"{source or 'recording'}: {past} of {len(cycles)} annotated cycle(s) run past the end of the "
+                      f"audio ({seconds:.3f} s) and were cut at its end", stacklevel=2)
     return out
 
 

@@ -3,10 +3,15 @@
 `paper`: train on the official training split, evaluate on the test split every epoch (the papers select the best test
 epoch). `clean`: hold out whole training patients (about `val_fraction` of the training cycles, the same patients for
 every seed and method) as a validation split, select the epoch on it, and report the test split at that epoch.
+
+What the data layer could not match (recordings without a split entry, which are left out of training and testing,
+split entries without an annotation file, duplicates; `MatchReport.problems`) is reported with `warnings.warn`, one
+warning per kind with its count and the first names, naming the data folder.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +50,15 @@ def validation_patients(dataset: CycleDataset, fraction: float, seed: int) -> se
     return chosen
 
 
+def warn_unmatched(db: Database) -> None:
+    """One warning per problem of `db.report` (counts and the first names), so nothing is left out without a word."""
+    for line in db.report.problems():
+        warnings.warn(f"{db.root}: {line}", stacklevel=3)
+
+
 def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
     db = open_database(resolve_root(cfg.data.root), split=cfg.data.split)
+    warn_unmatched(db)
     cycle_cfg = CycleConfig(duration=cfg.data.duration, pad=cfg.data.pad)
     fbank_cfg = FbankConfig() if cfg.data.input == "fbank" else None
     kwargs = dict(cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg, progress=progress, use_cache=cfg.data.cache)
