@@ -35,6 +35,8 @@ class DataConfig:
     domain: str = "device"  # metadata domain for the domain methods: device | age_group | sex | location
     loader_workers: int = 0
     cache: bool = True
+    balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant)
+    balance_per_class: int = 10000  # oversample: cycles drawn per class and epoch
 
 
 @dataclass
@@ -51,6 +53,14 @@ class AugmentConfig:
     specaug: bool = True
     semantics: str = "paper"  # paper (0.841 gate) | clean (fresh per-sample masks, p = 1)
     per: str = "sample"  # sample ([PMCL]) | batch ([SGSCL], [AFT]: one draw for the batch, in place)
+    # RepAugment ([REPAUG], methods.md section 9) on the pooled representation z, training only:
+    representation: str = "none"  # none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
+    rep_fill: str = "code"  # Rep-Mask fill: code (z * batch mean) | paper (batch mean) | zero
+    rep_max_width: float = 0.375  # Rep-Mask block width bound F as a share of D (288 of 768)
+    rep_blocks: int = 2  # Rep-Mask blocks
+    rep_gate: bool = True  # Rep-Mask applied with probability 0.841 per batch
+    rep_std: float = 0.2  # Rep-Gen noise standard deviation
+    rep_minority: str = "abnormal"  # Rep-Gen rows: abnormal (crackle, wheeze, both) | all (with data.balance)
 
 
 @dataclass
@@ -108,6 +118,10 @@ CHOICES = {
     ("model", "pos_embed"): ("paper", "clean"),
     ("augment", "semantics"): ("paper", "clean"),
     ("augment", "per"): ("sample", "batch"),
+    ("augment", "representation"): ("none", "rep_mask", "rep_gen", "repaugment"),
+    ("augment", "rep_fill"): ("code", "paper", "zero"),
+    ("augment", "rep_minority"): ("abnormal", "all"),
+    ("data", "balance"): ("none", "oversample"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "protocol"): ("paper", "clean"),
 }
@@ -174,6 +188,10 @@ RULES: dict[str, Rule] = {
     "data.val_fraction": _in_range(0, 1, low_open=True, high_open=True),
     "data.val_seed": _at_least(0),
     "data.loader_workers": _at_least(0),
+    "data.balance_per_class": _at_least(1),
+    "augment.rep_max_width": _in_range(0, 1, low_open=True),
+    "augment.rep_blocks": _at_least(1),
+    "augment.rep_std": _non_negative,
     "model.params": _string_keys,
     "method.params": _string_keys,
     "train.epochs": _at_least(1),
@@ -214,7 +232,21 @@ def validate(cfg: ExperimentConfig, source: str = "<config>") -> ExperimentConfi
         problem = rule(values[key])
         if problem:
             raise LungsoundError(f"{key} {problem}, got {values[key]!r}", source)
+    _check_combinations(cfg, source)
     return cfg
+
+
+def _check_combinations(cfg: ExperimentConfig, source: str) -> None:
+    """Settings that are fine alone but not together."""
+    import warnings
+
+    if cfg.augment.specaug and cfg.data.input == "waveform":
+        raise LungsoundError("augment.specaug=true masks spectrograms, but data.input is waveform (a speech model's "
+                             "input has no time-frequency bins): set augment.specaug=false and use "
+                             "augment.representation for waveform models", source)
+    if cfg.augment.specaug and cfg.augment.representation != "none":
+        warnings.warn(f"{source}: SpecAugment and {cfg.augment.representation} are both on; the RepAugment paper never "
+                      "combines them, so this run matches no published row", stacklevel=3)
 
 
 def _flat_fields(d: dict, prefix: str = "") -> dict[str, Any]:

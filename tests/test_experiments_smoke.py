@@ -9,6 +9,7 @@ import pytest
 
 from lungsound.config import load_config
 from lungsound.data.synthetic import generate
+from lungsound.models.speech import CHECKPOINTS
 from lungsound.training.run import fit
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
@@ -23,8 +24,11 @@ def builtin_small(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_runs_two_steps(path, builtin_small, tmp_path):
-    # The experiment's own method, augmentation and protocol; a tiny model and short cycles so each runs in seconds.
-    cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", "model.name=ast_tiny",
+    # The experiment's own method, augmentation and protocol; a tiny model of the same kind (a tiny AST, or the tiny
+    # speech model of the same family) and short cycles so each runs in seconds.
+    name = load_config(path).model.name
+    tiny = f"{CHECKPOINTS[name].family}_tiny" if name in CHECKPOINTS else "ast_tiny"
+    cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", f"model.name={tiny}",
                              "model.pretrained=null", "train.epochs=1", "train.max_steps_per_epoch=2",
                              "train.batch_size=4", f"tracking.output_dir={tmp_path}"])
     result = fit(cfg, progress=False, track=False)

@@ -7,7 +7,10 @@ with it. Inference never uses them: the model's own `forward` is the classifier.
 
 `batch` is a `Batch` already on the training device; `ctx.augment` is the experiment's input augmentation (SpecAugment in
 the chosen semantics, or the identity), which the objective applies to the views it builds; `ctx.progress` in [0, 1] is the
-fraction of training done (for schedules such as DANN's gradient-reversal weight).
+fraction of training done (for schedules such as DANN's gradient-reversal weight). `ctx.represent(z, labels)` is the
+experiment's representation augmentation (RepAugment [REPAUG]: Rep-Mask and/or Rep-Gen, or the identity): every
+objective applies it to the pooled representation z of its classification pass, between `forward_features` and
+`forward_head`, so representation augmentation composes with every method without a copy of any.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Batch:
 @dataclass
 class StepContext:
     augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    represent: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = lambda z, labels: z
     progress: float = 0.0
     epoch: int = 0
     step: int = 0
@@ -59,12 +63,12 @@ class Objective(nn.Module):
 
 
 class CrossEntropy(Objective):
-    """Plain fine-tuning: L = CE(W f(aug(x)), y), class-weighted when configured (the papers' CE baseline)."""
+    """Plain fine-tuning: L = CE(W rep(f(aug(x))), y), class-weighted when configured (the papers' CE baseline)."""
 
     name = "ce"
 
     def forward(self, model: nn.Module, batch: Batch, ctx: StepContext):
-        logits = model(ctx.augment(batch.x))
+        logits = model.forward_head(ctx.represent(model.forward_features(ctx.augment(batch.x)), batch.label))
         loss = self.cross_entropy(logits, batch.label)
         return loss, {"loss_ce": float(loss.detach())}
 

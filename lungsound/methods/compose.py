@@ -60,7 +60,7 @@ class CleanPassObjective(Objective):
     def clean_pass(self, model: nn.Module, batch: Batch, ctx: StepContext) -> CleanPass:
         x = ctx.augment(batch.x.clone())
         z = model.forward_features(x)
-        return CleanPass(x=x, z=z, logits=model.forward_head(z))
+        return CleanPass(x=x, z=z, logits=model.forward_head(ctx.represent(z, batch.label)))
 
     def auxiliary(self, model: nn.Module, batch: Batch, ctx: StepContext,
                   clean: CleanPass) -> tuple[torch.Tensor, dict[str, float]]:

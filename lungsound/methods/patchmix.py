@@ -127,7 +127,7 @@ class PatchMixCE(Objective):
 
     def forward(self, model: nn.Module, batch: Batch, ctx: StepContext):
         z, lam, perm = mixed_features(model, ctx.augment(batch.x.clone()), self.mix_beta)
-        logits = model.forward_head(z)
+        logits = model.forward_head(ctx.represent(z, batch.label))
         loss = (lam * self.cross_entropy(logits, batch.label, weighted=self.weighted_ce)
                 + (1.0 - lam) * self.cross_entropy(logits, batch.label[perm], weighted=self.weighted_ce))
         return loss, {"loss_ce": float(loss.detach()), "lam": lam}

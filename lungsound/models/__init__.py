@@ -1,7 +1,8 @@
 """Models behind one contract (:mod:`lungsound.models.base`), built by name.
 
 ``create_model("ast", num_classes=4)`` builds the AST of [PMCL]/[SGSCL]/[AFT] (methods.md section 4); ``ast_tiny`` is a
-small AST for tests; ``cnn`` / ``resnet18`` / ``efficientnet_b0`` are timm CNN baselines. Pretrained AST weights load
+small AST for tests; ``cnn`` / ``resnet18`` / ``efficientnet_b0`` are timm CNN baselines; ``wav2vec2_base``,
+``hubert_base``, ``wavlm_base_plus`` (and large and tiny variants) are waveform speech models ([REPAUG], section 9). Pretrained AST weights load
 through :func:`load_ast_weights` (Hugging Face, the original AudioSet ``.pth``, or ImageNet DeiT).
 """
 
@@ -10,9 +11,10 @@ from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
 from lungsound.models.ast import AST, ASTConfig, frames_for_duration, patch_grid
 from lungsound.models.cnn import CNNConfig, TimmCNN
 from lungsound.models.ast_weights import LoadReport, adapt_pos_embed, load_ast_weights
+from lungsound.models.speech import SPEECH_MODELS, SpeechClassifier, SpeechConfig
 
 __all__ = [
     "AST", "ASTConfig", "CNNConfig", "ClassifierHead", "FeatureClassifier", "LoadReport", "PatchHook", "TimmCNN",
     "adapt_pos_embed", "create_model", "frames_for_duration", "list_models", "load_ast_weights", "model_config_keys", "patch_grid",
-    "register_model",
+    "register_model", "SPEECH_MODELS", "SpeechClassifier", "SpeechConfig",
 ]

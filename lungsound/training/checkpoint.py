@@ -9,6 +9,7 @@ states, the epoch history and the MLflow run id.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -27,13 +28,27 @@ from lungsound.storage import atomic_write, replace_dir, temp_dir_beside
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
 
 
+def check_model_input(cfg: ExperimentConfig) -> None:
+    """A one-line error unless the model exists and data.input is what it takes (waveform for speech models)."""
+    from lungsound.models import SPEECH_MODELS, model_config_keys
+
+    model_config_keys(cfg.model.name)  # an unknown name is a one-line error listing the known ones
+    wants = "waveform" if cfg.model.name in SPEECH_MODELS else "fbank"
+    if cfg.data.input != wants:
+        raise LungsoundError(f"model {cfg.model.name!r} takes {wants} input, but data.input is {cfg.data.input!r}: set "
+                             f"data.input={wants}" + (" and augment.specaug=false" if wants == "waveform" else ""))
+
+
 def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
     """The model of an experiment; pretrained weights (cfg.model.pretrained or model.params.weights) are loaded only when
     `load_weights`: a checkpoint's config never makes `load_model` fetch or read anything but its own weights file."""
     from lungsound.models import create_model, frames_for_duration, model_config_keys
 
+    check_model_input(cfg)
     keys = model_config_keys(cfg.model.name)
     params = {"num_classes": len(CLASSES), **cfg.model.params}
+    if "protocol_masking" in keys:  # [REPAUG]: paper keeps the checkpoint's masking/layer drop, clean turns them off
+        params.setdefault("protocol_masking", "checkpoint" if cfg.train.protocol == "paper" else "off")
     if "input_frames" in keys:
         params.setdefault("input_frames", frames_for_duration(cfg.data.duration))
     if not load_weights:
@@ -43,6 +58,16 @@ def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
             raise LungsoundError(f"model {cfg.model.name!r} cannot load pretrained weights ({cfg.model.pretrained})")
         params.update(weights=cfg.model.pretrained, pos_embed=cfg.model.pos_embed, strict_weights=cfg.model.strict)
     return create_model(cfg.model.name, **params)
+
+
+def checkpoint_config(cfg: ExperimentConfig, model: nn.Module) -> ExperimentConfig:
+    """The config to store with `model`'s weights: with what rebuilds it offline (a speech model's backbone config)."""
+    rebuild = getattr(model, "rebuild_params", None)
+    if rebuild is None:
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.model.params = {**out.model.params, **rebuild()}
+    return out
 
 
 def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], cfg: ExperimentConfig,
@@ -56,6 +81,8 @@ def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], c
     folder = Path(folder)
     tmp = temp_dir_beside(folder)
     try:
+        if isinstance(model, nn.Module):
+            cfg = checkpoint_config(cfg, model)
         weights = model.state_dict() if isinstance(model, nn.Module) else model
         state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
         save_file(state, str(tmp / MODEL_FILE))

@@ -32,7 +32,8 @@ from lungsound.errors import LungsoundError
 from lungsound.evaluation import Evaluation
 from lungsound.storage import exclusive_dir
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import load_model, load_state, rng_state, save_model, save_state, set_rng_state
+from lungsound.training.checkpoint import (checkpoint_config, load_model, load_state, rng_state, save_model, save_state,
+                                           set_rng_state)
 from lungsound.training.trainer import RunResult, Trainer
 
 EVAL_FILE = "evaluation.npz"
@@ -121,6 +122,9 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
                     "world_size": dist_utils.world_size()}
             logger = RunLogger.start(cfg.tracking.experiment, run_name, tags, parent_run_id)
             logger.log_params(flatten(cfg.to_dict()))
+            masking = getattr(trainer.model, "speech_masking_params", None)
+            if masking is not None:  # the speech checkpoint's own masking and layer drop, as in effect
+                logger.log_params({f"model.effective.{k}": v for k, v in masking().items()})
     try:
         return _train(cfg, trainer, state, logger, run_name, main, stop_after)
     except KeyboardInterrupt:
@@ -138,6 +142,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
     history: list[dict[str, float]] = []
     best_key, best_epoch, start = None, 0, 1
     best = _Best()
+    model_cfg = checkpoint_config(cfg, trainer.model)  # what best/config.yaml holds: rebuilds the model offline
     if state is not None:
         trainer.model.load_state_dict(state["model"])
         trainer.objective.load_state_dict(state["objective"])
@@ -149,7 +154,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
         folder = Path(state["folder"])
         best = _Best.from_state(state["best"])
         if main:
-            _check_best(folder / "best", best, cfg)
+            _check_best(folder / "best", best, model_cfg)
     elif main:
         folder = run_dir(cfg, run_name, logger.run_id if logger else None)
         if logger:
@@ -172,7 +177,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
             if main:
                 best.capture(trainer.model, _meta(cfg, epoch, metrics, best_key is None),
                              _eval_arrays(ev_test, ev_val))
-                best.write(folder / "best", cfg)
+                best.write(folder / "best", model_cfg)
         if main:
             if logger:
                 logger.log_metrics(metrics, step=epoch)

@@ -25,9 +25,11 @@ from tqdm.auto import tqdm
 from lungsound.config import ExperimentConfig
 from lungsound.evaluation import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
+from lungsound.data.sampler import BalancedOversampler
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
+from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import build_model
+from lungsound.training.checkpoint import build_model, check_model_input
 from lungsound.training.data import RunData, build_run_data
 from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr
 
@@ -61,6 +63,13 @@ def make_augment(cfg: ExperimentConfig, generator: torch.Generator):
     return SpecAugment(SpecAugConfig(semantics=cfg.augment.semantics, per=cfg.augment.per), generator=generator)
 
 
+def make_represent(cfg: ExperimentConfig) -> RepAugment:
+    """The experiment's representation augmentation ([REPAUG]); the identity when augment.representation is none."""
+    a = cfg.augment
+    return RepAugment(mode=a.representation, fill=a.rep_fill, max_width_ratio=a.rep_max_width, blocks=a.rep_blocks,
+                      std=a.rep_std, minority=a.rep_minority, gate=a.rep_gate)
+
+
 def to_batch(sample, domains: np.ndarray | None, device: torch.device) -> Batch:
     domain = None if domains is None else torch.from_numpy(domains[sample.index.numpy()]).to(device)
     return Batch(x=sample.x.to(device, non_blocking=True), label=sample.label.to(device),
@@ -78,6 +87,7 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
+        check_model_input(cfg)  # before the data is built: a wrong pairing fails at once
         self.data = data or build_run_data(cfg, progress=progress and self.rank == 0)
         self.model = build_model(cfg).to(self.device)
         weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
@@ -95,12 +105,19 @@ class Trainer:
         self.blend = (MovingAverageBlend([self.model, self.objective], cfg.train.ma_beta)
                       if cfg.train.ma_beta is not None else None)
         self.tracker = tracker
+        self.represent = make_represent(cfg)
         dist_utils.broadcast_parameters([self.model, self.objective])
 
     # -- one epoch -------------------------------------------------------------------------------------------------
     def _loader(self, epoch: int) -> DataLoader:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        sampler = dist_utils.epoch_sampler(len(self.data.train), g)
+        if self.cfg.data.balance == "oversample":  # every class drawn balance_per_class times, with replacement
+            sampler = BalancedOversampler(self.data.train.labels, self.cfg.data.balance_per_class,
+                                          seed=self.cfg.train.seed * 100_003, rank=self.rank,
+                                          world_size=dist_utils.world_size())
+            sampler.set_epoch(epoch)
+        else:
+            sampler = dist_utils.epoch_sampler(len(self.data.train), g)
         return DataLoader(self.data.train, batch_size=self.cfg.train.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.cfg.data.loader_workers, pin_memory=self.device.type == "cuda")
 
@@ -110,6 +127,8 @@ class Trainer:
         set_lr(self.optimizer, lr)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + self.rank)  # the objective's draws (Patch-Mix, ...)
         augment = make_augment(self.cfg, torch.Generator().manual_seed(cfg.seed * 10_007 + epoch + 97 * self.rank))
+        rep_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 20_011 + epoch + 89 * self.rank)
+        self.represent.train()
         loader = self._loader(epoch)
         steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
         self.model.train()
@@ -122,7 +141,8 @@ class Trainer:
                 break
             batch = to_batch(sample, self.domains, self.device)
             ctx = StepContext(augment=augment, progress=((epoch - 1) * steps + step) / max(1, cfg.epochs * steps),
-                              epoch=epoch, step=step)
+                              epoch=epoch, step=step,
+                              represent=lambda z, labels: self.represent(z, labels, generator=rep_gen))
             if self.blend:
                 self.blend.snapshot()
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
