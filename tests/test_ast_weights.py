@@ -30,6 +30,31 @@ def bilinear_source(i: np.ndarray, src: int, dst: int) -> np.ndarray:
     return np.clip((i + 0.5) * src / dst - 0.5, 0, src - 1)
 
 
+def linear_resize_matrix(src: int, dst: int) -> torch.Tensor:
+    """(dst, src) weights of 1-D linear resizing with align_corners=False, written from the formula: output i reads
+    s = max(0, (i + 0.5) src / dst - 0.5), i.e. (1 - w) x[floor(s)] + w x[min(floor(s) + 1, src - 1)], w = s - floor(s).
+    """
+    weights = torch.zeros(dst, src, dtype=torch.float64)
+    for i in range(dst):
+        pos = max(0.0, (i + 0.5) * src / dst - 0.5)
+        lo = min(int(np.floor(pos)), src - 1)
+        hi, w = min(lo + 1, src - 1), pos - lo
+        weights[i, lo] += 1 - w
+        weights[i, hi] += w
+    return weights
+
+
+def paper_layout_expected(grid_tokens: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
+    """The reference code's layout by explicit ops: crop the time columns of the (F0, T0) grid to the centred F1
+    columns [T0 // 2 - F1 // 2, +F1), resize the F0 rows linearly to T1 rows, flatten (T1, F1) row-major."""
+    (f0, t0), (f1, t1) = src, dst
+    grid = grid_tokens.double().reshape(f0, t0, -1)
+    start = t0 // 2 - f1 // 2
+    cropped = grid[:, start:start + f1]  # (F0, F1, D)
+    rows = torch.einsum("rf,fcd->rcd", linear_resize_matrix(f0, t1), cropped)  # (T1, F1, D)
+    return rows.reshape(t1 * f1, -1).float()
+
+
 # ---------------------------------------------------------------- position embeddings
 
 
@@ -60,6 +85,30 @@ def test_paper_layout_reproduces_the_swapped_dims_quirk():
     k = np.arange(948)
     np.testing.assert_allclose(out[:, 0].numpy(), bilinear_source(k // 12, 12, 79), atol=1e-5)
     np.testing.assert_allclose(out[:, 1].numpy(), 44 + k % 12, atol=1e-5)
+
+
+def test_tiny_grid_by_hand_in_both_layouts():
+    # Source 2 x 5 grid, value 10 f + t (channel 0) and its negative (channel 1):
+    #   f=0:  0  1  2  3  4
+    #   f=1: 10 11 12 13 14
+    src = torch.tensor([[10.0 * f + t, -(10.0 * f + t)] for f in range(2) for t in range(5)])
+    # clean, to 2 x 3: crop time columns from 5 // 2 - 3 // 2 = 1: columns 1..3 of each row.
+    clean = adapt_pos_embed(src, (2, 5), (2, 3), "clean")
+    assert clean[:, 0].tolist() == [1, 2, 3, 11, 12, 13] and clean[:, 1].tolist() == [-1, -2, -3, -11, -12, -13]
+    # paper, to 2 x 3: the swapped grid is 3 x 2. Crop columns from 5 // 2 - 2 // 2 = 1: [[1, 2], [11, 12]]; resize the
+    # 2 rows to 3 (source rows max(0, (r + 0.5) * 2/3 - 0.5) = 0, 0.5, 7/6 -> clamped to 1): [1, 2], [6, 7], [11, 12];
+    # flattened row-major and given to the tokens of the freq-major 2 x 3 grid in that order.
+    paper = adapt_pos_embed(src, (2, 5), (2, 3), "paper")
+    assert paper[:, 0].tolist() == pytest.approx([1, 2, 6, 7, 11, 12])
+    assert paper[:, 1].tolist() == pytest.approx([-1, -2, -6, -7, -11, -12])
+
+
+def test_paper_layout_of_audioset_grid_by_explicit_ops():
+    torch.manual_seed(3)
+    src = torch.randn(12 * 101, 5)
+    for dst in ((12, 79), (12, 49)):
+        expected = paper_layout_expected(src, (12, 101), dst)
+        torch.testing.assert_close(adapt_pos_embed(src, (12, 101), dst, "paper"), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_imagenet_grid_interpolates_time_and_crops_frequency():
@@ -122,8 +171,16 @@ def test_hf_route_through_create_model_with_paper_layout(tmp_path):
     folder = save_hf(tmp_path, classifier=False)
     model = create_model("ast_tiny", **TINY, weights=str(folder), pos_embed="paper")
     src = transformers.ASTModel.from_pretrained(folder).embeddings.position_embeddings.detach()
-    expected = adapt_pos_embed(src[0, 2:], (12, 101), (12, 79), "paper")
-    assert torch.equal(model.backbone.embeddings.position_embeddings[0, 2:].detach(), expected)
+    pos = model.backbone.embeddings.position_embeddings.detach()
+    assert torch.equal(pos[0, :2], src[0, :2])  # cls and dist positions copied
+    # Token k = 79 i + j of our 12 x 79 grid holds row r = k // 12, column c = k % 12 of the 79 x 12 grid made from
+    # time columns 44..55 of the 12 x 101 source, its 12 rows resized linearly to 79.
+    torch.testing.assert_close(pos[0, 2:], paper_layout_expected(src[0, 2:], (12, 101), (12, 79)),
+                               rtol=1e-5, atol=1e-5)
+    k = 500  # r = 41: source row 41.5 * 12 / 79 - 0.5 = 5.803797, c = 8: source column 52
+    grid = src[0, 2:].reshape(12, 101, DIM)
+    w = 41.5 * 12 / 79 - 0.5 - 5
+    torch.testing.assert_close(pos[0, 2 + k], (1 - w) * grid[5, 52] + w * grid[6, 52], rtol=1e-5, atol=1e-5)
 
 
 def test_hf_route_missing_block_raises_with_keys_and_loads_with_strict_false(tmp_path):
@@ -237,8 +294,11 @@ def test_deit_file_route_mean_reduction_and_square_grid(tmp_path):
     ours = model.backbone.state_dict()
     src_w = deit.state_dict()["patch_embed.proj.weight"]
     torch.testing.assert_close(ours["embeddings.patch_embeddings.projection.weight"][:, 0], src_w.mean(dim=1))
-    src_pos = deit.state_dict()["pos_embed"][0, 2:]
-    torch.testing.assert_close(ours["embeddings.position_embeddings"][0, 2:], adapt_pos_embed(src_pos, (4, 4), (12, 79)))
+    # clean layout from a 4 x 4 grid: both axes grow, so both are resized linearly (time 4 -> 79, frequency 4 -> 12).
+    src_pos = deit.state_dict()["pos_embed"][0, 2:].double().reshape(4, 4, DIM)
+    expected = torch.einsum("fa,atd,ut->fud", linear_resize_matrix(4, 12), src_pos, linear_resize_matrix(4, 79))
+    torch.testing.assert_close(ours["embeddings.position_embeddings"][0, 2:], expected.reshape(12 * 79, DIM).float(),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_timm_route_mismatch_lists_keys(tmp_path):

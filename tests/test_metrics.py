@@ -64,11 +64,49 @@ def test_abnormal_predicted_normal_is_a_miss_in_both_evaluations():
         assert s["sp"] == 100.0 and s["se"] == 0.0 and s["score"] == 50.0
 
 
-def test_scores_from_confusion_matches_label_path():
-    direct = scores_from_confusion(CONFUSION)
-    via_labels = icbhi_scores(Y_TRUE, Y_PRED)
-    for key in ("sp", "se", "score", "n"):
-        assert direct[key] == pytest.approx(via_labels[key])
+# A larger confusion (rows = true normal, crackle, wheeze, both; columns = predicted), worked out by hand:
+#   normal row 30 + 5 + 3 + 2 = 40 cycles, 30 right            -> Sp = 30 / 40 = 75.0
+#   abnormal rows 20 + 15 + 10 = 45 cycles, exact class 12 + 8 + 6 = 26 -> Se = 26 / 45 = 57.777...
+#   Score = (75 + 57.777...) / 2 = 66.3888...
+#   two-class hits: crackle 12 + 2 + 2 = 16, wheeze 1 + 8 + 0 = 9, both 2 + 1 + 6 = 9 -> 34 / 45 = 75.555...
+#   two-class Score = (75 + 75.555...) / 2 = 75.2777...
+#   per class: normal 30/40 = 75, crackle 12/20 = 60, wheeze 8/15 = 53.333..., both 6/10 = 60
+BIG = np.array([[30, 5, 3, 2], [4, 12, 2, 2], [6, 1, 8, 0], [1, 2, 1, 6]])
+BIG_FOUR = {"sp": 75.0, "se": 57.77777777777778, "score": 66.38888888888889}
+BIG_TWO = {"sp": 75.0, "se": 75.55555555555556, "score": 75.27777777777777}
+
+
+def labels_from_confusion(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One (true, predicted) pair per count of the confusion, in shuffled order."""
+    pairs = [(t, p) for t in range(c.shape[0]) for p in range(c.shape[1]) for _ in range(c[t, p])]
+    order = np.random.default_rng(1).permutation(len(pairs))
+    arr = np.array(pairs)[order]
+    return arr[:, 0], arr[:, 1]
+
+
+def test_scores_from_a_hand_worked_confusion():
+    four = scores_from_confusion(BIG)
+    assert {k: four[k] for k in BIG_FOUR} == pytest.approx(BIG_FOUR)
+    assert four["n"] == 85  # 40 normal + 45 abnormal
+    assert list(four["per_class_acc"].values()) == pytest.approx([75.0, 60.0, 160 / 3, 60.0])
+    two = scores_from_confusion(BIG, two_class_eval=True)
+    assert {k: two[k] for k in BIG_TWO} == pytest.approx(BIG_TWO)
+
+
+def test_labels_reach_the_same_hand_worked_scores():
+    y_true, y_pred = labels_from_confusion(BIG)
+    four = icbhi_scores(y_true, y_pred)
+    assert four["confusion"].tolist() == BIG.tolist()
+    assert {k: four[k] for k in BIG_FOUR} == pytest.approx(BIG_FOUR)
+    two = icbhi_scores(y_true, y_pred, two_class_eval=True)
+    assert {k: two[k] for k in BIG_TWO} == pytest.approx(BIG_TWO)
+
+
+def test_bad_confusions_raise():
+    with pytest.raises(LungsoundError, match=r"square matrix of at least 2 x 2, got shape \(2, 3\)"):
+        scores_from_confusion(np.zeros((2, 3)))
+    with pytest.raises(LungsoundError, match="negative counts"):
+        scores_from_confusion(np.array([[1, -1], [0, 1]]))
 
 
 def test_confusion_agrees_with_sklearn_on_random_labels():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,24 +15,23 @@ import pytest
 import soundfile as sf
 import torch
 
-from lungsound.cli import predict as predict_cmd
+from lungsound.cli import main
 from lungsound.config import load_config
-from lungsound.errors import LungsoundError
 from lungsound.training.checkpoint import build_model, save_model
 
 CLASSES = ["normal", "crackle", "wheeze", "both"]
 
 
 def run(argv: list[str]) -> int:
-    """Parse and run `lungsound predict ...` as `lungsound.cli.main` would (LungsoundError -> one line, exit 2)."""
-    parser = argparse.ArgumentParser(prog="lungsound")
-    predict_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["predict", *argv])
-    try:
-        return args.handler(args)
-    except LungsoundError as exc:
-        print(f"lungsound: error: {exc}", file=sys.stderr)
-        return 2
+    """`lungsound predict ...` through the real entry point `lungsound.cli.main` (LungsoundError: one line, exit 2)."""
+    return main(["predict", *argv])
+
+
+def error_lines(err: str) -> list[str]:
+    """stderr as lines; every line must be a one-line `lungsound: error: ...` report (no traceback, no noise)."""
+    lines = err.strip().splitlines()
+    assert all(line.startswith("lungsound: error: ") for line in lines), err
+    return lines
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +64,24 @@ def test_json_output_follows_the_contract_and_errors_are_per_file(checkpoint, re
                                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = sorted(os.listdir(tmp_path))
-    code = run([str(recordings["a"]), str(recordings["bad"]), str(recordings["b"]), "--checkpoint", str(checkpoint),
-                "--json"])
+    missing, empty = recordings["a"].parent / "missing.wav", recordings["a"].parent / "empty.wav"
+    empty.write_bytes(b"")
+    code = run([str(recordings["a"]), str(recordings["bad"]), str(missing), str(recordings["b"]), str(empty),
+                "--checkpoint", str(checkpoint), "--json"])
     out, err = capsys.readouterr()
-    assert code == 2
-    assert err.strip().splitlines() == [err.strip()]  # one line
-    assert err.startswith(f"lungsound: error: {recordings['bad']}: not audio")
+    assert code == 2  # some file failed
+    # One line per bad file, in the order given, each naming its file; the good files are still analysed.
+    lines = error_lines(err)
+    assert len(lines) == 3
+    assert lines[0].startswith(f"lungsound: error: {recordings['bad']}: not audio")
+    assert lines[1] == f"lungsound: error: {missing}: file not found"
+    assert lines[2] == f"lungsound: error: {empty}: empty file (0 bytes), not audio"
     data = json.loads(out)
     assert [d["file"] for d in data] == [str(recordings["a"]), str(recordings["b"])]
     for d in data:
         assert set(d) == {"file", "duration", "summary", "segments"}
         assert d["duration"] == pytest.approx(12.0)
+        assert d["summary"]["label"] in ("normal", "crackles", "wheezes", "both")  # recording-level finding
         for s in d["segments"]:
             assert set(s) == {"start", "end", "probabilities"} and set(s["probabilities"]) == set(CLASSES)
             assert sum(s["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -83,6 +89,21 @@ def test_json_output_follows_the_contract_and_errors_are_per_file(checkpoint, re
     assert [(s["start"], s["end"]) for s in data[0]["segments"]] == [(0.5, 3.0), (3.0, 6.2), (6.2, 9.0)]
     assert data[1]["segments"][0]["start"] == 0.0 and data[1]["segments"][-1]["end"] == pytest.approx(12.0)
     assert sorted(os.listdir(tmp_path)) == before  # nothing written
+
+
+def test_all_files_good_exit_code_0_and_silent_stderr(checkpoint, recordings, capsys):
+    code = run([str(recordings["a"]), str(recordings["b"]), "--checkpoint", str(checkpoint), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    assert [d["file"] for d in json.loads(out)] == [str(recordings["a"]), str(recordings["b"])]
+
+
+def test_every_file_failing_gives_only_error_lines(checkpoint, recordings, capsys):
+    code = run([str(recordings["a"]), str(recordings["b"]), "--checkpoint", str(checkpoint), "--max-seconds", "10"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert error_lines(err) == [
+        f"lungsound: error: {recordings[k]}: too long: 12.00 s exceeds the limit of max_seconds=10 s" for k in "ab"]
 
 
 def test_csv_output_one_row_per_segment(checkpoint, recordings, capsys):
@@ -101,19 +122,25 @@ def test_csv_output_one_row_per_segment(checkpoint, recordings, capsys):
 
 def test_text_output_and_cycles_without_annotation(checkpoint, recordings, capsys):
     code = run([str(recordings["a"]), "--checkpoint", str(checkpoint)])
-    out, _ = capsys.readouterr()
-    assert code == 0
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
     assert out.startswith(f"{recordings['a']}  (12.0 s, 3 segments by cycles)")
     assert "of 3 annotated breathing cycles" in out
-    code = run([str(recordings["b"]), "--checkpoint", str(checkpoint), "--segmentation", "cycles"])
-    _, err = capsys.readouterr()
-    assert code == 2 and "b.wav: segmentation 'cycles' needs an annotation" in err
+    code = run([str(recordings["b"]), str(recordings["a"]), "--checkpoint", str(checkpoint),
+                "--segmentation", "cycles"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert error_lines(err) == [f"lungsound: error: {recordings['b']}: segmentation 'cycles' needs an annotation "
+                                "(an ICBHI .txt file or (start, end) list)"]
+    assert out.startswith(f"{recordings['a']}  (12.0 s, 3 segments by cycles)")  # a.wav is still analysed
 
 
 def test_bad_checkpoint_is_one_line_error(tmp_path, recordings, capsys):
     code = run([str(recordings["a"]), "--checkpoint", str(tmp_path)])
-    _, err = capsys.readouterr()
-    assert code == 2 and "not a lungsound checkpoint" in err
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    (line,) = error_lines(err)
+    assert "not a lungsound checkpoint" in line
 
 
 def test_run_id_loads_from_mlflow(checkpoint, recordings, mlflow_store, tmp_path, capsys):
@@ -125,17 +152,24 @@ def test_run_id_loads_from_mlflow(checkpoint, recordings, mlflow_store, tmp_path
     client.log_artifacts(run_id, str(checkpoint), "model")
     code = run([str(recordings["b"]), "--run-id", run_id, "--json"])
     out, _ = capsys.readouterr()
-    assert code == 0 and len(json.loads(out)) == 1
+    assert code == 0
+    assert [d["file"] for d in json.loads(out)] == [str(recordings["b"])]
 
 
-def test_wired_into_the_lungsound_command(checkpoint, recordings, capsys):
-    from lungsound.cli import build_parser
+def test_the_installed_command_in_a_real_process(checkpoint, recordings):
+    """`python -m lungsound predict` as a user runs it: the process's exit code, stdout and stderr (a crash would be a
+    traceback and exit code 1, not a skip)."""
+    def command(*files):
+        proc = subprocess.run([sys.executable, "-m", "lungsound", "predict", *map(str, files), "--checkpoint",
+                               str(checkpoint), "--json"], capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
 
-    try:
-        build_parser().parse_args(["predict", str(recordings["b"]), "--checkpoint", str(checkpoint)])
-    except SystemExit:
-        pytest.skip("`predict` is not registered in lungsound/cli/__init__.py yet")
-    from lungsound.cli import main
-
-    assert main(["predict", str(recordings["b"]), "--checkpoint", str(checkpoint), "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 1
+    good = command(recordings["b"])
+    assert good.returncode == 0 and good.stderr == "", good.stderr
+    assert [d["file"] for d in json.loads(good.stdout)] == [str(recordings["b"])]
+    mixed = command(recordings["bad"], recordings["b"])
+    assert mixed.returncode == 2
+    (line,) = error_lines(mixed.stderr)  # the whole of stderr: one line for the one bad file
+    assert line.startswith(f"lungsound: error: {recordings['bad']}: not audio")
+    assert [d["file"] for d in json.loads(mixed.stdout)] == [str(recordings["b"])]
