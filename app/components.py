@@ -10,7 +10,10 @@ frames every 10 ms; `lungsound.features.fbank`). Its band i has the centre frequ
 f_i = 700 (exp(m_i / 1127) - 1) with m_i = m(20 Hz) + (i + 1) d and d = (m(8000 Hz) - m(20 Hz)) / 129, which places the
 frequency ticks. The explanation heatmap (values in [0, 1], one per 10 ms frame and band of the segment's own audio, as
 `Predictor.explain` folds it back from the padded model input) has its most influential quarter drawn in red over
-the segment's span on the whole-recording spectrogram and over the segment's own spectrogram in a zoomed panel.
+the segment's span on the whole-recording spectrogram and over the segment's own spectrogram in a zoomed panel. A
+waveform model's explanation is a time saliency (one value in [0, 1] per 10-ms frame, `kind` "time"): it is drawn as a
+strip (a one-row red image with its curve) directly under the zoomed spectrogram, on the same time axis (shared x), and
+the spectrogram itself gets no overlay (that model never sees it).
 For display only, each band's log energy is divided by the total weight of its triangular filter,
 log(E_i / W_i) = log E_i - log W_i with W_i = sum_k w_ik (energy per unit of filter weight, as an area-normalised mel
 filterbank gives): below about 300 Hz the Kaldi filters are narrower than the 31.25 Hz FFT bins and catch very
@@ -104,10 +107,31 @@ def calibration_text(calibrated: bool, temperature: float) -> str:
             "finding.")
 
 
+def is_time_explanation(explanation: Any) -> bool:
+    return getattr(explanation, "kind", "time-frequency") == "time"
+
+
+def explanation_caption(explanation: Any) -> str:
+    """What the explanation under the spectrogram shows, in words ("" when there is none)."""
+    if explanation is None:
+        return ""
+    target = getattr(explanation, "target", "")
+    output = f" towards its output '{class_name(target)}'" if target else ""
+    if is_time_explanation(explanation):
+        return (f"Time saliency of a waveform model ({explanation.method}): this model hears the raw waveform, not the "
+                f"spectrogram. The red strip under the enlarged segment shows how much each 10-ms stretch of the sound "
+                f"moved the model{output} (gradient x input, darker = more); the spectrogram above it is for "
+                f"orientation only.")
+    return (f"Red on the spectrogram: the time-frequency regions the model relied on most{output} "
+            f"({explanation.method}).")
+
+
 def model_card_markdown(card: dict[str, Any]) -> str:
-    """The model card as Markdown: a table of facts (data, method, protocol, scores, calibration), then the intended
-    use and the limitations as lists."""
+    """The model card as Markdown: a table of facts (input, explanation, data, method, protocol, scores, calibration),
+    then the intended use and the limitations as lists."""
     rows = [("Model", f"{card.get('name', 'unnamed')}" + (f" ({card['model']})" if card.get("model") else "")),
+            ("Model input", card.get("input")),
+            ("Explanation shown", card.get("explanation")),
             ("Trained on", card.get("trained_on")),
             ("Training method", METHOD_WORDS.get(card.get("method"), card.get("method"))),
             ("Epoch selection", PROTOCOL_WORDS.get(card.get("protocol"), card.get("protocol"))),
@@ -300,36 +324,77 @@ def spectrogram_figure(spectrogram: np.ndarray, segments: Sequence[Any], selecte
                        explanation: Any = None) -> Figure:
     """Log-mel spectrogram of the whole recording with the segment boundaries and the selected segment's explanation.
 
-    `spectrogram` is (frames, 128) at 10 ms per frame. With an explanation a second panel zooms into that segment.
+    `spectrogram` is (frames, 128) at 10 ms per frame. With an explanation a second panel zooms into that segment; a
+    time explanation (waveform models) is a strip under that panel, sharing its time axis.
     """
-    rows = 2 if explanation is not None else 1
-    fig, axes = _figure(6.0 if rows == 2 else 3.0, rows)
-    ax = axes[0] if rows == 2 else axes
+    timed = explanation is not None and is_time_explanation(explanation)
+    if explanation is None:
+        fig, ax = _figure(3.0)
+    elif not timed:
+        fig, (ax, zoom) = _figure(6.0, 2)
+    else:
+        fig, (ax, zoom, strip) = _figure_with_strip(7.2)
     duration = _spectrogram(ax, spectrogram)
     _mark_segments(ax, segments, None, color="#1f78b4")
     if selected is not None and 0 <= selected < len(segments):
         seg = segments[selected]
         ax.axvspan(seg.start, seg.end, ymin=0.0, ymax=0.03, color="black")
-        if explanation is not None:
+        if explanation is not None and not timed:
             _heat(ax, explanation)
     ax.set_xlim(0.0, duration)
     ax.set_xlabel("time (s)")
     _frequency_axis(ax)
     ax.set_title("Spectrogram of the recording (blue dotted lines: segment boundaries, black bar: the selected segment"
-                 + (", red: what the model used most)" if explanation is not None else ")"), fontsize=10, loc="left")
-    if explanation is not None:
-        zoom = axes[1]
-        _spectrogram(zoom, explanation.fbank, explanation.start)
-        _heat(zoom, explanation)
-        zoom.set_xlim(explanation.start, explanation.start + len(explanation.fbank) * FRAME_SECONDS)
-        zoom.set_xlabel("time (s)")
-        _frequency_axis(zoom)
-        target = getattr(explanation, "target", "")
-        zoom.set_title(f"Selected segment, {explanation.start:.1f}-{explanation.end:.1f} s, enlarged: red = the "
-                       "regions the model relied on most"
-                       + (f" for its output '{class_name(target)}'" if target else "")
-                       + f" ({explanation.method})", fontsize=10, loc="left")
+                 + (", red: what the model used most)" if explanation is not None and not timed else ")"),
+                 fontsize=10, loc="left")
+    if explanation is None:
+        return fig
+    _spectrogram(zoom, explanation.fbank, explanation.start)
+    zoom.set_xlim(explanation.start, explanation.start + len(explanation.fbank) * FRAME_SECONDS)
+    _frequency_axis(zoom)
+    target = getattr(explanation, "target", "")
+    span = f"Selected segment, {explanation.start:.1f}-{explanation.end:.1f} s, enlarged"
+    if timed:
+        zoom.tick_params(labelbottom=False)
+        zoom.set_title(span + ": the model hears the raw waveform; its time saliency is the strip below",
+                       fontsize=10, loc="left")
+        _time_strip(strip, explanation)
+        return fig
+    _heat(zoom, explanation)
+    zoom.set_xlabel("time (s)")
+    zoom.set_title(span + ": red = the regions the model relied on most"
+                   + (f" for its output '{class_name(target)}'" if target else "")
+                   + f" ({explanation.method})", fontsize=10, loc="left")
     return fig
+
+
+def _figure_with_strip(height: float) -> tuple[Figure, tuple[Any, Any, Any]]:
+    """Like `_figure` with two panels, the second one with a thin strip right under it that shares its x axis."""
+    fig = Figure(figsize=(FIG_WIDTH, height))
+    outer = fig.add_gridspec(2, 1, left=0.075, right=0.985, top=1.0 - 0.35 / height, bottom=0.55 / height,
+                             hspace=0.9 / 3.0, height_ratios=[2.6, 3.4])
+    inner = outer[1].subgridspec(2, 1, height_ratios=[2.6, 0.8], hspace=0.3)
+    ax = fig.add_subplot(outer[0])
+    zoom = fig.add_subplot(inner[0])
+    strip = fig.add_subplot(inner[1], sharex=zoom)
+    return fig, (ax, zoom, strip)
+
+
+def _time_strip(ax, explanation: Any) -> None:
+    """A (T,) time saliency in [0, 1] as a one-row red image with its curve, from the explanation's start."""
+    heat = np.clip(np.nan_to_num(np.asarray(explanation.heatmap, dtype=np.float32).ravel()), 0.0, 1.0)
+    end = explanation.start + len(heat) * FRAME_SECONDS
+    ax.imshow(heat[None, :], origin="lower", aspect="auto", cmap="Reds", vmin=0.0, vmax=1.0, interpolation="nearest",
+              extent=(explanation.start, end, 0.0, 1.0))
+    t = explanation.start + (np.arange(len(heat)) + 0.5) * FRAME_SECONDS
+    ax.plot(t, heat, color="#67000d", lw=0.8)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_yticks([0.0, 1.0], ["0", "1"])
+    ax.set_ylabel("saliency", fontsize=9)
+    ax.set_xlabel("time (s)")
+    target = getattr(explanation, "target", "")
+    ax.set_title(f"Time saliency ({explanation.method})" + (f" for its output '{class_name(target)}'" if target else "")
+                 + ": darker red = the 10-ms stretches that moved the output most", fontsize=9, loc="left", pad=2)
 
 
 def _heat(ax, explanation: Any) -> None:

@@ -6,8 +6,10 @@ Run with `make app`, or `streamlit run app/streamlit_app.py` from the repository
 2. a recording: uploaded (wav, flac, ogg, mp3; at most MAX_UPLOAD_MB and MAX_SECONDS) or recorded in the browser;
 3. the recording-level summary in plain words with the calibrated probability of each finding, then any quality warning;
 4. the audio player, a timeline of the class probabilities per segment, the waveform, and the spectrogram with the
-   explanation of one chosen segment;
-5. a table of every segment, a JSON download of the results, and the model card.
+   explanation of one chosen segment (a red overlay for spectrogram models; for waveform models a time-saliency strip
+   under the enlarged segment, with a caption saying so);
+5. a table of every segment, a JSON download of the results, and the model card (with the model's input and the kind
+   of explanation shown).
 
 Uploads are analysed in memory (`Predictor.predict` takes the bytes); nothing is written to disk. The model is loaded
 once per server process (`st.cache_resource`, keyed by its folder or MLflow URI). Every bad input - not audio, empty or
@@ -199,7 +201,10 @@ else:
         st.warning(f"No explanation for this segment: {exc}", icon=":material/warning:")
     spectrogram = remember(key + ("spectrogram",), lambda: ui.log_mel(pred.waveform))
     st.image(ui.png(ui.spectrogram_figure(spectrogram, pred.segments, selected, explanation)), width="stretch",
-             alt="Spectrogram with the segment boundaries and the explanation of the selected segment")
+             alt="Spectrogram with the segment boundaries and the explanation of the selected segment"
+             + (" (a time saliency strip under the enlarged segment)" if ui.is_time_explanation(explanation) else ""))
+    if explanation is not None and ui.is_time_explanation(explanation):
+        st.caption(ui.explanation_caption(explanation))
 
     with st.expander("All segments (table) and download"):
         st.dataframe(ui.segments_table(pred.segments, classes), hide_index=True)

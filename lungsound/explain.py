@@ -1,4 +1,5 @@
-"""Where on the spectrogram a model looked: attention rollout for the AST, Grad-CAM for CNNs.
+"""What a model used: attention rollout for the AST, Grad-CAM for CNNs (both over the spectrogram), and a time saliency
+(gradient x input) for waveform models.
 
 Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020). With A_l the attention
 of block l (heads x N x N, N = 2 + F T' tokens: cls, dist, then the patches freq-major, methods.md section 4):
@@ -15,6 +16,24 @@ Grad-CAM (Selvaraju et al., ICCV 2017) for a CNN whose last feature map A (C x h
 class score y^c: alpha_k = (1 / hw) sum_ij dy^c / dA_kij and L = ReLU(sum_k alpha_k A_k), bilinearly upsampled from
 (h, w) = (time, frequency) to the fbank's (T, 128). For timm CNNs A is the input of `backbone.global_pool`.
 
+Gradient x input time saliency for a waveform model (input x, L samples at 16 kHz; y^c the logit of class c). The
+gradient dy^c/dx is the saliency of Simonyan, Vedaldi & Zisserman ("Deep Inside Convolutional Networks: Visualising
+Image Classification Models and Saliency Maps", ICLR workshop 2014); multiplied by the input it is "gradient x input"
+(Shrikumar et al., "Not Just a Black Box", arXiv 1605.01713, 2016), the first-order share of each sample in y^c:
+
+    r_i = | x_i dy^c/dx_i |,      h_k = sum of r_i over the samples i of frame k = [160 k, 160 k + 160)
+
+(frames of 10 ms, the fbank hop, so h lines up with the spectrogram's frames), then min-max normalised. The absolute
+value is needed: the speech models normalise each input to zero mean and unit variance, so y^c(a x + b) = y^c(x) and
+by Euler's theorem sum_i x_i dy^c/dx_i = 0 - signed contributions cancel over the input by construction, and within a
+frame the signed products of an oscillating waveform cancel too. Gradient x input rather than occlusion: it costs one
+forward and one backward pass, where occlusion at 10 ms resolution needs one forward pass per frame (800 for an 8-s
+cycle: minutes per segment for a base model on a CPU); and silencing a 10-ms stretch of a waveform puts two steps into
+it (broadband clicks the convolutional front end reacts to) and changes the per-cycle normalisation of all other
+samples, so an occlusion map mixes those artefacts into the answer. Its limits: it is a local, first-order view (a
+saturated model can depend on a sample with a small gradient), and sample gradients are noisy (summing per frame
+smooths them).
+
 Every heatmap is min-max normalised to [0, 1] (all zeros when constant).
 """
 
@@ -28,6 +47,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungsound.errors import LungsoundError
+
+FRAME_SAMPLES = 160  # 10 ms at 16 kHz: the fbank frame shift
+# method id -> (what is explained over, words for a model card)
+METHODS = {
+    "attention-rollout": ("time-frequency", "attention rollout over the spectrogram (Abnar & Zuidema, 2020)"),
+    "grad-cam": ("time-frequency", "Grad-CAM over the spectrogram (Selvaraju et al., 2017)"),
+    "gradient-x-input": ("time", "gradient x input time saliency over the waveform (Simonyan et al., 2014; "
+                                 "Shrikumar et al., 2016)"),
+}
 
 
 def rollout(attentions: Sequence[torch.Tensor | np.ndarray]) -> np.ndarray:
@@ -129,17 +157,75 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
     return normalize01(cam.cpu().numpy()), target
 
 
-def explain_input(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, str, int | None]:
-    """(heatmap, method, target class) for one model input: rollout for an AST, Grad-CAM for a pooled CNN."""
+def gradient_x_input(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, int]:
+    """Per-sample relevance |x_i dy/dx_i| (L,) of one waveform `x` (L,) or (1, L) for the logit y of class `target`
+    (the predicted one by default), and that class. The model's own gradients are left untouched."""
+    x = torch.as_tensor(x)
+    x = x[None] if x.dim() == 1 else x
+    if x.dim() != 2 or x.shape[0] != 1:
+        raise LungsoundError(f"a time saliency takes one waveform (L,) or (1, L), got shape {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().float().clone().requires_grad_(True)
+            logits = model(x)
+            target = int(logits[0].argmax()) if target is None else int(target)
+            if not 0 <= target < logits.shape[1]:
+                raise LungsoundError(f"saliency target class {target} is not one of the {logits.shape[1]} classes")
+            (grad,) = torch.autograd.grad(logits[0, target], x)  # d y / d x only: no parameter gradients
+    finally:
+        model.train(was_training)
+    return (x.detach() * grad)[0].abs().double().cpu().numpy(), target
+
+
+def frame_sums(relevance: np.ndarray, frame_samples: int = FRAME_SAMPLES, n_frames: int | None = None) -> np.ndarray:
+    """Sum of `relevance` over frames [k f, k f + f) for k < n_frames (default ceil(L / f)); missing samples count 0."""
+    relevance = np.asarray(relevance, dtype=np.float64).ravel()
+    if frame_samples < 1:
+        raise LungsoundError(f"frame_samples must be at least 1, got {frame_samples}")
+    n_frames = -(-len(relevance) // frame_samples) if n_frames is None else int(n_frames)
+    padded = np.zeros(n_frames * frame_samples)
+    used = min(len(relevance), len(padded))
+    padded[:used] = relevance[:used]
+    return padded.reshape(n_frames, frame_samples).sum(axis=1)
+
+
+def waveform_saliency(model: nn.Module, x: torch.Tensor, target: int | None = None,
+                      frame_samples: int = FRAME_SAMPLES) -> tuple[np.ndarray, int]:
+    """Gradient x input time saliency (n_frames,) in [0, 1] of one waveform `x` (L,), with n_frames =
+    ceil(L / frame_samples), and the class explained (the predicted one by default); see the module docstring."""
+    relevance, target = gradient_x_input(model, x, target)
+    return normalize01(frame_sums(relevance, frame_samples)), target
+
+
+def explanation_method(model: nn.Module) -> str | None:
+    """The method `explain_input` uses for `model` (a key of METHODS), or None when there is none."""
     from lungsound.models.ast import AST
 
     if isinstance(model, AST):
-        return attention_rollout(model, x), "attention-rollout", target
+        return "attention-rollout"
+    if getattr(model, "input_type", "fbank") == "waveform":
+        return "gradient-x-input"
     if _pool_of(model, required=False) is not None:
+        return "grad-cam"
+    return None
+
+
+def explain_input(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, str, int | None]:
+    """(heatmap, method, target class) for one model input: rollout for an AST, Grad-CAM for a pooled CNN (both
+    (T, F) over the fbank `x`), gradient x input for a waveform model (n_frames,) over the waveform `x` (L,)."""
+    method = explanation_method(model)
+    if method == "attention-rollout":
+        return attention_rollout(model, x), method, target
+    if method == "gradient-x-input":
+        heat, target = waveform_saliency(model, x, target)
+        return heat, method, target
+    if method == "grad-cam":
         heat, target = grad_cam(model, x, target)
-        return heat, "grad-cam", target
+        return heat, method, target
     raise LungsoundError(f"no explanation method for a {type(model).__name__}: attention rollout needs an AST, "
-                         "Grad-CAM a CNN with backbone.global_pool")
+                         "Grad-CAM a CNN with backbone.global_pool, a time saliency a waveform model")
 
 
 def _pool_of(model: nn.Module, required: bool = True) -> nn.Module | None:

@@ -1,8 +1,9 @@
 """The Streamlit app (app/streamlit_app.py) driven by `streamlit.testing.v1.AppTest`, and its model discovery.
 
-A tiny random AST checkpoint stands in for a trained model. A real ICBHI recording must give the summary of an
-independent `Predictor` run on the same bytes, the probability metrics, the plots and the segment table. Every kind of
-bad input must end in a message on the page without an exception, and the next good upload must still work.
+A tiny random AST checkpoint stands in for a trained model (a tiny random wav2vec 2.0 for the waveform-model page).
+A real ICBHI recording must give the summary of an independent `Predictor` run on the same bytes, the probability
+metrics, the plots and the segment table. Every kind of bad input must end in a message on the page without an
+exception, and the next good upload must still work.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ def write_tiny_model(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("app-model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def speech_model(tmp_path_factory) -> Path:
+    """A random tiny wav2vec 2.0 checkpoint (2-s waveform input), trained on the synthetic set as its config says."""
+    import torch
+
+    from lungsound.config import load_config
+    from lungsound.training.checkpoint import build_model, save_model
+
+    cfg = load_config(None, ["model.name=wav2vec2_tiny", "data.input=waveform", "augment.specaug=false",
+                             "data.duration=2.0"])
+    torch.manual_seed(0)
+    return save_model(tmp_path_factory.mktemp("app-speech") / "speech", build_model(cfg), cfg,
+                      {"selected_epoch": 1, "protocol": "clean", "method": "ce"})
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +239,31 @@ def test_bad_input_gives_a_message_and_the_app_keeps_working(app, good_recording
     assert_analysed(app, expected_excerpt)
 
 
+def test_waveform_model_page_shows_a_time_saliency(speech_model, good_recording, monkeypatch, tmp_path):
+    """With a speech model from $LUNGSOUND_APP_MODEL the page analyses a real recording like any model, shows the time
+    saliency under the spectrogram with its caption, and the model card names the input and the explanation."""
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(speech_model))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    card = next(m.value for m in at.markdown if m.value.startswith("| About this model"))
+    assert "| Model input | raw waveform (16 kHz samples) |" in card
+    assert "| Explanation shown | gradient x input time saliency over the waveform" in card
+    upload(at, *good_recording)
+    assert_analysed(at, _predict(speech_model, good_recording))
+    assert not any(w.value.startswith("No explanation") for w in at.warning)
+    captions = [c.value for c in at.caption if c.value.startswith("Time saliency of a waveform model")]
+    assert len(captions) == 1 and "raw waveform, not the spectrogram" in captions[0]
+
+
+def test_spectrogram_model_card_names_its_explanation(app):
+    card = next(m.value for m in app.markdown if m.value.startswith("| About this model"))
+    assert "| Model input | spectrogram" in card and "| Explanation shown | attention rollout" in card
+    assert not any(c.value.startswith("Time saliency") for c in app.caption)
+
+
 def test_no_model_tells_the_user_to_run_the_quickstart(monkeypatch, tmp_path):
     monkeypatch.delenv("LUNGSOUND_APP_MODEL", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -350,3 +391,27 @@ def test_time_axes_of_all_plots_line_up(good_recording, expected):
         assert x0 == 0.0 and abs(x1 - expected.duration) < 0.02
         extents.append(tuple(np.round(ax.get_position().x0 + [0.0], 4)) + (round(ax.get_position().x1, 4),))
     assert len(set(extents)) == 1, extents
+
+
+def test_time_saliency_strip_shares_the_zoomed_spectrograms_time_axis(expected):
+    """A time explanation is drawn as a strip under the enlarged segment: same x limits and pixel columns, values
+    from the heatmap, and no red overlay on the spectrograms."""
+    from lungsound.inference import Explanation
+
+    ui = _load_app_module("components")
+    seg = expected.segments[0]
+    frames = 150
+    heat = np.linspace(0.0, 1.0, frames)
+    ex = Explanation(fbank=ui.log_mel(expected.waveform[int(seg.start * 16000):][:16000 * 2])[:frames],
+                     heatmap=heat, method="gradient-x-input", start=seg.start, end=seg.start + 1.5, target="wheeze",
+                     kind="time")
+    fig = ui.spectrogram_figure(ui.log_mel(expected.waveform), expected.segments, 0, ex)
+    fig.canvas.draw()
+    whole, zoom, strip = fig.axes
+    assert zoom.get_xlim() == strip.get_xlim() == (seg.start, seg.start + frames * 0.01)
+    assert strip.get_shared_x_axes().joined(zoom, strip)
+    assert round(zoom.get_position().x0, 4) == round(strip.get_position().x0, 4) == round(whole.get_position().x0, 4)
+    assert strip.get_position().y1 < zoom.get_position().y0  # under it
+    np.testing.assert_allclose(strip.lines[0].get_ydata(), heat)
+    assert len(whole.images) == 1 and len(zoom.images) == 1  # the spectrograms only, no overlay
+    assert "wheezes" in strip.get_title(loc="left") and "waveform model" in ui.explanation_caption(ex)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from lungsound.errors import LungsoundError
 from lungsound.features.fbank import compute_features_batch
 from lungsound.inference import (Predictor, Segment, breath_envelope, breath_period,
                                  detect_breath_cycles, regularize, sliding_windows, summarize)
+from lungsound.inference.explaining import fold_samples
 from lungsound.training.checkpoint import META_FILE, build_model, save_model
 
 SR = 16000
@@ -30,7 +33,9 @@ CLASSES = ("normal", "crackle", "wheeze", "both")
 
 def make_checkpoint(folder: Path, model: str = "ast_tiny", meta: dict | None = None, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    cfg = load_config(None, [f"model.name={model}", "data.duration=2.0", "data.root=/data/icbhi"])
+    speech = model.endswith("_tiny") and model != "ast_tiny"
+    waveform = ["data.input=waveform", "augment.specaug=false"] if speech else []
+    cfg = load_config(None, [f"model.name={model}", "data.duration=2.0", "data.root=/data/icbhi", *waveform])
     return save_model(folder, build_model(cfg), cfg, meta or {"selected_epoch": 3, "protocol": "clean",
                                                               "metrics": {"test_sp": 80.0, "test_se": 40.0,
                                                                           "test_score": 60.0}})
@@ -44,6 +49,13 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def predictor(checkpoint) -> Predictor:
     return Predictor.from_checkpoint(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech_predictor(tmp_path_factory) -> Predictor:
+    """A random tiny wav2vec 2.0 (2-s waveform input, repeat padding)."""
+    return Predictor.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("speech") / "model", "wav2vec2_tiny"),
+                                     device="cpu")
 
 
 def breathing(period: float = 3.0, duration: float = 21.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +89,7 @@ def assert_prediction(pred, duration: float | None = None):
         assert all(0.0 <= p <= 1.0 for p in s.probabilities.values())
         assert 0.0 <= s.start < s.end <= pred.duration + 1e-9
     d = pred.to_dict()
-    assert set(d) == {"file", "duration", "summary", "segments"}
+    assert set(d) == {"file", "duration", "summary", "warnings", "segments"}
     assert set(d["summary"]) == {"label", "probability", "probabilities", "text", "crackle_segments",
                                  "wheeze_segments"}
     assert d["summary"]["label"] in ("normal", "crackles", "wheezes", "both")
@@ -265,13 +277,15 @@ def test_auto_segmentation_uses_breath_then_windows(predictor):
     (lambda p: p.predict(np.ones(130 * 4000, np.float32), 4000, name="long"), "long: too long"),
     (lambda p: p.predict(np.ones(SR, np.float32)), "needs its sample_rate"),
     (lambda p: p.predict(np.ones((2, SR), np.float32), SR), "1-D float array"),
-    (lambda p: p.predict(np.ones(3 * SR, np.float32), SR, segmentation="cycles"), "needs an annotation"),
+    (lambda p: p.predict(breathing(duration=3.0)[0], SR, segmentation="cycles"), "needs an annotation"),
     (lambda p: p.predict(np.ones(3 * SR, np.float32), SR, segmentation="magic"), "segmentation must be one of"),
-    (lambda p: p.predict(np.ones(3 * SR, np.float32), SR, annotation=[(5.0, 6.0)]), "no annotated cycle"),
+    (lambda p: p.predict(breathing(duration=3.0)[0], SR, annotation=[(5.0, 6.0)]), "no annotated cycle"),
+    (lambda p: p.predict(np.full(3 * SR, 0.25, np.float32), SR, name="dc"),
+     "dc: constant: the recording is a flat level of 0.25 (a DC offset) with no sound"),
     (lambda p: p.predict(3.5), "cannot analyse a float"),
 ])
 def test_bad_inputs_give_clear_errors(predictor, make, message):
-    with pytest.raises(LungsoundError, match=message.replace("(", r"\(")):
+    with pytest.raises(LungsoundError, match=re.escape(message)):
         make(predictor)
 
 
@@ -389,3 +403,109 @@ def test_from_mlflow_run_id_runs_uri_and_registered_model(checkpoint, mlflow_sto
         Predictor.from_mlflow("models:/lung/7")
     with pytest.raises(LungsoundError, match="no artifact"):
         Predictor.from_mlflow("0123456789abcdef0123456789abcdef")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Waveform (speech) models, decoder warnings, constant signals
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_speech_model_predicts_three_icbhi_recordings(speech_predictor, icbhi_dir):
+    assert speech_predictor.fbank_cfg is None
+    card = speech_predictor.card
+    assert card["input"].startswith("raw waveform") and card["explanation_method"] == "gradient-x-input"
+    assert "gradient x input time saliency" in card["explanation"]
+    wavs = _recordings(icbhi_dir / "audio_and_txt_files", "*.wav")
+    picked = [w for w in wavs if w.stem in ("102_1b1_Ar_sc_Meditron", "103_2b2_Ar_mc_LittC2SE",
+                                            "104_1b1_Ar_sc_Litt3200")]
+    check_icbhi_recordings(speech_predictor, picked or wavs[:3])
+
+
+def test_spectrogram_models_card_names_their_input_and_explanation(predictor, tmp_path):
+    card = predictor.card
+    assert card["input"].startswith("spectrogram") and card["explanation_method"] == "attention-rollout"
+    assert card["explanation"].startswith("attention rollout")
+    cnn = Predictor.from_checkpoint(make_checkpoint(tmp_path / "cnn", model="resnet18"), device="cpu")
+    assert cnn.card["explanation"].startswith("Grad-CAM") and cnn.card["input"].startswith("spectrogram")
+
+
+def test_fold_samples_by_hand():
+    r = np.arange(10.0)  # relevance over a padded input of L = 10 samples, segment of n = 4
+    # repeat: input sample i shows segment sample i % 4; means (0+4+8)/3, (1+5+9)/3, (2+6)/2, (3+7)/2
+    np.testing.assert_allclose(fold_samples(r, 4, CycleConfig(sample_rate=5, duration=2.0, pad="repeat")), [4, 5, 4, 5])
+    # zero: the segment sits at offset (10 - 4) // 2 = 3
+    np.testing.assert_allclose(fold_samples(r, 4, CycleConfig(sample_rate=5, duration=2.0, pad="zero")), [3, 4, 5, 6])
+    # a longer segment: the model saw its first L samples
+    np.testing.assert_allclose(fold_samples(r, 25, CycleConfig(sample_rate=5, duration=2.0)), r)
+
+
+@pytest.mark.parametrize("span, zero_from", [((2.0, 4.0), 100), ((2.5, 4.0), 50)])
+def test_speech_explanation_is_a_time_saliency_on_the_segments_frames(speech_predictor, span, zero_from):
+    """Noise from 0 to 3 s, exact zeros from 3 to 5 s. A segment ending at 4 s has zeros from 3 s on; gradient x input
+    is 0 wherever the input is 0, so its time saliency must be 0 exactly from frame (3 - start) / 10 ms on and not
+    before. The 2-s segment fills the model's input; the 1.5-s one is repeat-padded (its zeros are zeros in every
+    copy)."""
+    x, _ = breathing(duration=5.0)
+    x[3 * SR:] = 0.0
+    pred = speech_predictor.predict(x, SR, annotation=[span])
+    ex = speech_predictor.explain(pred, 0)
+    n = int(span[1] * SR) - int(span[0] * SR)
+    frames = 1 + (n - 400) // 160
+    assert ex.kind == "time" and ex.method == "gradient-x-input"
+    assert ex.fbank.shape == (frames, 128) and ex.heatmap.shape == (frames,)
+    assert ex.heatmap.min() == 0.0 and ex.heatmap.max() == 1.0
+    assert not ex.heatmap[zero_from:].any()
+    assert (ex.heatmap[:zero_from] > 0).mean() > 0.9 and ex.heatmap[zero_from - 1] > 0
+    assert (ex.start, ex.end) == (span[0], pytest.approx(span[1], abs=1e-4))
+    assert ex.target == max(pred.segments[0].probabilities, key=pred.segments[0].probabilities.get)
+    np.testing.assert_allclose(ex.fbank, compute_fbank_of(pred.waveform, span), atol=1e-5)
+
+
+def compute_fbank_of(waveform: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+    """The display fbank of a segment computed independently: Kaldi fbank of the faded recording's samples."""
+    from lungsound.data.cycles import fade_recording
+    from lungsound.features.fbank import kaldi_fbank
+
+    faded = fade_recording(waveform, CycleConfig(duration=2.0))
+    return kaldi_fbank(faded[int(span[0] * SR):int(span[1] * SR)]).numpy()
+
+
+def test_speech_explanation_of_windows_lines_up_with_ast_frames(speech_predictor, predictor):
+    """Same recording and segment: the time heatmap has one value per frame of the fbank an AST explanation shows."""
+    x, _ = breathing(duration=10.0)
+    pred = speech_predictor.predict(x, SR, segmentation="windows")
+    ex = speech_predictor.explain(pred, 1)
+    ast = predictor.explain(predictor.predict(x, SR, segmentation="windows"), 1)
+    assert ast.kind == "time-frequency" and ast.heatmap.shape == ast.fbank.shape
+    assert ex.kind == "time" and ex.heatmap.shape == (len(ast.fbank),)
+    np.testing.assert_allclose(ex.fbank, ast.fbank, atol=1e-5)
+    assert (ex.start, ex.end) == (ast.start, ast.end)
+
+
+def test_truncated_wav_warning_reaches_the_prediction(predictor, tmp_path):
+    x, _ = breathing(duration=6.0)
+    full = tmp_path / "full.wav"
+    sf.write(full, x, SR, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:44 + 2 * 4 * SR])  # the header still declares 6 s; 4 s of samples are left
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from_file = predictor.predict(cut)
+        from_bytes = predictor.predict(cut.read_bytes(), name="upload.wav")
+    assert not [w for w in caught if "truncated" in str(w.message)]  # in the prediction, not re-emitted
+    for pred in (from_file, from_bytes):
+        assert pred.duration == pytest.approx(4.0)
+        assert pred.warnings[0] == ("truncated WAV: the header declares 96000 frames (6.00 s) but the file holds "
+                                    "64000 (4.00 s); only those are analysed")
+    assert not any("truncated" in w for w in predictor.predict(full).warnings)
+
+
+def test_constant_recording_is_refused_like_silence(predictor, tmp_path):
+    wav = tmp_path / "dc.wav"
+    sf.write(wav, np.full(3 * 8000, -0.5, np.float32), 8000, subtype="PCM_16")
+    with pytest.raises(LungsoundError, match=r"dc.wav: constant: the recording is a flat level of -0.5 \(a DC "):
+        predictor.predict(wav)
+    tiny_swing = np.full(3 * SR, 0.3, np.float32)
+    tiny_swing[::2] += 1e-5  # 10 microvolts of signal on the offset: analysed, not refused
+    assert predictor.predict(tiny_swing, SR).segments

@@ -79,7 +79,7 @@ def test_json_output_follows_the_contract_and_errors_are_per_file(checkpoint, re
     data = json.loads(out)
     assert [d["file"] for d in data] == [str(recordings["a"]), str(recordings["b"])]
     for d in data:
-        assert set(d) == {"file", "duration", "summary", "segments"}
+        assert set(d) == {"file", "duration", "summary", "warnings", "segments"}
         assert d["duration"] == pytest.approx(12.0)
         assert d["summary"]["label"] in ("normal", "crackles", "wheezes", "both")  # recording-level finding
         for s in d["segments"]:

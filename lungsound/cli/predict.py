@@ -58,6 +58,9 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"lungsound: error: {path}: unexpected {type(exc).__name__}"
                   + (f": {detail[0][:300]}" if detail else ""), file=sys.stderr, flush=True)
             continue
+        if args.json or writer is not None:  # machine-readable stdout: the warnings go to stderr, one line each
+            for w in pred.warnings:
+                print(f"lungsound: warning: {pred.file}: {w}", file=sys.stderr, flush=True)
         if args.json:
             results.append(pred.to_dict())
         elif writer is not None:

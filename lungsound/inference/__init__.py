@@ -3,7 +3,8 @@
 ``Predictor.from_checkpoint(folder)`` / ``Predictor.from_mlflow(uri)`` load a trained model; ``predict(source)`` cuts a
 recording into breathing cycles (annotated, detected or sliding windows), classifies each one exactly as training cycles
 were prepared, applies the stored temperature calibration and summarises the recording; ``explain(pred, i)`` gives a
-spectrogram heatmap for one segment.
+spectrogram heatmap (AST, CNN) or a time saliency (waveform models) for one segment
+(``lungsound.inference.explaining``).
 """
 
 from lungsound.inference.predictor import SEGMENTATIONS, Predictor, resolve_model_uri

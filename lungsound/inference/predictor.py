@@ -12,8 +12,13 @@ Segments: "cycles" (the annotated cycles, as in training), "breath" (detected br
 ending at the end), "auto" (cycles with an annotation, else breath, else windows).
 
 Input checks (each a `LungsoundError` naming the file): not audio / empty / corrupt (from `lungsound.audio`), longer
-than `max_seconds` (120 s by default), shorter than 1 s, digital silence (peak amplitude below 1e-6). A recording with
-more than 1% of its samples at full scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning.
+than `max_seconds` (120 s by default), shorter than 1 s, digital silence (peak amplitude below 1e-6), a constant level
+(a DC offset with no sound: every sample within 1e-6 of the mean). A recording with more than 1% of its samples at full
+scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning. Warnings the decoder raises about the file (a
+truncated WAV) go into `Prediction.warnings` as well (without the file name), not to Python's warnings.
+
+Explanations (`explain`, built by `lungsound.inference.explaining`): attention rollout (AST) or Grad-CAM (CNN) over the
+spectrogram, or a gradient x input time saliency for waveform models (`lungsound.explain`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import os
 import re
 import tempfile
+import warnings as pywarnings
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +39,9 @@ from lungsound.config import ExperimentConfig
 from lungsound.data.cycles import CycleConfig, cycle_bounds, fade_recording, fix_length
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.explain import explain_input, normalize01
-from lungsound.features.fbank import FbankConfig, compute_features_batch, kaldi_fbank, num_frames
+from lungsound.explain import METHODS, explanation_method
+from lungsound.features.fbank import FbankConfig, compute_features_batch
+from lungsound.inference.explaining import explain_segment
 from lungsound.inference.result import Explanation, Prediction, Segment, summarize
 from lungsound.inference.segmentation import (BreathConfig, Span, annotated_cycles, detect_breath_cycles,
                                               sliding_windows)
@@ -45,6 +52,8 @@ SILENCE_PEAK = 1e-6
 CLIP_LEVEL, CLIP_FRACTION = 0.999, 0.01
 SEGMENTATIONS = ("auto", "cycles", "breath", "windows")
 
+INPUT_WORDS = {False: "spectrogram (128-band Kaldi log-mel filterbank, 10-ms frames)",
+               True: "raw waveform (16 kHz samples)"}
 INTENDED_USE = ("Research and teaching demonstration: shows which breathing cycles of a chest recording a model trained "
                 "on the ICBHI 2017 database considers to contain crackles or wheezes. Not a medical device; not for "
                 "diagnosis or treatment decisions.")
@@ -118,6 +127,7 @@ class Predictor:
         ]
         if synthetic:
             limitations.insert(0, "Trained on synthetic sounds, not on real patients: for demonstrating the software only.")
+        method = explanation_method(self.model)
         return {
             "name": self.cfg.name, "model": self.cfg.model.name,
             "method": self.meta.get("method", self.cfg.method.name),
@@ -126,6 +136,8 @@ class Predictor:
             "synthetic": synthetic, "selected_epoch": self.meta.get("selected_epoch"), "seed": self.meta.get("seed"),
             "test_scores": test or None, "calibration": calibration, "temperature": self.temperature,
             "segment_seconds": self.cfg.data.duration, "source": self.source,
+            "input": INPUT_WORDS[self.fbank_cfg is None], "explanation_method": method,
+            "explanation": METHODS[method][1] if method else "none for this kind of model",
             "intended_use": INTENDED_USE, "limitations": limitations,
         }
 
@@ -137,8 +149,10 @@ class Predictor:
         `sample_rate`. `annotation` is an ICBHI .txt path or a list of (start, end) seconds."""
         if segmentation not in SEGMENTATIONS:
             raise LungsoundError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}, got {segmentation!r}")
-        label, native, native_sr = _read(source, sample_rate, name, max_seconds)
-        warnings = _check_signal(native, native_sr, label)
+        with pywarnings.catch_warnings(record=True) as caught:
+            pywarnings.simplefilter("always")
+            label, native, native_sr = _read(source, sample_rate, name, max_seconds)
+        warnings = _about_file(caught, label) + _check_signal(native, native_sr, label)
         x = resample(native, native_sr, SAMPLE_RATE)
         duration = len(x) / SAMPLE_RATE
         used, spans, more = self._segments(x, duration, annotation, segmentation, label)
@@ -184,13 +198,13 @@ class Predictor:
     # --- explanation -------------------------------------------------------------------------------------------------
 
     def explain(self, pred: Prediction, segment_index: int) -> Explanation:
-        """Heatmap of what the model used in one segment (rollout for an AST, Grad-CAM for a CNN, the predicted class).
+        """What the model used in one segment, for the predicted class: attention rollout (AST) or Grad-CAM (CNN) over
+        the spectrogram, or a gradient x input time saliency (waveform models; `kind` "time").
 
         The model sees the segment padded to its fixed duration; the heatmap is folded back onto the segment's own
-        frames (repeat padding: the mean over the copies of each frame), so it lines up with `start`-`end`.
+        frames (repeat padding: the mean over the copies), so it lines up with `start`-`end` and the segment's `fbank`
+        (`lungsound.inference.explaining`).
         """
-        if self.fbank_cfg is None:
-            raise LungsoundError(f"model {self.cfg.model.name!r} takes waveforms; explanations need an fbank model")
         if pred.waveform is None:
             raise LungsoundError("this prediction holds no waveform to explain", pred.file)
         if not 0 <= segment_index < len(pred.segments):
@@ -198,16 +212,9 @@ class Predictor:
         seg = pred.segments[segment_index]
         x = self.model_inputs(pred.waveform, [(seg.start, seg.end)])[0].to(self.device)
         predicted = max(seg.probabilities, key=seg.probabilities.get)
-        heat, method, target = explain_input(self.model, x, CLASSES.index(predicted))
         piece = _cut(fade_recording(pred.waveform, self.cycle_cfg), seg.start, seg.end)
-        shown = min(len(piece), self.cycle_cfg.length)
-        heat = _fold(heat, len(piece), self.cycle_cfg, self.fbank_cfg)
-        one_frame = int(self.fbank_cfg.sample_rate * self.fbank_cfg.frame_length_ms / 1000)
-        audio = np.pad(piece[:shown], (0, max(0, one_frame - shown)))  # a very short cycle still gets one frame
-        fbank = kaldi_fbank(audio, self.fbank_cfg).numpy()
-        return Explanation(fbank=fbank, heatmap=heat[:len(fbank)], method=method, start=seg.start,
-                           end=seg.start + shown / SAMPLE_RATE,
-                           target=CLASSES[target] if target is not None else predicted)
+        return explain_segment(self.model, x, piece, seg.start, self.cycle_cfg, self.fbank_cfg,
+                               CLASSES.index(predicted))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -284,14 +291,32 @@ def _read(source, sample_rate: int | None, name: str | None, max_seconds: float 
     raise LungsoundError(f"cannot analyse a {type(source).__name__}: give a file path, the file's bytes or a 1-D array")
 
 
+def _about_file(caught: list, label: str) -> list[str]:
+    """The messages of the decoder's warnings about this file (they start with its name, dropped here); any other
+    warning is passed on to Python's warnings unchanged."""
+    mine = []
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, UserWarning) and text.startswith(f"{label}: "):
+            mine.append(text[len(label) + 2:])
+        else:
+            pywarnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return mine
+
+
 def _check_signal(x: np.ndarray, sr: int, label: str) -> list[str]:
-    """Errors for too short and silent recordings; a warning for heavy clipping."""
+    """Errors for too short, silent and constant recordings; a warning for heavy clipping."""
     seconds = len(x) / sr
     if seconds < MIN_SECONDS:
         raise LungsoundError(f"too short: {seconds:.2f} s of audio; at least {MIN_SECONDS:g} s is needed", label)
     peak = float(np.max(np.abs(x)))
     if peak < SILENCE_PEAK:
         raise LungsoundError(f"silent: the recording is digital silence (peak amplitude {peak:.1e})", label)
+    mean = float(np.mean(x, dtype=np.float64))
+    swing = float(np.max(np.abs(x.astype(np.float64) - mean)))
+    if swing < SILENCE_PEAK:
+        raise LungsoundError(f"constant: the recording is a flat level of {mean:.3g} (a DC offset) with no sound "
+                             f"(every sample within {swing:.1e} of it)", label)
     clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
     if clipped > CLIP_FRACTION:
         return [f"heavily clipped: {100 * clipped:.1f}% of the samples are at full scale; the sound is distorted and "
@@ -304,29 +329,3 @@ def _cut(faded: np.ndarray, start: float, end: float) -> np.ndarray:
     lo, hi = cycle_bounds(start, end, SAMPLE_RATE, len(faded))
     lo = min(lo, len(faded) - 1)
     return faded[lo:max(hi, lo + 1)]
-
-
-def _fold(heat: np.ndarray, n: int, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig) -> np.ndarray:
-    """Map a heatmap over the padded model input (frames x bins) onto the frames of the segment's own n samples."""
-    shift = int(fbank_cfg.sample_rate * fbank_cfg.frame_shift_ms / 1000)
-    half = int(fbank_cfg.sample_rate * fbank_cfg.frame_length_ms / 1000) // 2
-    shown = min(n, cycle_cfg.length)
-    frames = max(1, num_frames(shown, fbank_cfg))
-    centres = np.arange(len(heat)) * shift + half  # sample at the centre of each input frame
-    if n >= cycle_cfg.length:
-        pos = centres
-    elif cycle_cfg.pad == "repeat":
-        pos = centres % n
-    else:
-        pos = centres - (cycle_cfg.length - n) // 2
-    keep = (pos >= 0) & (pos < shown)
-    target = np.clip(np.rint((pos[keep] - half) / shift).astype(int), 0, frames - 1)
-    total = np.zeros((frames, heat.shape[1]))
-    count = np.zeros(frames)
-    np.add.at(total, target, heat[keep])
-    np.add.at(count, target, 1)
-    hit = np.flatnonzero(count)
-    if len(hit) == 0:
-        return np.zeros((frames, heat.shape[1]), dtype=np.float32)
-    nearest = hit[np.abs(hit[None, :] - np.arange(frames)[:, None]).argmin(axis=1)]
-    return normalize01(total[nearest] / count[nearest][:, None])

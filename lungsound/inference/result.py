@@ -54,25 +54,30 @@ class Prediction:
     waveform: np.ndarray | None = field(default=None, repr=False)  # 16 kHz float32 mono
 
     def to_dict(self) -> dict:
-        """JSON-ready: {"file", "duration", "summary", "segments": [{"start", "end", "probabilities"}]}."""
+        """JSON-ready: {"file", "duration", "summary", "warnings", "segments": [{"start", "end", "probabilities"}]}."""
         return {"file": self.file, "duration": self.duration, "summary": dict(self.summary),
-                "segments": [s.to_dict() for s in self.segments]}
+                "warnings": list(self.warnings), "segments": [s.to_dict() for s in self.segments]}
 
 
 @dataclass
 class Explanation:
-    """Where in a segment's spectrogram the model looked: `heatmap` in [0, 1] aligned with `fbank` (frames x mel bins).
+    """What the model used in one segment, aligned with the segment's spectrogram `fbank` (frames x mel bins).
 
-    Both cover the audio of the segment from `start` to `end` seconds (the first model-duration seconds of a longer
-    segment); frames are 10 ms apart. `target` is the class explained (Grad-CAM) or predicted (attention rollout).
+    `kind` "time-frequency" (attention rollout, Grad-CAM of a spectrogram model): `heatmap` is (T, 128) in [0, 1], one
+    value per frame and band. `kind` "time" (gradient x input of a waveform model): `heatmap` is (T,) in [0, 1], one
+    value per 10-ms frame, frame k being samples [160 k, 160 k + 160) of the segment - the stretch the app draws
+    `fbank` frame k over. Both cover the audio of the segment from `start` to `end` seconds (the first model-duration seconds of a
+    longer segment); frames are 10 ms apart. `target` is the class explained (Grad-CAM, gradient x input) or predicted
+    (attention rollout).
     """
 
-    fbank: np.ndarray  # (T, 128) log mel energies, not normalised
-    heatmap: np.ndarray  # (T, 128) in [0, 1]
-    method: str  # attention-rollout | grad-cam
+    fbank: np.ndarray  # (T, 128) log mel energies, not normalised (for display; a waveform model never sees it)
+    heatmap: np.ndarray  # (T, 128) or (T,) in [0, 1]
+    method: str  # attention-rollout | grad-cam | gradient-x-input
     start: float
     end: float
     target: str = ""
+    kind: str = "time-frequency"  # time-frequency | time
 
 
 def summarize(segments: list[Segment], segmentation: str) -> dict:
