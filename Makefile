@@ -48,7 +48,7 @@ clean-cache: ## remove cached cycles/features (~/.cache/lungsound/features)
 	rm -rf $${LUNGSOUND_CACHE:-$$HOME/.cache/lungsound}/features
 
 # --- ICBHI benchmarks (one GPU recommended): DATA=<ICBHI folder> SEEDS=1-5 ---------------------------------------------
-.PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat compare check-data download
+.PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment compare check-data download
 
 check-data:
 	@test -d "$(DATA)" || { echo "ICBHI data not found at '$(DATA)'."; \
@@ -75,6 +75,14 @@ icbhi-dat: check-data setup ## device-adversarial baseline of [SGSCL], both prot
 	$(LS) train -c experiments/icbhi_dat_device_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
 	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
 
+REPAUG_BACKBONES := icbhi_ast_repaugment icbhi_repaug_wav2vec2 icbhi_repaug_hubert icbhi_repaug_wavlm
+
+icbhi-repaugment: check-data setup ## RepAugment grid [REPAUG]: AST + 3 speech backbones x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment}, both protocols
+	for exp in $(REPAUG_BACKBONES); do for variant in "" _clean; do \
+	  $(LS) grid -c experiments/$$exp$$variant.yaml data.root=$(DATA) --seeds $(SEEDS) --experiment icbhi-repaugment --quiet || exit 1; \
+	done; done
+	$(LS) grid --table-only --experiment icbhi-repaugment --out outputs/compare/icbhi-repaugment
+
 download: setup ## fetch the official ICBHI 2017 archive into data/ICBHI_final_database
 	$(LS) data download --dest data
 
@@ -97,8 +105,24 @@ BUILTIN_METHODS := icbhi_ast_ce icbhi_patchmix_cl icbhi_dat_device icbhi_sgscl
 BUILTIN_SIZE := data.root=null model.name=ast_tiny model.pretrained=null 'model.params={fstride: 16, tstride: 16}' \
 	train.lr=1.0e-3 train.batch_size=8 train.epochs=15 train.ma_beta=null tracking.experiment=builtin-bench
 
-bench-builtin: setup ## CE, Patch-Mix CL, DAT and SG-SCL, both protocols, SEEDS (default 1-3), tiny AST on built-in data
+bench-builtin: setup ## CE, Patch-Mix CL, DAT and SG-SCL, both protocols, then the RepAugment grid; tiny models, built-in data
 	for exp in $(BUILTIN_METHODS); do for variant in "" _clean; do \
 	  $(LS) train -c experiments/$$exp$$variant.yaml $(BUILTIN_SIZE) --seeds $(or $(BENCH_SEEDS),1-3) --quiet || exit 1; \
 	done; done
 	$(LS) compare --experiment builtin-bench --published --out outputs/compare/builtin-bench
+	$(MAKE) bench-builtin-repaugment
+
+# The RepAugment grid at quickstart size (clean protocol, 3 seeds; about 25 minutes on 2 cores): the tiny AST (10 epochs)
+# x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment} and a tiny wav2vec 2.0 (6 epochs, 4-s cycles) x the same less
+# SpecAugment. Not the paper's models: it shows the grid machinery and how each augmentation behaves at this size.
+BUILTIN_REPAUG_AST := $(filter-out train.epochs=15 tracking.experiment=builtin-bench,$(BUILTIN_SIZE)) train.epochs=10
+BUILTIN_REPAUG_SPEECH := data.root=null model.name=wav2vec2_tiny model.pretrained=null data.duration=4.0 \
+	train.lr=1.0e-3 train.batch_size=8 train.epochs=6 train.ma_beta=null
+
+.PHONY: bench-builtin-repaugment
+bench-builtin-repaugment: setup ## the RepAugment grid on built-in data: tiny AST and tiny wav2vec 2.0, 3 seeds (~25 min)
+	$(LS) grid -c experiments/icbhi_ast_repaugment_clean.yaml $(BUILTIN_REPAUG_AST) --experiment builtin-repaugment \
+	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet
+	$(LS) grid -c experiments/icbhi_repaug_wav2vec2_clean.yaml $(BUILTIN_REPAUG_SPEECH) --experiment builtin-repaugment \
+	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet
+	$(LS) grid --table-only --experiment builtin-repaugment --out outputs/compare/builtin-repaugment

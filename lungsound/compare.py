@@ -106,7 +106,7 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
                          + "); the newest run of each seed is used")
         chosen = list(newest.values())
         row = {"mlflow_experiment": mlexp, "experiment": name, "protocol": protocol, "variant": labels[key],
-               "data": key[4], "seeds": len(chosen), "runs": len(rs)}
+               "data": key[4], "seeds": len(chosen), "runs": len(rs), "_config": configs[key]}
         for k in METRICS:
             values = np.array([r[k] for r in chosen], dtype=float)
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values))
@@ -187,7 +187,7 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "comparison.md", md + "\n")
         with atomic_write(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+            writer = csv.DictWriter(fh, fieldnames=[k for k in table[0] if not k.startswith("_")], extrasaction="ignore")
             writer.writeheader()
             writer.writerows(table)
         with atomic_write(out / "comparison.png") as tmp:

@@ -1,0 +1,196 @@
+"""Augmentation grids: experiment files x augmentation cells x seeds, trained as multi-seed groups, and the grid table.
+
+The RepAugment ablation of [REPAUG] (Kim et al., EMBC 2024; methods.md section 9) is the grid
+backbone x {none, SpecAugment (spectrogram models only), Rep-Mask, Rep-Gen, RepAugment}: each cell is the backbone's
+experiment file with the cell's `augment.*` overrides, trained over the seeds as one multi-seed MLflow group named
+`<experiment file>-<cell>`. A cell whose group already finished with the same seeds is skipped, so a grid that was
+interrupted continues where it stopped.
+
+The table pivots the finished runs of the grid's MLflow experiment: one row per backbone and protocol, one column per
+cell, mean +- std of the Score over distinct seeds; a second table gives the per-class accuracies, since the paper's claim
+is about the minority classes (crackle, wheeze, both); the picture shows both. The published number sits beside its row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lungsound.data.labels import CLASSES
+from lungsound.errors import LungsoundError
+from lungsound.published import published_for
+
+AUGMENTATIONS: dict[str, list[str]] = {
+    "none": ["augment.specaug=false", "augment.representation=none"],
+    "specaugment": ["augment.specaug=true", "augment.representation=none"],
+    "rep_mask": ["augment.specaug=false", "augment.representation=rep_mask"],
+    "rep_gen": ["augment.specaug=false", "augment.representation=rep_gen"],
+    "repaugment": ["augment.specaug=false", "augment.representation=repaugment"],
+}
+LABELS = {"none": "none", "specaugment": "SpecAugment", "rep_mask": "Rep-Mask", "rep_gen": "Rep-Gen",
+          "repaugment": "RepAugment"}
+MINORITY = [c for c in CLASSES if c != "normal"]
+
+
+@dataclass
+class Cell:
+    experiment: Path
+    augmentation: str
+    overrides: list[str]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.experiment.stem}-{self.augmentation}"
+
+
+def plan(experiments: list[str | Path], augmentations: list[str] | None = None,
+         overrides: list[str] | tuple[str, ...] = ()) -> list[Cell]:
+    """The cells of the grid; SpecAugment is left out for waveform models (it masks spectrograms)."""
+    from lungsound.config import load_config
+
+    names = augmentations or list(AUGMENTATIONS)
+    unknown = [a for a in names if a not in AUGMENTATIONS]
+    if unknown:
+        raise LungsoundError(f"unknown grid cell(s) {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}")
+    cells = []
+    for path in map(Path, experiments):
+        waveform = load_config(path, list(overrides)).data.input == "waveform"
+        for aug in names:
+            if aug == "specaugment" and waveform:
+                continue
+            cells.append(Cell(path, aug, [*AUGMENTATIONS[aug], *overrides, f"tracking.run_name={path.stem}-{aug}"]))
+    return cells
+
+
+def _finished(tracking_experiment: str, run_name: str, seeds: list[int]) -> bool:
+    from lungsound.tracking import client, experiment_id
+
+    mlf = client()
+    exp = experiment_id(mlf, tracking_experiment, create=False)
+    if exp is None:
+        return False
+    runs = mlf.search_runs([exp], filter_string=f"tags.mlflow.runName = '{run_name}' and tags.role = 'parent' "
+                                                "and attributes.status = 'FINISHED'")
+    return any(r.data.tags.get("seeds") == ",".join(map(str, seeds)) for r in runs)
+
+
+def run_grid(cells: list[Cell], seeds: list[int], progress: bool = True) -> list[dict]:
+    """Train every cell not finished yet as a multi-seed group; returns the groups trained now."""
+    from tqdm.auto import tqdm
+
+    from lungsound.config import load_config
+    from lungsound.training.seeds import fit_seeds
+
+    done = []
+    for cell in tqdm(cells, desc="grid cells", unit="cell", disable=not progress):
+        cfg = load_config(cell.experiment, cell.overrides)
+        if _finished(cfg.tracking.experiment, cell.run_name, seeds):
+            print(f"grid: {cell.run_name} already finished for seeds {seeds}; kept", flush=True)
+            continue
+        done.append(fit_seeds(cfg, seeds, progress=progress))
+    return done
+
+
+def _cell_of(config: dict) -> str:
+    if str(config.get("augment.specaug")).lower() == "true":
+        return "specaugment" if config.get("augment.representation", "none") == "none" else "specaugment+rep"
+    return config.get("augment.representation", "none")
+
+
+def grid_table(tracking_experiment: str) -> tuple[list[dict], list[str]]:
+    """One row per (experiment file, protocol, model) with each cell's numbers, and the notes of `compare`."""
+    from lungsound.compare import collect_runs, summarise
+
+    notes: list[str] = []
+    rows: dict[tuple, dict] = {}
+    for r in summarise(collect_runs([tracking_experiment]), notes):
+        base = r["experiment"]
+        key = (base, r["protocol"], r["_config"].get("model.name", "?"))
+        row = rows.setdefault(key, {"experiment": base, "protocol": r["protocol"], "model": key[2], "cells": {}})
+        row["cells"][_cell_of(r["_config"])] = r
+    return sorted(rows.values(), key=lambda row: (row["experiment"], row["protocol"])), notes
+
+
+def _ms(r: dict, metric: str) -> str:
+    mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
+    return "NaN" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(rows: list[dict], notes: list[str]) -> str:
+    cells = [c for c in AUGMENTATIONS if any(c in row["cells"] for row in rows)]
+    head = ["backbone (experiment)", "protocol"] + [LABELS[c] for c in cells] + ["published Score"]
+    lines = ["Score (mean ± std over seeds; n = seeds)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        out = [f"{row['model']} ({row['experiment']})", row["protocol"]]
+        out += [f"{_ms(row['cells'][c], 'score')} (n={row['cells'][c]['seeds']})" if c in row["cells"] else "–"
+                for c in cells]
+        pub = published_for(row["experiment"])
+        out.append(f"{pub['score']:.2f}" if pub else "")
+        lines.append("| " + " | ".join(out) + " |")
+    lines += ["", "Per-class accuracy (mean ± std over seeds)", "",
+              "| backbone | protocol | cell | " + " | ".join(CLASSES) + " | minority mean |", "|" + "---|" * 8]
+    for row in rows:
+        for c in cells:
+            if c in row["cells"]:
+                r = row["cells"][c]
+                minority = np.mean([r[f"acc_{k}_mean"] for k in MINORITY])
+                lines.append(f"| {row['model']} | {row['protocol']} | {LABELS[c]} | "
+                             + " | ".join(_ms(r, f"acc_{k}") for k in CLASSES) + f" | {minority:.2f} |")
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in AUGMENTATIONS if any(c in row["cells"] for row in rows)]
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(cells))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(rows) + 4), 4.4))
+    for i, c in enumerate(cells):
+        offset = (i - (len(cells) - 1) / 2) * width
+        score = [row["cells"][c]["score_mean"] if c in row["cells"] else np.nan for row in rows]
+        err = [row["cells"][c]["score_std"] if c in row["cells"] else 0 for row in rows]
+        minority = [np.mean([row["cells"][c][f"acc_{k}_mean"] for k in MINORITY]) if c in row["cells"] else np.nan
+                    for row in rows]
+        axes[0].bar(x + offset, score, width, yerr=err, capsize=2, label=LABELS[c])
+        axes[1].bar(x + offset, minority, width, label=LABELS[c])
+    pub = [published_for(row["experiment"]) for row in rows]
+    if any(pub):
+        axes[0].scatter(x, [p["score"] if p else np.nan for p in pub], marker="_", s=500, color="black", zorder=3,
+                        label="published Score")
+    labels = [f"{row['model']}\n({row['protocol']})" for row in rows]
+    for ax, title in zip(axes, ("ICBHI Score (mean ± std over seeds)", "minority classes: mean accuracy")):
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_title(title, fontsize=10)
+        ax.axhline(50, color="grey", lw=0.5, ls="--")
+    axes[0].legend(fontsize=7, ncols=2, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_grid(tracking_experiment: str, out: str | Path | None) -> str:
+    """The grid table as Markdown; with `out`, also `grid.md` and `grid.png` there."""
+    from lungsound.storage import atomic_write, atomic_write_text
+
+    rows, notes = grid_table(tracking_experiment)
+    if not rows:
+        raise LungsoundError(f"no finished runs in MLflow experiment {tracking_experiment!r}; run the grid first")
+    md = to_markdown(rows, notes)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "grid.md", md + "\n")
+        with atomic_write(out / "grid.png") as tmp:
+            plot(rows, tmp)
+        md += f"\n\n(written to {out}/grid.md and grid.png)"
+    return md

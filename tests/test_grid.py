@@ -1,0 +1,74 @@
+"""The augmentation grid: its cells, skipping finished cells, and the pivoted table of Score and per-class accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lungsound import grid
+from lungsound.cli import main
+from lungsound.errors import LungsoundError
+from lungsound.tracking import RunLogger
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def test_plan_leaves_specaugment_out_for_waveform_models():
+    cells = grid.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml", EXPERIMENTS / "icbhi_repaug_hubert.yaml"])
+    names = [c.run_name for c in cells]
+    assert names == ["icbhi_ast_repaugment-" + a for a in grid.AUGMENTATIONS] + \
+        ["icbhi_repaug_hubert-" + a for a in ("none", "rep_mask", "rep_gen", "repaugment")]
+    spec = next(c for c in cells if c.augmentation == "specaugment")
+    assert "augment.specaug=true" in spec.overrides and "augment.representation=none" in spec.overrides
+    with pytest.raises(LungsoundError, match="unknown grid cell"):
+        grid.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml"], ["mixup"])
+
+
+def _log(experiment: str, model: str, specaug: bool, rep: str, seed: int, score: float, accs: tuple):
+    logger = RunLogger.start(experiment, f"{model}-{rep}-{seed}", {"experiment_file": "icbhi_ast_repaugment",
+                                                                   "protocol": "paper", "seed": seed,
+                                                                   "data_fingerprint": "d"})
+    logger.log_params({"model.name": model, "augment.specaug": specaug, "augment.representation": rep,
+                       "train.seed": seed})
+    metrics = {"final_test_score": score, "final_test_sp": 80.0, "final_test_se": 2 * score - 80.0}
+    metrics |= {f"final_test_acc_{c}": a for c, a in zip(("normal", "crackle", "wheeze", "both"), accs)}
+    logger.log_metrics(metrics)
+    logger.end("FINISHED")
+
+
+def test_grid_table_pivots_cells_with_mean_std_and_minority_accuracy(mlflow_store, tmp_path):
+    for seed, score in ((1, 60.0), (2, 62.0)):
+        _log("grid-t", "ast", True, "none", seed, score, (80.0, 40.0, 30.0, 20.0))
+        _log("grid-t", "ast", False, "repaugment", seed, score + 1.0, (78.0, 44.0, 36.0, 28.0))
+    rows, notes = grid.grid_table("grid-t")
+    assert len(rows) == 1 and set(rows[0]["cells"]) == {"specaugment", "repaugment"}
+    rep = rows[0]["cells"]["repaugment"]
+    assert rep["seeds"] == 2 and rep["score_mean"] == pytest.approx(62.0) and rep["score_std"] == pytest.approx(1.0)
+    md = grid.to_markdown(rows, notes)
+    assert "| protocol | SpecAugment | RepAugment | published Score |" in md  # only the cells that were run
+    assert "| ast (icbhi_ast_repaugment) | paper | 61.00 ± 1.00 (n=2) | 62.00 ± 1.00 (n=2) | 61.51 |" in md
+    assert "| ast | paper | RepAugment | 78.00 ± 0.00 | 44.00 ± 0.00 | 36.00 ± 0.00 | 28.00 ± 0.00 | 36.00 |" in md
+    assert main(["grid", "--table-only", "--experiment", "grid-t", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 10_000 and (tmp_path / "grid.md").read_text().startswith("Score")
+
+
+def test_finished_cells_are_skipped(mlflow_store, monkeypatch):
+    parent = RunLogger.start("grid-skip", "icbhi_ast_repaugment-none", {"role": "parent", "seeds": "1,2"})
+    parent.end("FINISHED")
+    trained = []
+    monkeypatch.setattr("lungsound.training.seeds.fit_seeds", lambda cfg, seeds, progress: trained.append(
+        cfg.tracking.run_name) or {})
+    cells = grid.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml"], ["none", "rep_mask"],
+                      ["tracking.experiment=grid-skip"])
+    grid.run_grid(cells, [1, 2], progress=False)
+    assert trained == ["icbhi_ast_repaugment-rep_mask"]
+    trained.clear()
+    grid.run_grid(cells, [1, 2, 3], progress=False)  # other seeds: the finished group does not count
+    assert trained == ["icbhi_ast_repaugment-none", "icbhi_ast_repaugment-rep_mask"]
+
+
+def test_table_without_runs_is_a_clear_error(mlflow_store):
+    RunLogger.start("grid-empty", "x", {}).end("FINISHED")
+    with pytest.raises(LungsoundError, match="no finished runs in MLflow experiment 'grid-empty'"):
+        grid.write_grid("grid-empty", None)
