@@ -32,9 +32,10 @@ class DataConfig:
     input: str = "fbank"  # fbank (spectrogram models) | waveform (speech models)
     val_fraction: float = 0.2  # clean protocol: share of training cycles whose patients form the validation split
     val_seed: int = 0  # the validation patients are the same for every seed and method
-    domain: str = "device"  # metadata domain for the domain methods: device | age_group | sex | location
+    domain: str = "device"  # domain for the domain methods: device | age_group | sex | location | generated
     loader_workers: int = 0
     cache: bool = True
+    generated: str | None = None  # a generated set (lungsound generate synth) added to the training split ([AFT])
     balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant)
     balance_per_class: int = 10000  # oversample: cycles drawn per class and epoch
 
@@ -114,7 +115,7 @@ class ExperimentConfig:
 CHOICES = {
     ("data", "pad"): ("repeat", "zero"),
     ("data", "input"): ("fbank", "waveform"),
-    ("data", "domain"): ("device", "age_group", "sex", "location"),
+    ("data", "domain"): ("device", "age_group", "sex", "location", "generated"),
     ("model", "pos_embed"): ("paper", "clean"),
     ("augment", "semantics"): ("paper", "clean"),
     ("augment", "per"): ("sample", "batch"),
@@ -244,6 +245,10 @@ def _check_combinations(cfg: ExperimentConfig, source: str) -> None:
         raise LungsoundError("augment.specaug=true masks spectrograms, but data.input is waveform (a speech model's "
                              "input has no time-frequency bins): set augment.specaug=false and use "
                              "augment.representation for waveform models", source)
+    wants_flag = cfg.data.domain == "generated" or cfg.method.params.get("domain") == "generated"
+    if wants_flag and not cfg.data.generated:
+        raise LungsoundError("the 'generated' domain (real 0 / generated 1, [AFT]) needs a generated set: set "
+                             "data.generated=DIR (made by lungsound generate synth)", source)
     if cfg.augment.specaug and cfg.augment.representation != "none":
         warnings.warn(f"{source}: SpecAugment and {cfg.augment.representation} are both on; the RepAugment paper never "
                       "combines them, so this run matches no published row", stacklevel=3)
@@ -374,6 +379,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Load an experiment file (with its `base:` chain) and apply `key=value` overrides."""
+    data, source = read_config_data(path, overrides)
+    return validate(_build(ExperimentConfig, data, "", source), source)
+
+
+def load_typed(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """Any config dataclass tree (e.g. the vocoder's) from a YAML file, its `base:` chain and `key=value` overrides,
+    with the same checks of keys and types as experiment files; range checks are the caller's."""
+    data, source = read_config_data(path, overrides)
+    return typed_from_dict(cls, data, source)
+
+
+def typed_from_dict(cls: type, data: dict, source: str = "<dict>"):
+    """Any config dataclass tree from a plain dict (e.g. one stored in a checkpoint), keys and types checked."""
+    built = _build(cls, data or {}, "", source)
+    for key, value in _flat_fields(asdict(built)).items():
+        _check_numbers(value, key, source, finite=not key.endswith(".params"))
+    return built
+
+
+def read_config_data(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, str]:
+    """The merged plain dict of a config file and its overrides, and the name of its source for error messages."""
     data = _load_chain(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
     for text in overrides:
@@ -386,7 +412,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         node[keys[-1]] = value
     if path is not None and "name" not in data:
         data["name"] = Path(path).stem
-    return validate(_build(ExperimentConfig, data, "", source), source)
+    return data, source
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -13,6 +13,7 @@ PUBLISHED: dict[str, dict[str, float | str]] = {
     "icbhi_sgscl": {"sp": 79.87, "se": 43.55, "score": 61.71, "std": 1.61, "source": "[SGSCL] SG-SCL"},
     "icbhi_ast_repaugment": {"sp": 82.47, "se": 40.55, "score": 61.51, "source": "[REPAUG] AST + RepAugment"},
     "icbhi_aft_mixed500": {"sp": 80.72, "se": 42.86, "score": 61.79, "source": "[AFT] AFT on Mixed-500"},
+    "icbhi_aft_ce_real": {"sp": 77.14, "se": 41.97, "score": 59.55, "source": "[AFT] baseline (the [PMCL] AST number)"},
 }
 
 # Two-class evaluation (normal vs abnormal, Sp unchanged) where the papers report it.

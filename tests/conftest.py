@@ -54,6 +54,30 @@ def write_recording(folder: Path, stem: str, cycles: list[tuple[float, float, in
     return folder / f"{stem}.wav"
 
 
+def write_generated_set(root: Path, out: Path, per_recording: int = 2, split: str = "train", seconds: float = 1.5) -> Path:
+    """A generated set made by hand: noise clips 'generated' from the first cycles of `split` recordings of `root`."""
+    import csv
+
+    from lungsound.data.database import open_database
+    from lungsound.data.generated import COLUMNS
+
+    db = open_database(root)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, rng = [], np.random.default_rng(0)
+    for rec in db.select(split):
+        for k, cycle in enumerate(rec.cycles[:per_recording]):
+            name = f"{rec.stem}_{k}.wav"
+            sf.write(out / name, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
+            rows.append({"file": name, "class": ("normal", "crackle", "wheeze", "both")[cycle.label],
+                         "source_recording": rec.stem, "source_cycle": k, "patient": rec.patient,
+                         "device": rec.device, "seed": 0, "vocoder_sha256": "test"})
+    with open(out / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
 TINY_RECORDINGS = {
     "101_1b1_Al_sc_Meditron": ("train", [(0.1, 1.2, 0, 0), (1.2, 2.5, 1, 0), (2.5, 3.0, 0, 1)]),
     "102_1b1_Ar_sc_Meditron": ("train", [(0.0, 0.9, 1, 1), (0.9, 2.0, 0, 0)]),

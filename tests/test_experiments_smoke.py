@@ -10,6 +10,7 @@ import pytest
 from lungsound.config import load_config
 from lungsound.data.synthetic import generate
 from lungsound.models.speech import CHECKPOINTS
+from tests.conftest import write_generated_set
 from lungsound.training.run import fit
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
@@ -28,9 +29,12 @@ def test_experiment_runs_two_steps(path, builtin_small, tmp_path):
     # speech model of the same family) and short cycles so each runs in seconds.
     name = load_config(path).model.name
     tiny = f"{CHECKPOINTS[name].family}_tiny" if name in CHECKPOINTS else "ast_tiny"
+    generated = []  # [AFT] rows train on a generated set: a small hand-made one here
+    if load_config(path).data.generated:
+        generated = [f"data.generated={write_generated_set(builtin_small, tmp_path / 'generated', per_recording=1)}"]
     cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", f"model.name={tiny}",
                              "model.pretrained=null", "train.epochs=1", "train.max_steps_per_epoch=2",
-                             "train.batch_size=4", f"tracking.output_dir={tmp_path}"])
+                             "train.batch_size=4", f"tracking.output_dir={tmp_path}", *generated])
     result = fit(cfg, progress=False, track=False)
     assert result.finished and len(result.history) == 1
     logs = result.history[0]

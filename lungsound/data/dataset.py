@@ -101,6 +101,8 @@ class CycleDataset(Dataset):
         and sexes -1, location from the recording's own name); see `lungsound.data.labels`. Training passes its
         `train.protocol`.
         """
+        if name == "generated":  # real cycles: the generated flag of [AFT] is 0 (see lungsound.data.generated)
+            return np.zeros(len(self), dtype=np.int64)
         if name not in DOMAINS:
             raise LungsoundError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
         if definitions not in DEFINITIONS:

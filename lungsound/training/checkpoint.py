@@ -180,28 +180,36 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a `last.pt` with weights-only unpickling: a file that would run code (or is not a state) is refused."""
-    import pickle
-
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
-    if not path.is_file():
-        raise LungsoundError("no training state to resume from (expected last.pt)", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0])
-        raise LungsoundError(f"refused: not a plain lungsound training state ({detail.strip()[:200]})", path) from None
-    except Exception as exc:
-        raise LungsoundError(f"unreadable training state: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-                             path) from None
+    state = read_weights_only(path)
     needed = {"config", "epoch", "model", "optimizer", "rng", "history", "folder"}
     if not isinstance(state, dict) or not needed <= set(state):
         raise LungsoundError(f"not a lungsound training state (needs {', '.join(sorted(needed))})", path)
     if not isinstance(state["config"], dict):
         raise LungsoundError("not a lungsound training state: its config is not a mapping", path)
     state["config"] = config_from_dict(state["config"], f"{path} (config)")
+    return state
+
+
+def read_weights_only(path: str | Path) -> Any:
+    """`torch.load` with weights-only unpickling (tensors and plain containers): a pickle that would import or run
+    anything else is refused in one line naming the file, and nothing of it is executed."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise LungsoundError("no training state to resume from (no such file)", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0])
+        raise LungsoundError(f"refused: it needs more than tensors and plain containers to load ({detail.strip()[:200]})", path) from None
+    except Exception as exc:
+        raise LungsoundError(f"unreadable torch-saved state: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                             path) from None
     return state
 
 

@@ -65,8 +65,24 @@ def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
     train = CycleDataset.from_split(db, "train", **kwargs)
     test = CycleDataset.from_split(db, "test", **kwargs)
     val = None
+    held_out: set[int] = set()
     if cfg.train.protocol == "clean":
         held_out = validation_patients(train, cfg.data.val_fraction, cfg.data.val_seed)
         val = train.subset(patients=held_out)
         train = train.subset(exclude_patients=held_out)
+    if cfg.data.generated:
+        train = _with_generated(cfg, db, train, held_out, cycle_cfg, fbank_cfg, progress)
     return RunData(db, train, test, val)
+
+
+def _with_generated(cfg: ExperimentConfig, db: Database, train, held_out: set[int], cycle_cfg, fbank_cfg, progress):
+    """The training split plus the generated set of `data.generated` ([AFT]); clips of validation patients are left
+    out, and the paper protocol stretches a clip's fbank to the cycle's frame count (see lungsound.data.generated)."""
+    from lungsound.data.generated import GeneratedCycles, MixedDataset, check_sources
+
+    generated = GeneratedCycles(cfg.data.generated, cycle_cfg, fbank_cfg, stretch=cfg.train.protocol == "paper",
+                                progress=progress, use_cache=cfg.data.cache)
+    check_sources(generated, db)
+    if held_out:
+        generated = generated.without_patients(held_out)
+    return MixedDataset(train, generated)

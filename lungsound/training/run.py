@@ -237,6 +237,7 @@ def _fingerprint(trainer: Trainer) -> str:
         h.update(ds.labels.tobytes())
         h.update(np.asarray(ds.rows).tobytes())
         h.update(",".join(r.stem for r in ds.recordings).encode())
+        h.update(getattr(ds, "fingerprint_extra", "").encode())  # a generated set's manifest
     return h.hexdigest()[:16]
 
 

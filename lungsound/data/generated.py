@@ -1,0 +1,227 @@
+"""Generated cycles as extra training data (`data.generated: DIR`), for [AFT] (Kim et al., "Adversarial Fine-tuning using
+Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023 DGM4H workshop, arXiv 2311.06480; methods.md
+section 10).
+
+A generated set is a folder of 16-kHz wavs with a `manifest.csv` (written by `lungsound generate synth`): one row per
+clip with `file, class, source_recording, source_cycle, patient, device, seed, vocoder_sha256`. Each clip keeps its
+source cycle's patient and device, so a clean-protocol validation split drops the clips of its held-out patients and
+per-device scores stay right; `domain_labels("generated")` is the real (0) / generated (1) flag the AFT discriminator
+learns.
+
+Model input of a clip (cycle length L = data.duration):
+- fbank models, `paper` protocol: the reference stretches the clip's fbank to L's frame count with bilinear
+  interpolation (a 4-s clip's 398 frames become the 5-s 498; pitch and tempo change with it);
+- fbank models, `clean` protocol, and waveform models: the clip is repeat-padded to L like a real cycle (section 2).
+Inputs are computed once and cached on disk (memory-mapped), keyed by the manifest, every clip's bytes and the config.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from lungsound.data.cycles import CycleConfig, fix_length
+from lungsound.data.labels import CLASSES, DEVICES
+from lungsound.errors import LungsoundError
+from lungsound.features.fbank import FbankConfig, compute_features
+
+MANIFEST = "manifest.csv"
+COLUMNS = ("file", "class", "source_recording", "source_cycle", "patient", "device", "seed", "vocoder_sha256")
+
+
+@dataclass(frozen=True)
+class GeneratedItem:
+    file: str
+    label: int
+    source_recording: str
+    source_cycle: int
+    patient: int
+    device: str
+
+
+def read_manifest(folder: str | Path) -> list[GeneratedItem]:
+    """The rows of a generated set's manifest, checked (one-line errors naming the file and row)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise LungsoundError(f"not a generated set: {MANIFEST} is missing (make one with lungsound generate synth)",
+                             folder)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS[:6] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LungsoundError(f"missing column(s) {', '.join(missing)}", path)
+        items = []
+        for row_no, row in enumerate(reader, start=2):
+            try:
+                label = CLASSES.index(row["class"])
+                item = GeneratedItem(row["file"], label, row["source_recording"], int(row["source_cycle"]),
+                                     int(row["patient"]), row["device"])
+            except (ValueError, TypeError):
+                raise LungsoundError(f"row {row_no}: bad class, cycle or patient in {dict(row)}", path) from None
+            if item.device not in DEVICES:
+                raise LungsoundError(f"row {row_no}: unknown device {item.device!r}", path)
+            if not (Path(folder) / item.file).is_file():
+                raise LungsoundError(f"row {row_no}: clip {item.file} is missing", path)
+            items.append(item)
+    if not items:
+        raise LungsoundError("the manifest lists no clips", path)
+    return items
+
+
+def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None, stretch: bool) -> np.ndarray:
+    """The model input of one 16-kHz generated clip (see the module docstring)."""
+    if fbank_cfg is None or not stretch:
+        wave = fix_length(clip.astype(np.float32), cycle_cfg)
+        return wave if fbank_cfg is None else compute_features(wave, fbank_cfg).numpy()
+    target = compute_features(np.zeros(cycle_cfg.length, dtype=np.float32), fbank_cfg).shape[0]
+    feats = compute_features(clip.astype(np.float32), fbank_cfg)  # (T, F); the normalisation is affine: order is free
+    stretched = torch.nn.functional.interpolate(feats[None, None], size=(target, feats.shape[1]), mode="bilinear",
+                                                align_corners=False)
+    return stretched[0, 0].numpy()
+
+
+def _cache_key(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stretch: bool) -> str:
+    from dataclasses import asdict
+
+    from lungsound.features.cache import file_sha1, library_versions
+
+    h = hashlib.sha1((Path(folder) / MANIFEST).read_bytes())
+    for item in items:
+        h.update(file_sha1(Path(folder) / item.file).encode())
+    h.update(json.dumps([asdict(cycle_cfg), asdict(fbank_cfg) if fbank_cfg else None, stretch, library_versions()],
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def _build(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stretch: bool, progress: bool) -> np.ndarray:
+    from lungsound.audio import load_audio, resample
+
+    out = None
+    for i, item in enumerate(tqdm(items, desc="generated clips", unit="clip", disable=not progress, leave=False)):
+        samples, rate = load_audio(folder / item.file)
+        x = clip_input(resample(samples, rate, cycle_cfg.sample_rate), cycle_cfg, fbank_cfg, stretch)
+        if out is None:
+            out = np.empty((len(items),) + x.shape, dtype=np.float32)
+        out[i] = x
+    return out
+
+
+def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None,
+                stretch: bool, progress: bool = True, use_cache: bool = True) -> np.ndarray:
+    """(n, ...) model inputs of the clips, from the on-disk cache when present (memory-mapped)."""
+    from lungsound.features.cache import cache_root
+    from lungsound.storage import replace_dir, temp_dir_beside
+
+    folder = Path(folder)
+    if not use_cache:
+        return _build(folder, items, cycle_cfg, fbank_cfg, stretch, progress)
+    target = cache_root() / f"generated-{_cache_key(folder, items, cycle_cfg, fbank_cfg, stretch)}"
+    if not (target / "arrays.npy").is_file():
+        arrays = _build(folder, items, cycle_cfg, fbank_cfg, stretch, progress)
+        tmp = temp_dir_beside(target)
+        np.save(tmp / "arrays.npy", arrays)
+        if not (target / "arrays.npy").is_file():  # another process may have finished first: keep its copy
+            replace_dir(tmp, target)
+    return np.load(target / "arrays.npy", mmap_mode="r")
+
+
+class GeneratedCycles(Dataset):
+    """The clips of a generated set as (x, label, device, patient, recording, index) items, like `CycleDataset`."""
+
+    def __init__(self, folder: str | Path, cycle_cfg: CycleConfig = CycleConfig(),
+                 fbank_cfg: FbankConfig | None = FbankConfig(), *, stretch: bool = False, progress: bool = True,
+                 use_cache: bool = True, items: list[GeneratedItem] | None = None):
+        self.folder = Path(folder)
+        self.items = items if items is not None else read_manifest(folder)
+        self.arrays = load_inputs(self.folder, self.items, cycle_cfg, fbank_cfg, stretch, progress, use_cache)
+        self.rows = np.arange(len(self.items))
+        self.labels = np.array([it.label for it in self.items], dtype=np.int64)
+        self.devices = np.array([DEVICES.index(it.device) for it in self.items], dtype=np.int64)
+        self.patients = np.array([it.patient for it in self.items], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def without_patients(self, patients: set[int]) -> "GeneratedCycles":
+        import copy
+
+        keep = ~np.isin(self.patients, list(patients))
+        view = copy.copy(self)
+        view.items = [it for it, k in zip(self.items, keep) if k]
+        for name in ("rows", "labels", "devices", "patients"):
+            setattr(view, name, getattr(self, name)[keep])
+        return view
+
+    def item(self, i: int) -> tuple[torch.Tensor, GeneratedItem]:
+        return torch.from_numpy(np.array(self.arrays[self.rows[i]], dtype=np.float32)), self.items[i]
+
+    def manifest_digest(self) -> str:
+        return hashlib.sha1((self.folder / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+class MixedDataset(Dataset):
+    """Real training cycles followed by generated ones: what the trainer sees when `data.generated` is set.
+
+    Item i < len(real) is the real item i; the others are generated clips. Every real item has the generated flag 0 and
+    every clip 1 (`domain_labels("generated")`); the other domains of a clip are those of its source recording.
+    """
+
+    def __init__(self, real, generated: GeneratedCycles):
+        self.real, self.generated = real, generated
+        self.db, self.recordings = real.db, real.recordings
+        self.labels = np.concatenate([real.labels, generated.labels])
+        self.devices = np.concatenate([real.devices, generated.devices])
+        self.patients = np.concatenate([real.patients, generated.patients])
+        self.rows = np.concatenate([real.rows, len(real.arrays) + generated.rows])
+        self.fingerprint_extra = generated.manifest_digest()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from lungsound.data.dataset import Sample
+
+        n = len(self.real)
+        if i < n:
+            s = self.real[i]
+            return Sample(s.x, s.label, s.device, s.patient, s.recording, i)
+        x, item = self.generated.item(i - n)
+        return Sample(x, item.label, int(self.generated.devices[i - n]), item.patient, item.file, i)
+
+    def generated_flags(self) -> np.ndarray:
+        return np.concatenate([np.zeros(len(self.real), np.int64), np.ones(len(self.generated), np.int64)])
+
+    def domain_labels(self, name: str, *, definitions: str = "clean") -> np.ndarray:
+        if name == "generated":
+            return self.generated_flags()
+        from lungsound.data.dataset import _domain_value
+        from lungsound.data.labels import DOMAIN_VOCABULARIES
+
+        vocab = DOMAIN_VOCABULARIES[definitions][name]
+        values = [_domain_value(name, self.db.find(it.source_recording), self.db, definitions)
+                  for it in self.generated.items]
+        extra = np.array([vocab.index(v) if v in vocab else -1 for v in values], dtype=np.int64)
+        return np.concatenate([self.real.domain_labels(name, definitions=definitions), extra])
+
+    def class_counts(self, n_classes: int = 4) -> np.ndarray:
+        return np.bincount(self.labels, minlength=n_classes)
+
+
+def check_sources(generated: GeneratedCycles, db) -> None:
+    """Every clip must come from a training recording of `db` (a clip made from a test cycle would leak it)."""
+    for item in generated.items:
+        rec = db.find(item.source_recording)
+        if rec.split != "train":
+            raise LungsoundError(f"clip {item.file} was generated from {item.source_recording}, which is not in the "
+                                 f"training split of {db.root} ({rec.split or 'no split entry'})", generated.folder)
+        if rec.patient != item.patient:
+            raise LungsoundError(f"clip {item.file}: patient {item.patient} does not match its source recording "
+                                 f"{item.source_recording}", generated.folder)
