@@ -48,7 +48,7 @@ clean-cache: ## remove cached cycles/features (~/.cache/lungsound/features)
 	rm -rf $${LUNGSOUND_CACHE:-$$HOME/.cache/lungsound}/features
 
 # --- ICBHI benchmarks (one GPU recommended): DATA=<ICBHI folder> SEEDS=1-5 ---------------------------------------------
-.PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment compare check-data download
+.PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment icbhi-aft compare check-data download
 
 check-data:
 	@test -d "$(DATA)" || { echo "ICBHI data not found at '$(DATA)'."; \
@@ -82,6 +82,28 @@ icbhi-repaugment: check-data setup ## RepAugment grid [REPAUG]: AST + 3 speech b
 	  $(LS) grid -c experiments/$$exp$$variant.yaml data.root=$(DATA) --seeds $(SEEDS) --experiment icbhi-repaugment --quiet || exit 1; \
 	done; done
 	$(LS) grid --table-only --experiment icbhi-repaugment --out outputs/compare/icbhi-repaugment
+
+# [AFT]: a vocoder per protocol (the clean one never sees the validation patients), Mixed-500 and Mixed-2k from each,
+# then the five rows. VOCODER=DIR (paper) and VOCODER_CLEAN=DIR reuse trained or imported vocoders.
+AFT_ROWS := icbhi_aft_ce_real icbhi_aft_ce_mixed500 icbhi_aft_ce_mixed2k icbhi_aft_mixed500 icbhi_aft_mixed2k
+GEN := outputs/generated
+
+icbhi-aft: check-data setup ## [AFT] vocoder, Mixed-500/2k, CE and AFT rows, both protocols, vs published (GPU: days)
+	set -e; for protocol in paper clean; do \
+	  suffix=$$( [ $$protocol = clean ] && echo _clean || true ); \
+	  voc=$$( [ $$protocol = clean ] && echo "$(VOCODER_CLEAN)" || echo "$(VOCODER)" ); \
+	  if [ -z "$$voc" ]; then voc=$(GEN)/icbhi-vocoder$$suffix; \
+	    [ -f $$voc/model.safetensors ] || $(LS) generate train -c experiments/vocoder_diffwave.yaml data.root=$(DATA) \
+	      train.protocol=$$protocol tracking.run_name=vocoder$$suffix --export $$voc --quiet; fi; \
+	  for n in 500 2000; do name=$$( [ $$n = 500 ] && echo mixed500 || echo mixed2k ); \
+	    $(LS) generate synth --vocoder $$voc --per-class $$n --out $(GEN)/icbhi-$$name$$suffix --root $(DATA) --quiet; done; \
+	  for exp in $(AFT_ROWS); do \
+	    set500=$(GEN)/icbhi-mixed500$$suffix; set2k=$(GEN)/icbhi-mixed2k$$suffix; \
+	    gen=$$(case $$exp in *mixed500) echo "data.generated=$$set500";; *mixed2k) echo "data.generated=$$set2k";; esac); \
+	    $(LS) train -c experiments/$$exp$$suffix.yaml data.root=$(DATA) $$gen --seeds $(SEEDS) --quiet; \
+	  done; \
+	done
+	$(LS) compare --experiment icbhi-aft --published --out outputs/compare/icbhi-aft
 
 download: setup ## fetch the official ICBHI 2017 archive into data/ICBHI_final_database
 	$(LS) data download --dest data

@@ -1,0 +1,91 @@
+"""`lungsound generate ...`: the DiffWave vocoder of [AFT] and the synthetic cycle sets it makes (methods.md section 10)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser("generate", help="train a DiffWave vocoder, import one, make and evaluate synthetic cycle sets")
+    gsub = gen.add_subparsers(dest="generate_command", metavar="GENERATE_COMMAND", required=True)
+
+    p = gsub.add_parser("train", help="train the vocoder on the training split's 4-s cycles (step-based, MLflow)")
+    p.add_argument("-c", "--config", type=Path, default=None, help="vocoder experiment file (experiments/vocoder_*.yaml)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=2000 data.root=PATH")
+    p.add_argument("--resume", type=Path, default=None, help="continue an interrupted run (its last.pt or run folder)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this step (continue later with --resume)")
+    p.add_argument("--export", type=Path, default=None, help="also copy the finished vocoder folder here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_train)
+
+    p = gsub.add_parser("import", help="convert a checkpoint of the reference DiffWave trainer to a vocoder folder")
+    p.add_argument("path", type=Path, help="the reference checkpoint (.pt): step, model, optimizer, params, scaler")
+    p.add_argument("--out", type=Path, required=True, help="the vocoder folder to write")
+    p.set_defaults(handler=run_import)
+
+    p = gsub.add_parser("synth", help="make a synthetic set: per class, vocode the mels of random training cycles")
+    p.add_argument("--vocoder", type=Path, required=True, help="a vocoder folder (from generate train or import)")
+    p.add_argument("--per-class", type=int, required=True, help="clips per class, e.g. 500 (Mixed-500)")
+    p.add_argument("--out", type=Path, required=True, help="the set's folder (an interrupted run continues there)")
+    p.add_argument("--root", default=None, help="ICBHI-format data (default: the vocoder's training data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", choices=("fast", "full"), default="fast", help="6-step fast (default) or 50-step")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--classes", default=None, help="comma-separated subset of normal,crackle,wheeze,both")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=run_synth)
+
+    p = gsub.add_parser("evaluate", help="per-class Frechet distances and a real-trained classifier's accuracy")
+    p.add_argument("--set", type=Path, required=True, dest="set_dir", help="a generated set's folder")
+    p.add_argument("--classifier", type=Path, default=None, help="a model folder trained on real data")
+    p.add_argument("--root", default=None, help="ICBHI-format data (default: the vocoder's training data)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from lungsound.generation.train import load_vocoder_config, train_vocoder
+
+    cfg = None if args.resume else load_vocoder_config(args.config, args.overrides)
+    out = train_vocoder(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.quiet)
+    state = "finished" if out["finished"] else f"stopped; continue with --resume {out['folder'] / 'last.pt'}"
+    if args.export is not None and out["finished"]:
+        import shutil
+
+        from lungsound.storage import replace_dir, temp_dir_beside
+
+        tmp = temp_dir_beside(args.export)
+        shutil.copytree(out["vocoder"], tmp, dirs_exist_ok=True)
+        replace_dir(tmp, args.export)
+        state += f", exported to {args.export}"
+    print(f"vocoder run {out['run_id']} {state} at step {out['step']} (loss {out['loss']:.4f}); "
+          f"vocoder folder: {out['vocoder']}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from lungsound.generation.vocoder_io import import_reference
+
+    print(f"imported {args.path} -> {import_reference(args.path, args.out)}")
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from lungsound.generation.synth import synthesize
+
+    out = synthesize(args.vocoder, args.per_class, args.out, root=args.root, seed=args.seed, schedule=args.schedule,
+                     batch_size=args.batch_size, classes=args.classes.split(",") if args.classes else None,
+                     progress=not args.quiet)
+    print(f"{out['out']}: {out['made']} clips made, {out['kept']} kept from an earlier run; per class: "
+          + ", ".join(f"{k} {v}" for k, v in out["counts"].items()))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from lungsound.generation.quality import evaluate_set
+
+    out = evaluate_set(args.set_dir, args.classifier, args.root)
+    print(json.dumps(out["rows"], indent=2) if args.json else out["text"])
+    return 0
