@@ -275,11 +275,19 @@ def test_no_model_tells_the_user_to_run_the_quickstart(monkeypatch, tmp_path):
     assert not at.file_uploader  # nothing to analyse with
 
 
-def test_broken_model_folder_is_reported(monkeypatch, tmp_path):
-    folder = tmp_path / "broken"
-    folder.mkdir()
-    (folder / "model.safetensors").write_bytes(b"not weights")
-    (folder / "config.yaml").write_text("model: {name: ast_tiny}\n")
+@pytest.mark.parametrize("broken", ["weights", "meta", "temperature", "config"])
+def test_broken_model_folder_is_reported(tiny_model, monkeypatch, tmp_path, broken):
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "broken"))
+    if broken == "weights":
+        (folder / "model.safetensors").write_bytes(b"not weights")
+    elif broken == "meta":
+        (folder / "meta.json").write_text('{"selected_epoch": 1, "calib')  # a crash mid-write, before atomic writes
+    elif broken == "temperature":
+        (folder / "meta.json").write_text('{"calibration": {"temperature": "warm"}}')
+    else:
+        (folder / "config.yaml").write_text("")
     monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(folder))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
