@@ -8,11 +8,12 @@ method, data fingerprint. The explicit `MlflowClient` API is used throughout, so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lungsound.errors import LungsoundError
 
@@ -116,6 +117,24 @@ def environment_tags() -> dict[str, str]:
         "python_version": platform.python_version(),
         "hardware": hardware,
     }
+
+
+@contextlib.contextmanager
+def ends_on_error(*loggers: "RunLogger | None") -> Iterator[None]:
+    """End the given runs if the block raises: KILLED for Ctrl-C / SIGTERM (KeyboardInterrupt), FAILED otherwise, so no
+    run is left RUNNING in the store; the exception goes on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for logger in loggers:
+            if logger is not None:
+                logger.end("KILLED")
+        raise
+    except BaseException:
+        for logger in loggers:
+            if logger is not None:
+                logger.end("FAILED")
+        raise
 
 
 class RunLogger:

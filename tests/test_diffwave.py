@@ -12,13 +12,7 @@ from lungsound.errors import LungsoundError
 from lungsound.generation import DiffWave, DiffWaveConfig, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these small convolutions only pay for thread start-up (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def spec_layout() -> dict[str, tuple[int, ...]]:

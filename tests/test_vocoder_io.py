@@ -18,13 +18,7 @@ from lungsound.generation import (
 TINY = DiffWaveConfig(residual_layers=2, residual_channels=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these small convolutions only pay for thread start-up (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def tiny_model(seed: int = 0, config: DiffWaveConfig = TINY) -> DiffWave:

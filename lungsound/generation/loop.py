@@ -43,7 +43,7 @@ def _load_resume(resume: str | Path) -> dict:
 
 def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = None, progress: bool = True,
         track: bool = True) -> dict:
-    from lungsound.tracking import RunLogger, environment_tags
+    from lungsound.tracking import RunLogger, ends_on_error, environment_tags
     from lungsound.training.run import run_dir
 
     dist_utils.init_from_env()
@@ -84,17 +84,9 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
     else:
         folder = Path(cfg.tracking.output_dir) / cfg.tracking.experiment / f"{run_name}-rank{dist_utils.rank()}"
     dist_utils.broadcast_parameters([model])
-    try:
+    with ends_on_error(logger):
         return _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder, logger, losses, start,
                      stop_after, progress and main, main)
-    except KeyboardInterrupt:
-        if logger:
-            logger.end("KILLED")
-        raise
-    except BaseException:
-        if logger:
-            logger.end("FAILED")
-        raise
 
 
 class _RunCfg:

@@ -102,7 +102,7 @@ def _check_best(folder: Path, best: _Best, cfg: ExperimentConfig) -> None:
 def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: int | None = None,
         parent_run_id: str | None = None, progress: bool = True, data=None, track: bool = True) -> RunResult:
     """Train one seed of `cfg`; with `resume` (a last.pt or its folder) continue an interrupted run."""
-    from lungsound.tracking import RunLogger, environment_tags
+    from lungsound.tracking import RunLogger, ends_on_error, environment_tags
 
     dist_utils.init_from_env()
     state = load_state(resume) if resume else None
@@ -125,16 +125,8 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
             masking = getattr(trainer.model, "speech_masking_params", None)
             if masking is not None:  # the speech checkpoint's own masking and layer drop, as in effect
                 logger.log_params({f"model.effective.{k}": v for k, v in masking().items()})
-    try:
+    with ends_on_error(logger):
         return _train(cfg, trainer, state, logger, run_name, main, stop_after)
-    except KeyboardInterrupt:
-        if logger:
-            logger.end("KILLED")
-        raise
-    except BaseException:
-        if logger:
-            logger.end("FAILED")
-        raise
 
 
 def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, run_name: str, main: bool,

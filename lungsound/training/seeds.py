@@ -64,7 +64,9 @@ def _child_cfg(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
 def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: bool, done: dict[int, dict],
                   interrupted: dict[int, Path]) -> dict:
     """Train every seed not in `done` (resuming those in `interrupted`), then finish the parent with the statistics."""
-    try:
+    from lungsound.tracking import ends_on_error
+
+    with ends_on_error(parent):
         for seed in seeds:
             if seed in done:
                 continue
@@ -73,12 +75,6 @@ def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: boo
             else:
                 result = fit(_child_cfg(cfg, seed), parent_run_id=parent.run_id, progress=progress)
             done[seed] = result.metrics
-    except KeyboardInterrupt:
-        parent.end("KILLED")
-        raise
-    except BaseException:
-        parent.end("FAILED")
-        raise
     summary = aggregate([done[s] for s in seeds])
     parent.log_metrics(summary)
     parent.end("FINISHED")
