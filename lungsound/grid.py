@@ -162,9 +162,10 @@ def plot(rows: list[dict], path: Path) -> Path:
         axes[0].bar(x + offset, score, width, yerr=err, capsize=2, label=LABELS[c])
         axes[1].bar(x + offset, minority, width, label=LABELS[c])
     pub = [published_for(row["experiment"]) for row in rows]
-    if any(pub):
-        axes[0].scatter(x, [p["score"] if p else np.nan for p in pub], marker="_", s=500, color="black", zorder=3,
-                        label="published Score")
+    if any(pub):  # the published number is the experiment file's own cell: RepAugment
+        at = cells.index("repaugment") if "repaugment" in cells else (len(cells) - 1) / 2
+        axes[0].scatter(x + (at - (len(cells) - 1) / 2) * width, [p["score"] if p else np.nan for p in pub],
+                        marker="_", s=300, color="black", zorder=3, label="published Score (RepAugment)")
     labels = [f"{row['model']}\n({row['protocol']})" for row in rows]
     for ax, title in zip(axes, ("ICBHI Score (mean ± std over seeds)", "minority classes: mean accuracy")):
         ax.set_xticks(x, labels, fontsize=8)
