@@ -152,8 +152,8 @@ bench-builtin-repaugment: setup ## the RepAugment grid on built-in data: tiny AS
 # [AFT] at quickstart size (clean protocol, 3 seeds): a small DiffWave (4 layers, 16 channels) trained for a few minutes
 # on the built-in data without the validation patients, 25 generated cycles per class, then the tiny AST with CE on real
 # data, CE on the mixed set and AFT on the mixed set. It shows the pipeline, not the paper's vocoder.
-BUILTIN_VOCODER := data.root=null model.residual_layers=4 model.residual_channels=16 train.steps=600 \
-	train.batch_size=8 train.protocol=clean train.log_every=50 train.sample_every=300 train.checkpoint_every=300 \
+BUILTIN_VOCODER := data.root=null model.residual_layers=4 model.residual_channels=16 train.steps=300 \
+	train.batch_size=4 train.protocol=clean train.log_every=50 train.sample_every=150 train.checkpoint_every=150 \
 	tracking.experiment=builtin-vocoder tracking.run_name=builtin-vocoder
 BUILTIN_AFT := $(filter-out train.epochs=15 tracking.experiment=builtin-bench,$(BUILTIN_SIZE)) train.epochs=10 \
 	tracking.experiment=builtin-aft
@@ -170,3 +170,8 @@ bench-builtin-aft: setup ## [AFT] on built-in data: small vocoder, mixed set, ti
 	    --seeds $(or $(BENCH_SEEDS),1-3) --quiet || exit 1; \
 	done
 	$(LS) compare --experiment builtin-aft --published --out outputs/compare/builtin-aft
+
+# --- performance card (issue 11): every figure side by side in one run, written to docs/performance.md --------------------
+.PHONY: bench-speed
+bench-speed: setup ## the performance card docs/performance.md: features, AST train step, PyTorch vs ONNX fp32/int8 (<15 min)
+	$(PY) benchmarks/speed_card.py

@@ -48,6 +48,11 @@ METHOD_WORDS = {"ce": "cross-entropy (standard supervised training)",
 PROTOCOL_WORDS = {"paper": "paper (the epoch with the best test score, as in the publications: the test scores are "
                             "optimistic)",
                   "clean": "clean (the epoch was chosen on held-out validation patients: the test scores are unbiased)"}
+RUNTIME_WORDS = {"PyTorch": "PyTorch (the trained model as it is)",
+                 "ONNX Runtime fp32": "ONNX Runtime, exported model with 32-bit weights (the same results, faster on "
+                                      "a CPU)",
+                 "ONNX Runtime int8": "ONNX Runtime, exported model with 8-bit weights in its linear layers (faster "
+                                      "and smaller; probabilities may differ slightly from the original)"}
 SELECTED_SHADE = "#fff3b0"
 MAX_WAVEFORM_POINTS = 4000
 HEAT_SHOWN = 0.25  # share of the explanation heatmap drawn (its most influential quarter)
@@ -107,6 +112,18 @@ def calibration_text(calibrated: bool, temperature: float) -> str:
             "finding.")
 
 
+NO_EXPLANATION_FAST = ("**This fast model has no explanation.** It was exported to ONNX without the original "
+                       "PyTorch weights, and ONNX Runtime gives no gradients or attention maps, so the page cannot "
+                       "show what the model used. The probabilities above are unaffected. Export it again without "
+                       "`--no-torch-weights`, or pick the original model, to see explanations.")
+
+
+def fast_model_caption(runtime: str) -> str:
+    """Under the spectrogram of an exported model: where the probabilities and the explanation come from."""
+    return (f"The probabilities come from the fast exported model ({runtime}); the explanation of the selected "
+            "segment was computed with the original PyTorch weights, for that segment only.")
+
+
 def is_time_explanation(explanation: Any) -> bool:
     return getattr(explanation, "kind", "time-frequency") == "time"
 
@@ -132,6 +149,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     rows = [("Model", f"{card.get('name', 'unnamed')}" + (f" ({card['model']})" if card.get("model") else "")),
             ("Model input", card.get("input")),
             ("Explanation shown", card.get("explanation")),
+            ("Runs on", RUNTIME_WORDS.get(card.get("runtime"), card.get("runtime"))),
             ("Trained on", card.get("trained_on")),
             ("Training method", METHOD_WORDS.get(card.get("method"), card.get("method"))),
             ("Epoch selection", PROTOCOL_WORDS.get(card.get("protocol"), card.get("protocol"))),

@@ -6,7 +6,10 @@ The model picker lists, in this order:
 2. the newest FINISHED run of the MLflow experiment "quickstart" that logged a `model` artifact (`make quickstart`
    writes it) - the default when `$LUNGSOUND_APP_MODEL` is not set;
 3. every registered MLflow model, at its newest version;
-4. checkpoint folders written by `lungsound train` under `./outputs/<experiment>/<run>/best` (newest first).
+4. checkpoint folders written by `lungsound train` under `./outputs/<experiment>/<run>/best` (newest first);
+5. exported model folders written by `lungsound export` under `./outputs/<a>/<b>/<folder>` (e.g. `best-onnx-int8` beside
+   a run's `best`, or `outputs/exported/<run id>/onnx`), newest first, each its own choice labelled with its precision
+   (fp32 or int8); they run on ONNX Runtime. `$LUNGSOUND_APP_MODEL` may name an exported folder too.
 
 MLflow is consulted only where a store already exists (`$MLFLOW_TRACKING_URI`, or `./mlruns/mlflow.db` as
 `lungsound.tracking` writes it), so opening the app never creates one. A store that cannot be read is reported as a
@@ -32,7 +35,8 @@ class ModelChoice:
 
     label: str  # what the picker shows
     source: str  # a folder path, "runs:/<id>/model" or "models:/<name>/<version>"
-    origin: str  # "environment" | "quickstart" | "registered" | "checkpoint"
+    origin: str  # "environment" | "quickstart" | "registered" | "checkpoint" | "exported"
+    runtime: str = "torch"  # "onnx" for an exported folder
 
     @property
     def is_mlflow(self) -> bool:
@@ -55,12 +59,35 @@ def is_checkpoint(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "config.yaml").is_file()
 
 
+def is_exported(folder: Path) -> bool:
+    from lungsound.inference.onnx_runtime import is_exported as exported
+
+    return exported(folder)
+
+
+def exported_choice(folder: Path, label: str, origin: str, notes: list[str]) -> ModelChoice | None:
+    """The choice of an exported folder, labelled with its precision; None (and a note) when export.json is broken."""
+    from lungsound.errors import LungsoundError
+    from lungsound.inference.onnx_runtime import read_export
+
+    try:
+        precision = read_export(folder)["precision"]
+    except LungsoundError as exc:
+        notes.append(f"{exc}; skipped.")
+        return None
+    return ModelChoice(label.replace("{precision}", precision), str(folder), origin, "onnx")
+
+
 def discover_models(outputs: str | Path = "outputs") -> Discovery:
     """Every model the app can load; the first entry is the default."""
     found = Discovery()
     env_source = os.environ.get(ENV_MODEL, "").strip()
     if env_source:
-        if env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
+        if is_exported(Path(env_source)):
+            label = f"{_short(env_source)} (from ${ENV_MODEL}, ONNX " + "{precision})"
+            choice = exported_choice(Path(env_source), label, "environment", found.notes)
+            found.choices.extend([choice] if choice else [])
+        elif env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
             found.choices.append(ModelChoice(f"{_short(env_source)} (from ${ENV_MODEL})", env_source, "environment"))
         else:
             found.notes.append(f"${ENV_MODEL} = {env_source} is not a model folder (model.safetensors and "
@@ -73,16 +100,17 @@ def discover_models(outputs: str | Path = "outputs") -> Discovery:
         except Exception as exc:  # any MLflow failure (locked or old-schema store, server down) is only a note
             found.notes.append(f"could not read the MLflow store: {_one_line(exc)}")
     found.choices.extend(_checkpoint_folders(Path(outputs)))
+    found.choices.extend(_exported_folders(Path(outputs), found.notes))
     return _unique(found)
 
 
-def load_predictor(source: str):
-    """The `Predictor` of a picker entry (a folder or an MLflow URI); errors are `LungsoundError`."""
+def load_predictor(source: str, runtime: str = "torch"):
+    """The `Predictor` of a picker entry (a folder or an MLflow URI, run by `runtime`); errors are `LungsoundError`."""
     from lungsound.inference import Predictor
 
     if source.startswith(MLFLOW_SCHEMES):
-        return Predictor.from_mlflow(source)
-    return Predictor.from_checkpoint(source)
+        return Predictor.from_mlflow(source, runtime=runtime)
+    return Predictor.from_checkpoint(source, runtime=runtime)
 
 
 def _mlflow_client(notes: list[str]):
@@ -134,6 +162,17 @@ def _checkpoint_folders(outputs: Path) -> list[ModelChoice]:
     folders.sort(key=lambda f: (f / "model.safetensors").stat().st_mtime, reverse=True)
     return [ModelChoice(f"checkpoint: {f.parent.parent.name}/{f.parent.name}", str(f), "checkpoint")
             for f in folders[:MAX_CHECKPOINTS]]
+
+
+def _exported_folders(outputs: Path, notes: list[str]) -> list[ModelChoice]:
+    """Exported folders `<outputs>/<a>/<b>/<folder>` (model.onnx, export.json, config.yaml), newest first."""
+    if not outputs.is_dir():
+        return []
+    folders = [f.parent for f in outputs.glob("*/*/*/export.json") if is_exported(f.parent)]
+    folders.sort(key=lambda f: (f / "model.onnx").stat().st_mtime, reverse=True)
+    choices = [exported_choice(f, "ONNX {precision}: " + f"{f.parent.parent.name}/{f.parent.name}/{f.name}", "exported",
+                               notes) for f in folders[:MAX_CHECKPOINTS]]
+    return [c for c in choices if c is not None]
 
 
 def _unique(found: Discovery) -> Discovery:

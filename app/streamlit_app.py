@@ -8,8 +8,12 @@ Run with `make app`, or `streamlit run app/streamlit_app.py` from the repository
 4. the audio player, a timeline of the class probabilities per segment, the waveform, and the spectrogram with the
    explanation of one chosen segment (a red overlay for spectrogram models; for waveform models a time-saliency strip
    under the enlarged segment, with a caption saying so);
-5. a table of every segment, a JSON download of the results, and the model card (with the model's input and the kind
-   of explanation shown).
+5. a table of every segment, a JSON download of the results, and the model card (with the model's input, the kind
+   of explanation shown and the runtime).
+
+An exported model (`lungsound export`, listed as "ONNX fp32" or "ONNX int8") analyses the recording with ONNX Runtime;
+the explanation of the segment on screen is then computed with the folder's PyTorch weights (that segment only), and a
+folder exported without them says plainly that the fast model has no explanation (docs/onnx.md).
 
 Uploads are analysed in memory (`Predictor.predict` takes the bytes); nothing is written to disk. The model is loaded
 once per server process (`st.cache_resource`, keyed by its folder or MLflow URI). Every bad input - not audio, empty or
@@ -58,9 +62,9 @@ def find_models(env_model: str, cwd: str, tracking_uri: str):
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server)...", max_entries=4)
-def get_predictor(source: str):
+def get_predictor(source: str, runtime: str = "torch"):
     """The model of a picker entry, and a lock: sessions share it, and an explanation hooks into its layers."""
-    return load_predictor(source), threading.Lock()
+    return load_predictor(source, runtime), threading.Lock()
 
 
 def remember(key: tuple, compute):
@@ -99,11 +103,12 @@ if not discovery.choices:
 st.sidebar.header("Model")
 labels = [c.label for c in discovery.choices]
 picked = st.sidebar.selectbox("Model to use", labels, index=0, key="model",
-                              help="Registered MLflow models, the quickstart model and checkpoint folders.")
+                              help="Registered MLflow models, the quickstart model, checkpoint folders and exported "
+                                   "(ONNX) models, which analyse faster on a CPU.")
 choice = discovery.choices[labels.index(picked)]
 st.sidebar.caption(f"Source: `{choice.source}`")
 try:
-    predictor, model_lock = get_predictor(choice.source)
+    predictor, model_lock = get_predictor(choice.source, choice.runtime)
 except Exception as exc:  # a broken or incompatible model folder: say which, let the user pick another
     st.error(f"**The model could not be loaded.** {exc}\n\nPick another model in the sidebar, or run "
              "`make quickstart` to train the demo model.", icon=":material/error:")
@@ -193,18 +198,23 @@ else:
                             help="Starts at the segment the model finds most abnormal.")
     st.image(ui.png(ui.waveform_figure(pred.waveform, MODEL_RATE, pred.segments, selected)), width="stretch",
              alt="Waveform of the recording with the segment boundaries")
-    try:
-        with model_lock:
-            explanation = remember(key + ("explain", selected), lambda: predictor.explain(pred, selected))
-    except Exception as exc:  # the plots still make sense without the overlay
-        explanation = None
-        st.warning(f"No explanation for this segment: {exc}", icon=":material/warning:")
+    explanation = None
+    if predictor.runtime == "onnx" and not predictor.can_explain:  # exported without PyTorch weights: say so plainly
+        st.info(ui.NO_EXPLANATION_FAST, icon=":material/info:")
+    else:
+        try:
+            with model_lock:
+                explanation = remember(key + ("explain", selected), lambda: predictor.explain(pred, selected))
+        except Exception as exc:  # the plots still make sense without the overlay
+            st.warning(f"No explanation for this segment: {exc}", icon=":material/warning:")
     spectrogram = remember(key + ("spectrogram",), lambda: ui.log_mel(pred.waveform))
     st.image(ui.png(ui.spectrogram_figure(spectrogram, pred.segments, selected, explanation)), width="stretch",
              alt="Spectrogram with the segment boundaries and the explanation of the selected segment"
              + (" (a time saliency strip under the enlarged segment)" if ui.is_time_explanation(explanation) else ""))
     if explanation is not None and ui.is_time_explanation(explanation):
         st.caption(ui.explanation_caption(explanation))
+    if explanation is not None and predictor.runtime == "onnx":
+        st.caption(ui.fast_model_caption(predictor.runtime_label))
 
     with st.expander("All segments (table) and download"):
         st.dataframe(ui.segments_table(pred.segments, classes), hide_index=True)

@@ -423,3 +423,51 @@ def test_time_saliency_strip_shares_the_zoomed_spectrograms_time_axis(expected):
     np.testing.assert_allclose(strip.lines[0].get_ydata(), heat)
     assert len(whole.images) == 1 and len(zoom.images) == 1  # the spectrograms only, no overlay
     assert "wheezes" in strip.get_title(loc="left") and "waveform model" in ui.explanation_caption(ex)
+
+
+# ------------------------------------------------------------------------------------- exported (ONNX) models
+def _exported_app(tiny_model, tmp_path, monkeypatch, torch_weights: bool) -> tuple[AppTest, Path]:
+    """A checkpoint under ./outputs and its int8 export beside it; the app started in that folder."""
+    import shutil
+
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from lungsound.inference.onnx_export import export_checkpoint
+
+    best = shutil.copytree(tiny_model, tmp_path / "outputs" / "app" / "run-1" / "best")
+    exported = Path(export_checkpoint(best, int8=True, data=AUDIO_DIR.parent, n_check=8, torch_weights=torch_weights,
+                                      log=lambda line: None)["folder"])
+    monkeypatch.delenv("LUNGSOUND_APP_MODEL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    picker = at.sidebar.selectbox(key="model")
+    assert list(picker.options) == ["checkpoint: app/run-1", "ONNX int8: app/run-1/best-onnx-int8"]
+    picker.set_value("ONNX int8: app/run-1/best-onnx-int8").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    return at, exported
+
+
+def test_app_lists_an_exported_model_and_analyses_an_upload_with_it(tiny_model, good_recording, monkeypatch,
+                                                                     tmp_path):
+    from lungsound.inference import Predictor
+
+    at, exported = _exported_app(tiny_model, tmp_path, monkeypatch, torch_weights=True)
+    card = next(m.value for m in at.markdown if m.value.startswith("| About this model"))
+    assert "| Runs on | ONNX Runtime, exported model with 8-bit weights" in card
+    assert "computed with the folder's PyTorch weights for the segment shown" in card
+    upload(at, *good_recording)
+    fast = Predictor.from_checkpoint(exported, runtime="onnx")
+    assert_analysed(at, fast.predict(good_recording[1], name=good_recording[0], max_seconds=120.0))
+    assert any(c.value.startswith("The probabilities come from the fast exported model (ONNX Runtime int8)")
+               for c in at.caption)
+    assert not any(w.value.startswith("No explanation") for w in at.warning)
+
+
+def test_exported_model_without_weights_says_it_has_no_explanation(tiny_model, good_excerpt, monkeypatch, tmp_path):
+    at, _ = _exported_app(tiny_model, tmp_path, monkeypatch, torch_weights=False)
+    upload(at, *good_excerpt)
+    assert not at.error, [e.value for e in at.error]
+    assert any(i.value.startswith("**This fast model has no explanation.**") for i in at.info)
+    assert any(m.value.startswith("### ") for m in at.markdown) and len(at.image) == 3  # the plots, no overlay

@@ -15,6 +15,7 @@ from lungsound.errors import LungsoundError
 
 def build_parser() -> argparse.ArgumentParser:
     from lungsound.cli import data as data_cmd
+    from lungsound.cli import export as export_cmd
     from lungsound.cli import generate as generate_cmd
     from lungsound.cli import grid as grid_cmd
     from lungsound.cli import predict as predict_cmd
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_cmd.register(sub)
     grid_cmd.register(sub)
     generate_cmd.register(sub)
+    export_cmd.register(sub)
     return parser
 
 

@@ -1,5 +1,7 @@
 """`lungsound predict`: classify whole recordings with a trained model (`lungsound.inference.Predictor`).
 
+`--runtime onnx` runs the `model.onnx` of a folder written by `lungsound export` with ONNX Runtime (fp32 or int8).
+
 Output goes to stdout only: a readable summary per file (default), `--json` (a list with one `Prediction.to_dict()` per
 file) or `--csv` (one row per segment: file, start, end, normal, crackle, wheeze, both). A file that cannot be analysed
 is reported on stderr in one line (``lungsound: error: <file>: <problem>``), whatever went wrong (an unforeseen exception
@@ -29,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation", choices=("auto", "cycles", "breath", "windows"), default="auto",
                    help="auto: annotated cycles, else detected breathing cycles, else sliding windows")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="torch: the PyTorch model (default); onnx: the model.onnx of a folder from `lungsound export`")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list, one object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per segment")
@@ -38,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from lungsound.inference import Predictor
 
-    predictor = (Predictor.from_checkpoint(args.checkpoint) if args.checkpoint is not None
-                 else Predictor.from_mlflow(args.run_id))
+    predictor = (Predictor.from_checkpoint(args.checkpoint, runtime=args.runtime) if args.checkpoint is not None
+                 else Predictor.from_mlflow(args.run_id, runtime=args.runtime))
     results, failed = [], 0
     writer = _csv_writer() if args.csv else None
     for path in args.files:

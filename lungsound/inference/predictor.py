@@ -19,13 +19,19 @@ truncated WAV) go into `Prediction.warnings` as well (without the file name), no
 
 Explanations (`explain`, built by `lungsound.inference.explaining`): attention rollout (AST) or Grad-CAM (CNN) over the
 spectrogram, or a gradient x input time saliency for waveform models (`lungsound.explain`).
+
+Runtimes: `runtime="torch"` runs the PyTorch model of a checkpoint folder; `runtime="onnx"` runs the `model.onnx` of a
+folder written by `lungsound export` with ONNX Runtime (`lungsound.inference.onnx_runtime`), fp32 or int8. Either way
+every segment of a recording is featurised in one pass and classified in batches sized to memory, on intra-op threads =
+cores (`lungsound.inference.batching`). An ONNX model has no gradients or attention maps: its explanation is computed
+with the folder's PyTorch weights, loaded on first use, for the one segment asked for; a folder exported without them
+has no explanation (`can_explain` is False and `explain` says so in one line).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 import warnings as pywarnings
 from pathlib import Path
@@ -34,23 +40,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from lungsound.audio import decode_bytes, load_audio, resample
+from lungsound.audio import resample
 from lungsound.config import ExperimentConfig
 from lungsound.data.cycles import CycleConfig, cycle_bounds, fade_recording, fix_length
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.explain import METHODS, explanation_method
 from lungsound.features.fbank import FbankConfig, compute_features_batch
+from lungsound.inference.batching import batch_size_for, default_threads, torch_threads
 from lungsound.inference.explaining import explain_segment
+from lungsound.inference.model_uri import resolve_model_uri
+from lungsound.inference.onnx_runtime import OnnxModel
+from lungsound.inference.reading import _about_file, _check_signal, _read
 from lungsound.inference.result import Explanation, Prediction, Segment, summarize
 from lungsound.inference.segmentation import (BreathConfig, Span, annotated_cycles, detect_breath_cycles,
                                               sliding_windows)
 
 SAMPLE_RATE = 16000
-MIN_SECONDS = 1.0
-SILENCE_PEAK = 1e-6
-CLIP_LEVEL, CLIP_FRACTION = 0.999, 0.01
 SEGMENTATIONS = ("auto", "cycles", "breath", "windows")
+RUNTIMES = ("torch", "onnx")
 
 INPUT_WORDS = {False: "spectrogram (128-band Kaldi log-mel filterbank, 10-ms frames)",
                True: "raw waveform (16 kHz samples)"}
@@ -64,16 +72,33 @@ class Predictor:
 
     classes = tuple(CLASSES)
 
-    def __init__(self, model: nn.Module, cfg: ExperimentConfig, meta: dict, device: str | torch.device | None = None,
-                 *, window: float | None = None, hop: float | None = None, breath: BreathConfig = BreathConfig(),
-                 batch_size: int = 16, source: str = ""):
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+    def __init__(self, model: nn.Module | OnnxModel, cfg: ExperimentConfig, meta: dict,
+                 device: str | torch.device | None = None, *, window: float | None = None, hop: float | None = None,
+                 breath: BreathConfig = BreathConfig(), batch_size: int | None = None, threads: int | None = None,
+                 source: str = "", explainer=None):
+        """`model` is a PyTorch classifier or an `OnnxModel` (then `explainer`, a PyTorch model or a function loading
+        one, gives explanations). `batch_size` None sizes batches to memory; `threads` None = the cores."""
+        self.runtime = "onnx" if isinstance(model, OnnxModel) else "torch"
+        self.threads = int(threads or default_threads())
+        if self.runtime == "onnx":
+            self.device, self.onnx, self.model = torch.device("cpu"), model, None
+            self._explainer = explainer
+        else:
+            device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+            self.device = torch.device(device)
+            self.onnx, self.model = None, model.to(self.device).eval()
+            self._explainer = self.model
         self.cfg, self.meta, self.source = cfg, dict(meta), source
+        self.export_info: dict | None = None  # export.json of an exported folder
         self.cycle_cfg = CycleConfig(sample_rate=SAMPLE_RATE, duration=cfg.data.duration, pad=cfg.data.pad)
         self.fbank_cfg = FbankConfig() if cfg.data.input == "fbank" else None
         self.window = cfg.data.duration if window is None else float(window)
-        self.hop, self.breath, self.batch_size = hop, breath, int(batch_size)
+        self.hop, self.breath = hop, breath
+        self.batch_size = int(batch_size) if batch_size else batch_size_for(cfg)
+        if self.runtime == "onnx" and model.precision == "int8":
+            self.batch_size = 1  # one activation scale per batch tensor: see lungsound.inference.onnx_export
+        if self.batch_size < 1:
+            raise LungsoundError(f"batch_size must be at least 1, got {batch_size!r}", source)
         calibration = self.meta.get("calibration") or {}
         self.temperature = float(calibration.get("temperature", 1.0))
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -82,12 +107,29 @@ class Predictor:
     # --- loading -----------------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None, **kwargs) -> "Predictor":
-        """Load a model folder written by `lungsound.training.checkpoint.save_model`."""
-        from lungsound.training.checkpoint import load_model
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        runtime: str = "torch", **kwargs) -> "Predictor":
+        """Load a model folder written by `lungsound.training.checkpoint.save_model` (runtime "torch"), or one written
+        by `lungsound export` (runtime "onnx"; with "torch" its PyTorch weights, when it holds them)."""
+        from lungsound.inference.onnx_runtime import is_exported, load_exported
+        from lungsound.training.checkpoint import MODEL_FILE, load_model
 
-        model, cfg, meta = load_model(path, device="cpu")
-        return cls(model, cfg, meta, device, source=kwargs.pop("source", str(path)), **kwargs)
+        if runtime not in RUNTIMES:
+            raise LungsoundError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        folder = Path(path).parent if Path(path).is_file() else Path(path)
+        source = kwargs.pop("source", str(path))
+        if runtime == "onnx":
+            model, cfg, meta, info = load_exported(folder, kwargs.get("threads"))
+            weights = folder / MODEL_FILE
+            explainer = (lambda: load_model(folder, device="cpu")[0]) if weights.is_file() else None
+            predictor = cls(model, cfg, meta, device, source=source, explainer=explainer, **kwargs)
+            predictor.export_info = info
+            return predictor
+        if is_exported(folder) and not (folder / MODEL_FILE).is_file():
+            raise LungsoundError("this exported folder holds only the ONNX model (no PyTorch weights): use the onnx "
+                                 "runtime (--runtime onnx)", folder)
+        model, cfg, meta = load_model(folder, device="cpu")
+        return cls(model, cfg, meta, device, source=source, **kwargs)
 
     @classmethod
     def from_mlflow(cls, uri: str, device: str | torch.device | None = None, **kwargs) -> "Predictor":
@@ -98,9 +140,32 @@ class Predictor:
         run_id, artifact = resolve_model_uri(uri)
         with tempfile.TemporaryDirectory(prefix="lungsound-model-") as tmp:
             folder = download_artifacts(run_id, artifact, tmp)
-            return cls.from_checkpoint(folder, device, source=uri, **kwargs)
+            predictor = cls.from_checkpoint(folder, device, source=uri, **kwargs)
+            if predictor.runtime == "onnx" and callable(predictor._explainer):  # the folder goes away: load it now
+                predictor._explainer = predictor._explainer()
+            return predictor
 
     # --- properties --------------------------------------------------------------------------------------------------
+
+    @property
+    def runtime_label(self) -> str:
+        """'PyTorch', 'ONNX Runtime fp32' or 'ONNX Runtime int8'."""
+        return "PyTorch" if self.runtime == "torch" else f"ONNX Runtime {self.onnx.precision}"
+
+    @property
+    def explanation_method(self) -> str | None:
+        """The explanation `explain` gives (a key of `lungsound.explain.METHODS`), or None when there is none."""
+        if self.runtime == "torch":
+            return explanation_method(self.model)
+        if self._explainer is None:
+            return None
+        if isinstance(self._explainer, nn.Module):
+            return explanation_method(self._explainer)
+        return _method_by_name(self.cfg.model.name)
+
+    @property
+    def can_explain(self) -> bool:
+        return self.explanation_method is not None
 
     @property
     def calibrated(self) -> bool:
@@ -127,7 +192,13 @@ class Predictor:
         ]
         if synthetic:
             limitations.insert(0, "Trained on synthetic sounds, not on real patients: for demonstrating the software only.")
-        method = explanation_method(self.model)
+        method = self.explanation_method
+        if method is None:
+            explanation = ("none: this fast ONNX model was exported without its PyTorch weights"
+                           if self.runtime == "onnx" else "none for this kind of model")
+        else:
+            explanation = METHODS[method][1] + (", computed with the folder's PyTorch weights for the segment shown"
+                                                if self.runtime == "onnx" else "")
         return {
             "name": self.cfg.name, "model": self.cfg.model.name,
             "method": self.meta.get("method", self.cfg.method.name),
@@ -137,7 +208,7 @@ class Predictor:
             "test_scores": test or None, "calibration": calibration, "temperature": self.temperature,
             "segment_seconds": self.cfg.data.duration, "source": self.source,
             "input": INPUT_WORDS[self.fbank_cfg is None], "explanation_method": method,
-            "explanation": METHODS[method][1] if method else "none for this kind of model",
+            "explanation": explanation, "runtime": self.runtime_label,
             "intended_use": INTENDED_USE, "limitations": limitations,
         }
 
@@ -186,14 +257,23 @@ class Predictor:
             return torch.from_numpy(waves)
         return compute_features_batch(waves, self.fbank_cfg)
 
-    @torch.inference_mode()
     def _classify(self, x: np.ndarray, spans: list[Span]) -> np.ndarray:
+        """Calibrated class probabilities (n, C) of every span: all inputs made in one pass, then `logits`."""
+        logits = torch.from_numpy(self.logits(self.model_inputs(x, spans)))
+        return torch.softmax(logits / self.temperature, dim=1).numpy().astype(np.float64)
+
+    def logits(self, inputs: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(n, C) float32 logits of n model inputs, in batches of `batch_size`, on `threads` intra-op threads."""
+        inputs = torch.as_tensor(inputs)
         out = []
-        for i in range(0, len(spans), self.batch_size):
-            batch = self.model_inputs(x, spans[i:i + self.batch_size]).to(self.device)
-            logits = self.model(batch).float()
-            out.append(torch.softmax(logits / self.temperature, dim=1).cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        if self.runtime == "onnx":
+            for i in range(0, len(inputs), self.batch_size):
+                out.append(self.onnx.logits(inputs[i:i + self.batch_size]))
+            return np.concatenate(out)
+        with torch_threads(self.threads), torch.inference_mode():
+            for i in range(0, len(inputs), self.batch_size):
+                out.append(self.model(inputs[i:i + self.batch_size].to(self.device)).float().cpu().numpy())
+        return np.concatenate(out)
 
     # --- explanation -------------------------------------------------------------------------------------------------
 
@@ -209,12 +289,25 @@ class Predictor:
             raise LungsoundError("this prediction holds no waveform to explain", pred.file)
         if not 0 <= segment_index < len(pred.segments):
             raise LungsoundError(f"segment index {segment_index} out of range (0..{len(pred.segments) - 1})", pred.file)
+        model = self._explain_model()
         seg = pred.segments[segment_index]
-        x = self.model_inputs(pred.waveform, [(seg.start, seg.end)])[0].to(self.device)
+        x = self.model_inputs(pred.waveform, [(seg.start, seg.end)])[0].to(next(model.parameters()).device)
         predicted = max(seg.probabilities, key=seg.probabilities.get)
         piece = _cut(fade_recording(pred.waveform, self.cycle_cfg), seg.start, seg.end)
-        return explain_segment(self.model, x, piece, seg.start, self.cycle_cfg, self.fbank_cfg,
-                               CLASSES.index(predicted))
+        with torch_threads(self.threads):
+            return explain_segment(model, x, piece, seg.start, self.cycle_cfg, self.fbank_cfg,
+                                   CLASSES.index(predicted))
+
+    def _explain_model(self) -> nn.Module:
+        """The PyTorch model explanations use: the model itself, or for the onnx runtime the folder's PyTorch weights
+        (loaded on first use)."""
+        if self._explainer is None:
+            raise LungsoundError("this fast ONNX model has no explanation: it was exported without its PyTorch weights "
+                                 "(--no-torch-weights), and ONNX Runtime gives no gradients or attention maps",
+                                 self.source)
+        if not isinstance(self._explainer, nn.Module):
+            self._explainer = self._explainer().eval()
+        return self._explainer
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -222,106 +315,13 @@ class Predictor:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_model_uri(uri: str) -> tuple[str, str]:
-    """(run id, artifact path) of `runs:/<id>/<path>`, a bare run id, or a registered `models:/<name>/<version>`."""
-    uri = str(uri).strip()
-    if uri.startswith("runs:/"):
-        run_id, _, path = uri[len("runs:/"):].strip("/").partition("/")
-        if not run_id:
-            raise LungsoundError(f"no run id in {uri!r}; expected runs:/<run id>/model")
-        return run_id, path or "model"
-    if uri.startswith("models:/"):
-        return _registered(uri)
-    if not re.fullmatch(r"[0-9a-zA-Z_-]+", uri):
-        raise LungsoundError(f"not an MLflow run id or model URI: {uri!r} (expected a run id, runs:/<id>/model or "
-                             "models:/<name>/<version>)")
-    return uri, "model"
+def _method_by_name(name: str) -> str:
+    """The explanation method of a model by its registered name (no need to build it): AST, speech or CNN."""
+    from lungsound.models import SPEECH_MODELS
 
-
-def _registered(uri: str) -> tuple[str, str]:
-    from lungsound.tracking import client, tracking_uri
-
-    ref = uri[len("models:/"):].strip("/")
-    mlf = client()
-    try:
-        if "@" in ref:
-            name, alias = ref.rsplit("@", 1)
-            version = mlf.get_model_version_by_alias(name, alias)
-        else:
-            name, _, number = ref.rpartition("/")
-            if not name or not number:
-                raise LungsoundError(f"expected models:/<name>/<version> or models:/<name>@<alias>, got {uri!r}")
-            version = mlf.get_model_version(name, number)
-    except LungsoundError:
-        raise
-    except Exception as exc:  # mlflow's own exception types
-        raise LungsoundError(f"registered model {uri!r} not found in {tracking_uri()}: {exc}") from None
-    source = str(version.source or "")
-    if source.startswith("runs:/"):
-        return resolve_model_uri(source)
-    if not version.run_id:
-        raise LungsoundError(f"registered model {uri!r} has no source run to load it from (source {source!r})")
-    return version.run_id, "model"
-
-
-def _read(source, sample_rate: int | None, name: str | None, max_seconds: float | None) -> tuple[str, np.ndarray, int]:
-    """(label for messages, float32 mono samples at the native rate, native rate)."""
-    if isinstance(source, (str, os.PathLike)):
-        label = name or str(source)
-        x, sr = load_audio(source, None, max_seconds=max_seconds)
-        return label, x, sr
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        label = name or "upload"
-        x, sr = decode_bytes(bytes(source), label, None, max_seconds)
-        return label, x, sr
-    if isinstance(source, np.ndarray):
-        label = name or "array"
-        if sample_rate is None:
-            raise LungsoundError("an array needs its sample_rate", label)
-        if source.ndim != 1 or not np.issubdtype(source.dtype, np.floating):
-            raise LungsoundError(f"expected a 1-D float array of samples, got {source.dtype} {source.shape}", label)
-        if source.size == 0:
-            raise LungsoundError("contains no audio (0 samples)", label)
-        if not np.all(np.isfinite(source)):
-            raise LungsoundError("contains NaN or infinite samples", label)
-        if max_seconds is not None and source.size / sample_rate > max_seconds:
-            raise LungsoundError(f"too long: {source.size / sample_rate:.2f} s exceeds the limit of "
-                                 f"max_seconds={max_seconds:g} s", label)
-        return label, source.astype(np.float32), int(sample_rate)
-    raise LungsoundError(f"cannot analyse a {type(source).__name__}: give a file path, the file's bytes or a 1-D array")
-
-
-def _about_file(caught: list, label: str) -> list[str]:
-    """The messages of the decoder's warnings about this file (they start with its name, dropped here); any other
-    warning is passed on to Python's warnings unchanged."""
-    mine = []
-    for w in caught:
-        text = str(w.message)
-        if issubclass(w.category, UserWarning) and text.startswith(f"{label}: "):
-            mine.append(text[len(label) + 2:])
-        else:
-            pywarnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return mine
-
-
-def _check_signal(x: np.ndarray, sr: int, label: str) -> list[str]:
-    """Errors for too short, silent and constant recordings; a warning for heavy clipping."""
-    seconds = len(x) / sr
-    if seconds < MIN_SECONDS:
-        raise LungsoundError(f"too short: {seconds:.2f} s of audio; at least {MIN_SECONDS:g} s is needed", label)
-    peak = float(np.max(np.abs(x)))
-    if peak < SILENCE_PEAK:
-        raise LungsoundError(f"silent: the recording is digital silence (peak amplitude {peak:.1e})", label)
-    mean = float(np.mean(x, dtype=np.float64))
-    swing = float(np.max(np.abs(x.astype(np.float64) - mean)))
-    if swing < SILENCE_PEAK:
-        raise LungsoundError(f"constant: the recording is a flat level of {mean:.3g} (a DC offset) with no sound "
-                             f"(every sample within {swing:.1e} of it)", label)
-    clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
-    if clipped > CLIP_FRACTION:
-        return [f"heavily clipped: {100 * clipped:.1f}% of the samples are at full scale; the sound is distorted and "
-                "the probabilities may be unreliable"]
-    return []
+    if name.startswith("ast"):
+        return "attention-rollout"
+    return "gradient-x-input" if name in SPEECH_MODELS else "grad-cam"
 
 
 def _cut(faded: np.ndarray, start: float, end: float) -> np.ndarray:

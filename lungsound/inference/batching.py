@@ -1,0 +1,136 @@
+"""How many segments go through the classifier at once, and on how many threads (both runtimes).
+
+A recording's segments are featurised in one pass and classified in batches of
+
+    B = clamp(floor(budget / w), 1, MAX_BATCH),   budget = min(LUNGSOUND_BATCH_MB (default 1024) MiB, MemAvailable / 4)
+
+where w is the estimated peak working memory of one segment in a forward pass, from the model's geometry (float32):
+
+- AST (N = F T' + 2 tokens, D dims, h heads):            w = 4 (2 h N^2 + 12 N D)       (attention scores and their
+  softmax, hidden states, q/k/v and the 4 D MLP of one block); AST-base on 8 s: N = 950, w = 122 MB, so B = 8;
+- speech models (L samples, first conv c0 channels and stride s0, T = L / prod(strides) frames):
+  w = 4 (2 c0 L / s0 + 2 h T^2 + 12 T D)                 (the first conv's output dominates: 52 MB per copy for a
+  base model on 8 s);
+- anything else (the timm CNNs):                         w = 64 x the input's bytes (the first 64-channel stages).
+
+So a long recording never needs memory in proportion to its length, and a small model still runs in one batch.
+
+Threads: intra-op threads = the cores this process may use (`os.sched_getaffinity`; `$LUNGSOUND_THREADS` overrides it,
+e.g. on a machine shared with other work, where PyTorch's OpenMP threads waiting for a busy core can make a small model
+many times slower), set for the duration of each classification with PyTorch (and restored after, so the rest of the
+process keeps its own setting) and given to ONNX Runtime's session (intra-op = cores, inter-op = 1, sequential
+execution: one model, one request at a time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from lungsound.config import ExperimentConfig
+
+MAX_BATCH = 64
+DEFAULT_BUDGET_MB = 1024
+BUDGET_ENV = "LUNGSOUND_BATCH_MB"
+THREADS_ENV = "LUNGSOUND_THREADS"
+CNN_FACTOR = 64
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; os.cpu_count() where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Intra-op threads for inference: $LUNGSOUND_THREADS when set to a positive integer, else `available_cores()`."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else available_cores()
+
+
+def available_memory() -> int:
+    """Bytes of memory available without swapping (MemAvailable of /proc/meminfo; 4 GiB where unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def batch_budget() -> int:
+    """Bytes one batch may use: min($LUNGSOUND_BATCH_MB MiB (default 1024), a quarter of the available memory)."""
+    try:
+        cap = float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_MB)) * 2**20
+    except ValueError:
+        cap = DEFAULT_BUDGET_MB * 2**20
+    return int(max(1.0, min(cap, available_memory() / 4)))
+
+
+def working_bytes(cfg: ExperimentConfig) -> int:
+    """Estimated peak working memory (bytes) of one segment in a forward pass of the model `cfg` describes."""
+    from lungsound.models import SPEECH_MODELS
+
+    name, params = cfg.model.name, dict(cfg.model.params)
+    length = int(cfg.data.duration * 16000)
+    if name in ("ast", "ast_tiny"):
+        from lungsound.models.ast import TINY, ASTConfig, frames_for_duration
+
+        keys = {f.name for f in dataclasses.fields(ASTConfig)}
+        given = {k: v for k, v in params.items() if k in keys}
+        given.setdefault("input_frames", frames_for_duration(cfg.data.duration))
+        ast = ASTConfig(**{**(TINY if name == "ast_tiny" else {}), **given})
+        f, t = ast.grid
+        n = f * t + 2
+        return 4 * (2 * ast.num_heads * n * n + 12 * n * ast.embed_dim)
+    if name in SPEECH_MODELS:
+        hf = _speech_config(name, params)
+        frames = length
+        for stride in hf.conv_stride:
+            frames //= stride
+        first = 2 * hf.conv_dim[0] * length // hf.conv_stride[0]
+        return 4 * (first + 2 * hf.num_attention_heads * frames ** 2 + 12 * frames * hf.hidden_size)
+    frames = 1 + (length - 400) // 160
+    return CNN_FACTOR * 4 * frames * 128
+
+
+def _speech_config(name: str, params: dict):
+    """The HF config of a speech model from its saved backbone_config, else its registered architecture."""
+    from lungsound.models.speech import CHECKPOINTS, FAMILIES
+
+    spec = CHECKPOINTS[name]
+    config_cls = FAMILIES[spec.family][0]
+    fields = dict(params.get("backbone_config") or spec.arch)
+    fields.update(params.get("overrides") or {})
+    fields.pop("num_feat_extract_layers", None)
+    return config_cls.from_dict(fields)
+
+
+def batch_size_for(cfg: ExperimentConfig, budget: int | None = None) -> int:
+    """Segments per batch for the model of `cfg` within `budget` bytes (default `batch_budget()`)."""
+    budget = batch_budget() if budget is None else int(budget)
+    return int(min(MAX_BATCH, max(1, budget // max(1, working_bytes(cfg)))))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to `threads` inside the block, restored after."""
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
