@@ -13,7 +13,9 @@ from lungsound.models.speech import CHECKPOINTS
 from tests.conftest import write_generated_set
 from lungsound.training.run import fit
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+ALL_FILES = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+VOCODERS = [p for p in ALL_FILES if p.stem.startswith("vocoder_")]  # generation configs, not classifier experiments
+EXPERIMENTS = [p for p in ALL_FILES if p not in VOCODERS]
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +47,14 @@ def test_experiment_runs_two_steps(path, builtin_small, tmp_path):
         method_terms = {"patchmix_cl": "train_loss_cl", "sgscl": "train_loss_sg", "dat": "train_loss_domain"}
         key = method_terms.get(cfg.method.name)
         assert key is None or math.isfinite(logs[key])
+
+
+@pytest.mark.parametrize("path", VOCODERS, ids=lambda p: p.stem)
+def test_vocoder_file_runs_two_steps(path, builtin_small, tmp_path):
+    from lungsound.generation.train import load_vocoder_config, train_vocoder
+
+    cfg = load_vocoder_config(path, [f"data.root={builtin_small}", "model.residual_layers=2",
+                                     "model.residual_channels=4", "train.steps=2", "train.batch_size=2",
+                                     "data.crop_frames=4", f"tracking.output_dir={tmp_path}"])
+    out = train_vocoder(cfg, progress=False, track=False)
+    assert out["finished"] and math.isfinite(out["loss"]) and (out["vocoder"] / "model.safetensors").is_file()
