@@ -79,19 +79,27 @@ def _in_subprocess(extra: list[str]) -> dict[str, float]:
 
 def training_run_memory() -> tuple[float, float, float]:
     """Peak RSS (GB) and wall time of a `lungsound train` of the tiny wav2vec 2.0 on the built-in data; cached GB."""
+    import numpy as np
+
     from lungsound.features.cache import cache_root
 
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # this run's own peak, nothing else
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(Path(sys.executable).parent / "lungsound"), "train", "-c", "experiments/icbhi_repaug_wav2vec2_clean.yaml",
                "data.root=null", "model.name=wav2vec2_tiny", "model.pretrained=null", "train.epochs=1",
                "train.ma_beta=null", "train.lr=1e-3", f"tracking.output_dir={tmp}/out", "--quiet"]
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        res = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, check=True, capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
         wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    cached = sum(f.stat().st_size for f in cache_root().rglob("arrays.npy")
-                 if (f.stat().st_size / 4) % 128000 == 0) / 1024 ** 3
+    peak = int(res.stdout.strip().splitlines()[-1]) / 1024 ** 2
+    cached = 0.0
+    for f in cache_root().rglob("arrays.npy"):
+        arr = np.load(f, mmap_mode="r")
+        if arr.ndim == 2 and arr.shape[1] == int(SECONDS * RATE):  # 8-s waveform caches
+            cached += arr.nbytes / 1024 ** 3
     return peak, wall, cached
 
 
