@@ -127,7 +127,7 @@ BUILTIN_METHODS := icbhi_ast_ce icbhi_patchmix_cl icbhi_dat_device icbhi_sgscl
 BUILTIN_SIZE := data.root=null model.name=ast_tiny model.pretrained=null 'model.params={fstride: 16, tstride: 16}' \
 	train.lr=1.0e-3 train.batch_size=8 train.epochs=15 train.ma_beta=null tracking.experiment=builtin-bench
 
-bench-builtin: setup ## CE, Patch-Mix CL, DAT and SG-SCL, both protocols, then the RepAugment grid; tiny models, built-in data
+bench-builtin: setup ## the four AST methods, then the RepAugment grid and the AFT pipeline; tiny models, built-in data (~100 min)
 	for exp in $(BUILTIN_METHODS); do for variant in "" _clean; do \
 	  $(LS) train -c experiments/$$exp$$variant.yaml $(BUILTIN_SIZE) --seeds $(or $(BENCH_SEEDS),1-3) --quiet || exit 1; \
 	done; done
