@@ -134,7 +134,7 @@ bench-builtin: setup ## the four AST methods, then the RepAugment grid and the A
 	$(LS) compare --experiment builtin-bench --published --out outputs/compare/builtin-bench
 	$(MAKE) bench-builtin-repaugment bench-builtin-aft
 
-# The RepAugment grid at quickstart size (clean protocol, 3 seeds; about 25 minutes on 2 cores): the tiny AST (10 epochs)
+# The RepAugment grid at quickstart size (clean protocol, 3 seeds; 31 minutes measured on 2 shared cores): the tiny AST (10 epochs)
 # x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment} and a tiny wav2vec 2.0 (6 epochs, 4-s cycles) x the same less
 # SpecAugment. Not the paper's models: it shows the grid machinery and how each augmentation behaves at this size.
 BUILTIN_REPAUG_AST := $(filter-out train.epochs=15 tracking.experiment=builtin-bench,$(BUILTIN_SIZE)) train.epochs=10
@@ -142,7 +142,7 @@ BUILTIN_REPAUG_SPEECH := data.root=null model.name=wav2vec2_tiny model.pretraine
 	train.lr=1.0e-3 train.batch_size=8 train.epochs=6 train.ma_beta=null
 
 .PHONY: bench-builtin-repaugment
-bench-builtin-repaugment: setup ## the RepAugment grid on built-in data: tiny AST and tiny wav2vec 2.0, 3 seeds (~25 min)
+bench-builtin-repaugment: setup ## the RepAugment grid on built-in data: tiny AST and tiny wav2vec 2.0, 3 seeds (~30 min)
 	$(LS) grid -c experiments/icbhi_ast_repaugment_clean.yaml $(BUILTIN_REPAUG_AST) --experiment builtin-repaugment \
 	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet
 	$(LS) grid -c experiments/icbhi_repaug_wav2vec2_clean.yaml $(BUILTIN_REPAUG_SPEECH) --experiment builtin-repaugment \
