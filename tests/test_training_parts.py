@@ -12,7 +12,7 @@ from lungsound.config import flatten, load_config
 from lungsound.errors import LungsoundError
 from lungsound.methods import class_weights_from_counts
 from lungsound.training.optim import MovingAverageBlend, cosine_lr
-from lungsound.training.run import aggregate, parse_seeds
+from lungsound.training.seeds import aggregate, parse_seeds
 
 
 def test_cosine_schedule_hand_computed():

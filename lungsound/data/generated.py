@@ -81,7 +81,10 @@ def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig 
     if fbank_cfg is None or not stretch:
         wave = fix_length(clip.astype(np.float32), cycle_cfg)
         return wave if fbank_cfg is None else compute_features(wave, fbank_cfg).numpy()
-    target = compute_features(np.zeros(cycle_cfg.length, dtype=np.float32), fbank_cfg).shape[0]
+    from lungsound.models.ast import frames_for_duration  # (imports transformers: only when stretching)
+
+    target = frames_for_duration(cycle_cfg.length / cycle_cfg.sample_rate, cycle_cfg.sample_rate,
+                                 fbank_cfg.frame_length_ms, fbank_cfg.frame_shift_ms)  # the real cycles' frame count
     feats = compute_features(clip.astype(np.float32), fbank_cfg)  # (T, F); the normalisation is affine: order is free
     stretched = torch.nn.functional.interpolate(feats[None, None], size=(target, feats.shape[1]), mode="bilinear",
                                                 align_corners=False)

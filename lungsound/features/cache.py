@@ -26,6 +26,7 @@ from lungsound.data.cycles import CycleConfig, load_cycles
 from lungsound.data.database import Recording
 from lungsound.errors import LungsoundError
 from lungsound.features.fbank import FbankConfig, compute_features_batch
+from lungsound.storage import atomic_write_json
 
 CACHE_VERSION = 1
 
@@ -154,7 +155,7 @@ def load_or_build(root: Path, recordings: list[Recording], cycle_cfg: CycleConfi
     except (OSError, ValueError):
         memo = {}
     key = cache_key(root, recordings, cycle_cfg, fbank_cfg, memo)
-    _write_json_atomic(memo_path, memo)
+    atomic_write_json(memo_path, memo, indent=None)
     target = base / key
     if not (target / "arrays.npy").exists():
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=base))
@@ -179,8 +180,3 @@ def load_or_build(root: Path, recordings: list[Recording], cycle_cfg: CycleConfi
         raise LungsoundError(f"cache entry holds {len(arrays)} cycles, expected {len(rec_idx)}; delete it", target)
     return CachedCycles(arrays, rec_idx, cyc_idx, target)
 
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)

@@ -78,7 +78,7 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
                                      {**environment_tags(), "kind": "vocoder", "protocol": cfg.train.protocol,
                                       "data_root": clips.root, "clips": len(clips.labels)})
             logger.log_params(flatten(asdict(cfg)))
-        folder = run_dir(_RunCfg(cfg), run_name, logger.run_id if logger else None)
+        folder = run_dir(cfg.tracking, run_name, logger.run_id if logger else None)
         if logger:
             logger.set_tags({"run_folder": str(folder.resolve())})
     else:
@@ -87,13 +87,6 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
     with ends_on_error(logger):
         return _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder, logger, losses, start,
                      stop_after, progress and main, main)
-
-
-class _RunCfg:
-    """The two fields `run_dir` reads, from a vocoder config."""
-
-    def __init__(self, cfg: VocoderExperiment):
-        self.tracking = cfg.tracking
 
 
 def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder: Path, logger, losses: list,

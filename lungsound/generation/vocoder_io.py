@@ -19,7 +19,6 @@ a ``class_condition`` model maps to ``num_classes`` (the size of its class embed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lungsound.data.download import sha256_of
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
@@ -117,15 +117,7 @@ def vocoder_sha256(folder: str | Path) -> str:
     path = _folder(folder) / MODEL_FILE
     if not path.is_file():
         raise LungsoundError(f"not a lungsound vocoder: {MODEL_FILE} is missing", path.parent)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def _read_reference(path: Path) -> dict:
@@ -229,7 +221,7 @@ def import_reference(path: str | Path, out: str | Path) -> Path:
     step = ckpt.get("step")
     if isinstance(step, torch.Tensor) and step.numel() == 1:
         step = int(step.item())
-    meta = {"source": "reference checkpoint", "source_file": path.name, "source_sha256": _sha256(path),
+    meta = {"source": "reference checkpoint", "source_file": path.name, "source_sha256": sha256_of(path),
             "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
             "reference_params": _plain(params)}
     return save_vocoder(out, model, config, meta)

@@ -47,10 +47,11 @@ def _selection_key(cfg: ExperimentConfig, ev_select: Evaluation) -> float | None
     return float(s["score"])
 
 
-def run_dir(cfg: ExperimentConfig, run_name: str, run_id: str | None = None) -> Path:
-    """Create this run's own folder (exclusively: never one another run also uses)."""
+def run_dir(tracking, run_name: str, run_id: str | None = None) -> Path:
+    """Create this run's own folder under `tracking.output_dir/tracking.experiment` (exclusively: never one another
+    run also uses)."""
     key = (run_id or uuid.uuid4().hex)[:12]
-    return exclusive_dir(Path(cfg.tracking.output_dir) / cfg.tracking.experiment, f"{run_name}-{key}")
+    return exclusive_dir(Path(tracking.output_dir) / tracking.experiment, f"{run_name}-{key}")
 
 
 def _eval_arrays(ev_test: Evaluation, ev_val: Evaluation | None) -> dict[str, np.ndarray]:
@@ -148,7 +149,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
         if main:
             _check_best(folder / "best", best, model_cfg)
     elif main:
-        folder = run_dir(cfg, run_name, logger.run_id if logger else None)
+        folder = run_dir(cfg.tracking, run_name, logger.run_id if logger else None)
         if logger:
             logger.set_tags({"run_folder": str(folder.resolve())})
     else:
@@ -254,10 +255,3 @@ def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str
         logger.log_artifact(tmp / "report", "report")
     logger.log_artifact(folder / "best", "model")
 
-
-def __getattr__(name: str):  # the multi-seed helpers moved to lungsound.training.seeds
-    if name in ("fit_seeds", "parse_seeds", "aggregate", "resume_group"):
-        from lungsound.training import seeds
-
-        return getattr(seeds, name)
-    raise AttributeError(name)
