@@ -105,6 +105,22 @@ icbhi-aft: check-data setup ## [AFT] vocoder, Mixed-500/2k, CE and AFT rows, bot
 	done
 	$(LS) compare --experiment icbhi-aft --published --out outputs/compare/icbhi-aft
 
+# Leave-one-stethoscope-out (lungsound.data.splits): EXP=<experiment file stem>, DATA=<ICBHI folder> or DATA=builtin,
+# OVERRIDES='key=value ...' for every run (e.g. tracking.experiment=NAME).
+EXP ?= icbhi_sgscl
+OOD_DEVICES := Meditron LittC2SE Litt3200 AKGC417L
+OOD_ROOT = $(if $(filter builtin,$(DATA)),,data.root=$(DATA)) $(OVERRIDES)
+
+.PHONY: icbhi-device-ood
+icbhi-device-ood: setup ## train EXP on the official split and on each held-out stethoscope; table of OOD vs in-distribution
+	@[ "$(DATA)" = builtin ] || $(MAKE) --no-print-directory check-data DATA="$(DATA)"
+	@test -f experiments/$(EXP).yaml || { echo "no experiment file experiments/$(EXP).yaml (EXP=<file stem>)"; exit 2; }
+	$(LS) train -c experiments/$(EXP).yaml $(OOD_ROOT) data.split=official --seeds $(SEEDS) --quiet
+	set -e; for device in $(OOD_DEVICES); do \
+	  $(LS) train -c experiments/$(EXP).yaml $(OOD_ROOT) data.split=device_out=$$device --seeds $(SEEDS) --quiet; \
+	done
+	$(LS) device-ood -c experiments/$(EXP).yaml $(OVERRIDES) --out outputs/device_ood/$(EXP)
+
 download: setup ## fetch the official ICBHI 2017 archive into data/ICBHI_final_database
 	$(LS) data download --dest data
 

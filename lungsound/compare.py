@@ -6,8 +6,10 @@ whole config except what does not change results (seed, run name, output folder,
 path) and the data fingerprint (the cycles and labels the run trained and was tested on). Within a row each seed counts
 once: when a seed was run several times the newest run is used, and a note says so. When one experiment file and protocol
 has several rows (other overrides, other data), the row label names what differs. A NaN metric makes the row's mean NaN
-and is shown as such. Writes `comparison.md`, `comparison.csv` and `comparison.png` (Score with std error bars, the
-published Score as a marker where one exists).
+and is shown as such. The std is the population std over the row's seeds (ddof=0, dividing by n, as the `_std` metrics
+of multi-seed parent runs); every row says how many seeds it uses and the Markdown says which std. Writes
+`comparison.md`, `comparison.csv` and `comparison.png` (Score with std error bars, the published Score as a marker where
+one exists). `paired=(A, B)` adds a seed-by-seed comparison of two rows (`lungsound.paired`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from lungsound.data.labels import CLASSES
+from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.errors import LungsoundError
 from lungsound.published import published_for
 
 METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]
+DEVICE_METRICS = [f"score_{d}" for d in DEVICES]  # test Score on one stethoscope's cycles (NaN where it has none)
 # Config keys that do not change what a run computes: runs differing only here are the same experiment.
 NOT_COMPARED = ("train.seed", "tracking.run_name", "tracking.output_dir", "tracking.experiment", "data.loader_workers",
                 "train.threads", "train.device", "data.root", "data.cache", "description")
+STD_DDOF = 0  # population std over seeds, as training.seeds.aggregate (the parent runs' `_std` metrics)
+STD_KIND = "population (ddof=0)"
+STD_NOTE = ("Cells are mean ± std over each row's distinct seeds (n = the seeds column); the std is the population std "
+            "(ddof=0, dividing by n), not the sample std (ddof=1).")
 
 
 def collect_runs(experiments: list[str] | None = None) -> list[dict]:
@@ -53,7 +60,7 @@ def collect_runs(experiments: list[str] | None = None) -> list[dict]:
                          "protocol": tags.get("protocol", "?"), "seed": tags.get("seed", "?"),
                          "data": tags.get("data_fingerprint", "?"), "config": config, "run_id": run.info.run_id,
                          "start_time": run.info.start_time or 0,
-                         **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS}})
+                         **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS + DEVICE_METRICS}})
     return rows
 
 
@@ -106,12 +113,17 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
                          + "); the newest run of each seed is used")
         chosen = list(newest.values())
         row = {"mlflow_experiment": mlexp, "experiment": name, "protocol": protocol, "variant": labels[key],
-               "data": key[4], "seeds": len(chosen), "runs": len(rs), "_config": configs[key]}
+               "data": key[4], "seeds": len(chosen), "seed_list": ",".join(sorted(newest, key=seed_order)),
+               "std_kind": STD_KIND, "runs": len(rs), "_config": configs[key],
+               "_per_seed": {s: {k: r[k] for k in METRICS} for s, r in newest.items()}}
         for k in METRICS:
             values = np.array([r[k] for r in chosen], dtype=float)
-            row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values))
+            row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
             if np.isnan(values).any():
                 notes.append(f"{title}: {k} is NaN in {int(np.isnan(values).sum())} of {len(values)} seeds")
+        for k in DEVICE_METRICS:  # kept for lungsound.device_ood; a device without test cycles is NaN, not a note
+            values = np.array([r[k] for r in chosen], dtype=float)
+            row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
         pub = published_for(name)
         row["published_score"] = pub["score"] if pub else float("nan")
         table.append(row)
@@ -125,6 +137,16 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
     return table
 
 
+def seed_order(seed: str) -> tuple:
+    """Sort key for seed tags: numbers in numeric order, then anything else."""
+    return (0, int(seed), "") if str(seed).isdigit() else (1, 0, str(seed))
+
+
+def row_name(row: dict) -> str:
+    """A row's experiment as the table shows it: the experiment file, then `[variant]` when it has siblings."""
+    return row["experiment"] + (f" [{row['variant']}]" if row.get("variant") else "")
+
+
 def _cell(mean: float, std: float) -> str:
     return "NaN" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
 
@@ -135,12 +157,12 @@ def to_markdown(table: list[dict], published: bool = False, notes: list[str] | N
         head.append("published Score")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
-        name = r["experiment"] + (f" [{r['variant']}]" if r.get("variant") else "")
-        cells = [name, r["protocol"], str(r["seeds"])]
+        cells = [row_name(r), r["protocol"], str(r["seeds"])]
         cells += [_cell(r[f"{k}_mean"], r[f"{k}_std"]) for k in METRICS]
         if published:
             cells.append("" if np.isnan(r["published_score"]) else f"{r['published_score']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", STD_NOTE]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines)
@@ -173,7 +195,9 @@ def plot(table: list[dict], path: Path) -> Path:
     return path
 
 
-def compare(experiments: list[str] | None = None, out: str | Path | None = None, published: bool = False) -> str:
+def compare(experiments: list[str] | None = None, out: str | Path | None = None, published: bool = False, *,
+            paired: tuple[str, str] | None = None) -> str:
+    """The table as Markdown (written to `out` when given); `paired=(A, B)` appends the paired comparison of two rows."""
     from lungsound.storage import atomic_write, atomic_write_text
 
     notes: list[str] = []
@@ -182,6 +206,11 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
         raise LungsoundError("no finished runs with final metrics in the MLflow store; train something first "
                              "(e.g. make quickstart)")
     md = to_markdown(table, published, notes)
+    pair = None
+    if paired is not None:  # before anything is written: an unknown row name leaves the folder as it was
+        from lungsound.paired import paired_report
+
+        pair = paired_report(table, *paired)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -193,4 +222,8 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
         with atomic_write(out / "comparison.png") as tmp:
             plot(table, tmp)
         md += f"\n\n(written to {out}/comparison.md, .csv and .png)"
+    if pair is not None:
+        md += "\n\n" + pair.markdown
+        if out is not None:
+            md += f"\n\n(written to {', '.join(str(p) for p in pair.write(out))})"
     return md

@@ -26,7 +26,7 @@ from lungsound.errors import LungsoundError
 @dataclass
 class DataConfig:
     root: str | None = None  # an ICBHI-format folder; None = the built-in synthetic set
-    split: str = "official"  # one of lungsound.data.database.SPLIT_CHOICES (official | fold0..fold4)
+    split: str = "official"  # official | fold0..fold4 | official_noleak | device_out=<device> (lungsound.data.splits)
     duration: float = 8.0  # seconds per cycle (8 for the AST papers, 5 for [AFT])
     pad: str = "repeat"  # repeat | zero
     input: str = "fbank"  # fbank (spectrogram models) | waveform (speech models)
@@ -172,7 +172,7 @@ def _device(value) -> str | None:
 
 
 def _split(value) -> str | None:
-    from lungsound.data.database import SPLIT_CHOICES  # the one list of split names the data layer accepts
+    from lungsound.data.splits import SPLIT_CHOICES  # the one list of split names the data layer accepts
 
     return None if value in SPLIT_CHOICES else f"must be one of {', '.join(SPLIT_CHOICES)}"
 

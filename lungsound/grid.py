@@ -121,7 +121,8 @@ def _ms(r: dict, metric: str) -> str:
 def to_markdown(rows: list[dict], notes: list[str]) -> str:
     cells = [c for c in AUGMENTATIONS if any(c in row["cells"] for row in rows)]
     head = ["backbone (experiment)", "protocol"] + [LABELS[c] for c in cells] + ["published Score"]
-    lines = ["Score (mean ± std over seeds; n = seeds)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["Score (mean ± population std, ddof=0, over seeds; n = seeds)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         out = [f"{row['model']} ({row['experiment']})", row["protocol"]]
         out += [f"{_ms(row['cells'][c], 'score')} (n={row['cells'][c]['seeds']})" if c in row["cells"] else "–"
@@ -129,7 +130,7 @@ def to_markdown(rows: list[dict], notes: list[str]) -> str:
         pub = published_for(row["experiment"])
         out.append(f"{pub['score']:.2f}" if pub else "")
         lines.append("| " + " | ".join(out) + " |")
-    lines += ["", "Per-class accuracy (mean ± std over seeds)", "",
+    lines += ["", "Per-class accuracy (mean ± population std over seeds)", "",
               "| backbone | protocol | cell | " + " | ".join(CLASSES) + " | minority mean |", "|" + "---|" * 8]
     for row in rows:
         for c in cells:

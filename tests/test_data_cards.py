@@ -47,3 +47,24 @@ def test_cards_exist_and_their_pictures_too():
         for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
             assert (CARDS / image).stat().st_size > 10_000, image
     assert "img/synthetic_examples.png" in (CARDS / "synthetic.md").read_text()
+
+
+@pytest.mark.needs_shared
+def test_icbhi_card_split_table_matches_data_stats(icbhi_dir):
+    """The card's cycle counts of official_noleak and of each device_out fold are what `data stats --split` gives."""
+    text = (CARDS / "icbhi_2017.md").read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| split name | side |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[(cells[0], cells[1])] = [int(v) for v in cells[2:]]
+    names = ["official_noleak"] + [f"device_out={d}" for d in DEVICES]
+    assert sorted(rows) == sorted((n, side) for n in names for side in ("train", "test"))
+    for name in names:
+        stats = database_stats(open_database(icbhi_dir, split=name))
+        for side in ("train", "test"):
+            expected = [stats[side][k] for k in ("recordings", "cycles", *CLASSES, "patients")]
+            assert rows[(name, side)] == expected, (name, side)

@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lungsound.cli import export as export_cmd
     from lungsound.cli import generate as generate_cmd
     from lungsound.cli import grid as grid_cmd
+    from lungsound.cli import ood as ood_cmd
     from lungsound.cli import predict as predict_cmd
     from lungsound.cli import train as train_cmd
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid_cmd.register(sub)
     generate_cmd.register(sub)
     export_cmd.register(sub)
+    ood_cmd.register(sub)
     return parser
 
 

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("stats", help="recordings, cycles per class, devices and patients per split")
     _add_root(p)
-    p.add_argument("--split", default="official", help="official (default) or fold0..fold4 (patient folds)")
+    p.add_argument("--split", default="official", help="official (default), fold0..fold4 (patient folds), official_noleak or "
+                   "device_out=<Meditron|LittC2SE|Litt3200|AKGC417L> (see lungsound.data.splits)")
     p.add_argument("--split-file", type=Path, default=None, help="use this split file instead of the one found")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run_stats)

@@ -29,10 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_evaluate)
 
-    p = sub.add_parser("compare", help="table of mean +- std over seeds per method and protocol, from MLflow")
+    p = sub.add_parser("compare", help="table of mean +- std (population, ddof=0) over seeds per method and protocol, "
+                                       "from MLflow; --paired A B tests two rows seed by seed")
     p.add_argument("--experiment", action="append", default=None, help="MLflow experiment name(s) (default: all)")
     p.add_argument("--out", type=Path, default=Path("outputs/compare"), help="folder for the Markdown/CSV/PNG")
     p.add_argument("--published", action="store_true", help="add the published numbers of methods.md")
+    p.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
+                   help="also compare two rows seed by seed (mean A - B, 95%% t interval, paired t-test on the common "
+                        "seeds); name each row as the table shows it, NAME or NAME:PROTOCOL, where NAME is the "
+                        "experiment column (with its [variant], quoted, when it has one), e.g. "
+                        "--paired icbhi_patchmix_cl_clean:clean icbhi_ast_ce_clean:clean; "
+                        "writes paired-A-vs-B.md/.json to --out")
     p.set_defaults(handler=run_compare)
 
 
@@ -116,6 +123,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from lungsound.compare import compare
 
-    table = compare(args.experiment, args.out, published=args.published)
+    table = compare(args.experiment, args.out, published=args.published,
+                    paired=tuple(args.paired) if args.paired else None)
     print(table)
     return 0

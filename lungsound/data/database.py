@@ -17,6 +17,7 @@ from pathlib import Path
 from lungsound.data.annotations import Cycle, read_annotation
 from lungsound.data.meta import Patient, read_diagnosis, read_folds, read_metadata, read_split_file
 from lungsound.data.naming import RecordingName, is_recording_stem, parse_stem
+from lungsound.data.splits import SPLIT_CHOICES, assign, base_split, check_split  # noqa: F401 (SPLIT_CHOICES re-exported)
 from lungsound.errors import LungsoundError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -32,7 +33,6 @@ SIDE_FILES = {
     "diagnosis": ("ICBHI_Challenge_diagnosis.txt", "official_ICBHI_Challenge_diagnosis.txt", "patient_diagnosis.txt",
                   "patient_diagnosis.csv", "kaggle_patient_diagnosis.csv"),
 }
-SPLIT_CHOICES = ("official", "fold0", "fold1", "fold2", "fold3", "fold4")
 
 
 @dataclass
@@ -64,6 +64,7 @@ class MatchReport:
     renamed: list[tuple[str, str]] = field(default_factory=list)  # (file stem, split-file stem)
     duplicates: list[str] = field(default_factory=list)
     missing_audio: list[str] = field(default_factory=list)
+    set_aside: dict[str, list[str]] = field(default_factory=dict)  # reason -> stems the split puts in neither side
 
     def problems(self) -> list[str]:
         lines = []
@@ -136,13 +137,14 @@ def _split_assignment(split: str | None, side: dict[str, Path], overrides: dict[
     entries = read_split_file(split_path) if split_path else None
     if split is None:
         return entries, {}
+    if split is not None:
+        check_split(split)
+        split = base_split(split)
     if split == "official":
         if entries is None:
             raise LungsoundError("no split file found (looked for " + ", ".join(SIDE_FILES["split"])
                                  + "); pass --split-file PATH", root)
         return entries, None
-    if split not in SPLIT_CHOICES:
-        raise LungsoundError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_CHOICES)}")
     folds_path = overrides.get("folds") or side.get("folds")
     if folds_path is None:
         raise LungsoundError(f"split {split} needs patient_list_foldwise.txt, which is not under this folder", root)
@@ -153,7 +155,8 @@ def _split_assignment(split: str | None, side: dict[str, Path], overrides: dict[
 
 def open_database(root: str | Path, split: str | None = "official", *, split_file: str | Path | None = None,
                   folds_file: str | Path | None = None, load_cycles: bool = True) -> Database:
-    """Discover recordings under `root` and assign them to `split` ('official', 'fold0'..'fold4', or None for none)."""
+    """Discover recordings under `root` and assign them to `split` (one of `SPLIT_CHOICES`, see lungsound.data.splits;
+    None for none)."""
     root = Path(root)
     if not root.exists():
         raise LungsoundError("data folder not found", root)
@@ -196,8 +199,10 @@ def open_database(root: str | Path, split: str | None = "official", *, split_fil
         if rec.split is None and split is not None:
             report.unmatched_recordings.append(stem)
         seen[name.key] = rec
-    if entries is not None and split == "official":
+    if entries is not None and split is not None and base_split(split) == "official":
         report.unmatched_split_entries = sorted(e[0].stem for k, e in entries.items() if k not in seen)
+    if split is not None:
+        report.set_aside = assign(split, list(seen.values()))
 
     meta_path = side.get("metadata")
     diag_path = side.get("diagnosis")

@@ -32,6 +32,7 @@ def database_stats(db: Database) -> dict:
     out["unmatched_split_entries"] = db.report.unmatched_split_entries
     out["renamed"] = [{"file": a, "split_file": b} for a, b in db.report.renamed]
     out["duplicates"] = db.report.duplicates
+    out["set_aside"] = {reason: len(stems) for reason, stems in db.report.set_aside.items()}
     return out
 
 
@@ -52,6 +53,8 @@ def format_stats(stats: dict) -> str:
     if stats["renamed"]:
         lines.append(f"recordings whose file name differs from the split file ({len(stats['renamed'])}): "
                      + ", ".join(f"{r['file']} -> {r['split_file']}" for r in stats["renamed"][:5]))
+    for reason, n in stats.get("set_aside", {}).items():
+        lines.append(f"set aside by split {stats['split']}: {n} recording(s), {reason}")
     for key, what in (("unassigned_recordings", "recordings with no split entry"),
                       ("unmatched_split_entries", "split entries with no annotation file"),
                       ("duplicates", "duplicate annotation files ignored")):
