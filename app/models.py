@@ -11,6 +11,10 @@ The model picker lists, in this order:
    a run's `best`, or `outputs/exported/<run id>/onnx`), newest first, each its own choice labelled with its precision
    (fp32 or int8); they run on ONNX Runtime. `$LUNGSOUND_APP_MODEL` may name an exported folder too.
 
+A Hugging Face hub id (`USER/NAME[@revision]` or `hf://USER/NAME`, pushed by `lungsound push`) typed into the
+sidebar's text box, or set in `$LUNGSOUND_APP_MODEL`, becomes a choice of its own (`hub_choice`): it is downloaded once
+into the hub cache and read from there afterwards, offline too (`lungsound.sharing.hub`; an existing local path wins).
+
 MLflow is consulted only where a store already exists (`$MLFLOW_TRACKING_URI`, or `./mlruns/mlflow.db` as
 `lungsound.tracking` writes it), so opening the app never creates one. A store that cannot be read is reported as a
 note, not an error: the app still works with the checkpoint folders.
@@ -34,13 +38,17 @@ class ModelChoice:
     """One entry of the picker: a checkpoint folder or an MLflow model URI."""
 
     label: str  # what the picker shows
-    source: str  # a folder path, "runs:/<id>/model" or "models:/<name>/<version>"
-    origin: str  # "environment" | "quickstart" | "registered" | "checkpoint" | "exported"
-    runtime: str = "torch"  # "onnx" for an exported folder
+    source: str  # a folder path, "runs:/<id>/model", "models:/<name>/<version>" or "hf://USER/NAME" (a hub id)
+    origin: str  # "environment" | "quickstart" | "registered" | "checkpoint" | "exported" | "hub"
+    runtime: str = "torch"  # "onnx" for an exported folder; "auto" for a hub id (decided by what it holds)
 
     @property
     def is_mlflow(self) -> bool:
         return self.source.startswith(MLFLOW_SCHEMES)
+
+    @property
+    def is_hub(self) -> bool:
+        return self.source.startswith("hf://")  # as `hub_choice` writes every hub source
 
 
 @dataclass
@@ -78,6 +86,21 @@ def exported_choice(folder: Path, label: str, origin: str, notes: list[str]) -> 
     return ModelChoice(label.replace("{precision}", precision), str(folder), origin, "onnx")
 
 
+def hub_choice(text: str, origin: str = "hub") -> ModelChoice:
+    """The choice of a Hugging Face hub id typed by the user; a one-line `LungsoundError` when it is not one. Nothing
+    is downloaded until the model is loaded."""
+    from lungsound.errors import LungsoundError
+    from lungsound.sharing.hub import HUB_PREFIX, is_hub_source, parse_hub_id
+
+    text = text.strip()
+    if not is_hub_source(text):
+        raise LungsoundError(f"not a Hugging Face hub id: {text!r} (expected USER/NAME, USER/NAME@revision or "
+                             "hf://USER/NAME)")
+    ref = parse_hub_id(text)
+    label = f"hub: {ref}" + (f" (from ${ENV_MODEL})" if origin == "environment" else "")
+    return ModelChoice(label, f"{HUB_PREFIX}{ref}", origin, "auto")
+
+
 def discover_models(outputs: str | Path = "outputs") -> Discovery:
     """Every model the app can load; the first entry is the default."""
     found = Discovery()
@@ -89,9 +112,11 @@ def discover_models(outputs: str | Path = "outputs") -> Discovery:
             found.choices.extend([choice] if choice else [])
         elif env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
             found.choices.append(ModelChoice(f"{_short(env_source)} (from ${ENV_MODEL})", env_source, "environment"))
+        elif _is_hub_source(env_source):
+            found.choices.append(hub_choice(env_source, "environment"))
         else:
             found.notes.append(f"${ENV_MODEL} = {env_source} is not a model folder (model.safetensors and "
-                               "config.yaml are missing) nor an MLflow URI; ignored.")
+                               "config.yaml are missing) nor an MLflow URI or Hugging Face hub id; ignored.")
     mlf = _mlflow_client(found.notes)
     if mlf is not None:
         try:
@@ -105,12 +130,21 @@ def discover_models(outputs: str | Path = "outputs") -> Discovery:
 
 
 def load_predictor(source: str, runtime: str = "torch"):
-    """The `Predictor` of a picker entry (a folder or an MLflow URI, run by `runtime`); errors are `LungsoundError`."""
+    """The `Predictor` of a picker entry (a folder, an MLflow URI or a hub id, run by `runtime`; "auto": by what the
+    folder holds); errors are `LungsoundError`."""
     from lungsound.inference import Predictor
 
     if source.startswith(MLFLOW_SCHEMES):
         return Predictor.from_mlflow(source, runtime=runtime)
+    if runtime == "auto" or _is_hub_source(source):
+        return Predictor.from_pretrained(source, runtime=None if runtime == "auto" else runtime)
     return Predictor.from_checkpoint(source, runtime=runtime)
+
+
+def _is_hub_source(source: str) -> bool:
+    from lungsound.sharing.hub import is_hub_source
+
+    return is_hub_source(source)
 
 
 def _mlflow_client(notes: list[str]):
@@ -179,7 +213,7 @@ def _unique(found: Discovery) -> Discovery:
     seen: set[str] = set()
     choices = []
     for choice in found.choices:
-        key = choice.source if choice.is_mlflow else str(Path(choice.source).resolve())
+        key = choice.source if choice.is_mlflow or choice.is_hub else str(Path(choice.source).resolve())
         if key not in seen:
             seen.add(key)
             choices.append(choice)

@@ -2,7 +2,8 @@
 
 Run with `make app`, or `streamlit run app/streamlit_app.py` from the repository root. The page reads top to bottom:
 
-1. the research-use notice, the model in use (sidebar picker; a banner when it was trained on synthetic data);
+1. the research-use notice, the model in use (sidebar picker, or a Hugging Face hub id typed above it; a banner when
+   it was trained on synthetic data);
 2. a recording: uploaded (wav, flac, ogg, mp3; at most MAX_UPLOAD_MB and MAX_SECONDS) or recorded in the browser;
 3. the recording-level summary in plain words with the calibrated probability of each finding, then any quality warning;
 4. the audio player, a timeline of the class probabilities per segment, the waveform, and the spectrogram with the
@@ -36,7 +37,7 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 import components as ui  # noqa: E402  (the app folder is put on sys.path just above)
-from models import ENV_MODEL, discover_models, load_predictor  # noqa: E402
+from models import ENV_MODEL, discover_models, hub_choice, load_predictor  # noqa: E402
 
 from lungsound.errors import LungsoundError  # noqa: E402
 from lungsound.inference.predictor import SAMPLE_RATE as MODEL_RATE  # noqa: E402  (of Prediction.waveform)
@@ -94,18 +95,29 @@ st.caption("Upload or record a lung sound; the model marks segments with crackle
 discovery = find_models(os.environ.get(ENV_MODEL, ""), os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI", ""))
 for note in discovery.notes:
     st.sidebar.caption(f":material/info: {note}")
-if not discovery.choices:
+st.sidebar.header("Model")
+hub_id = st.sidebar.text_input("Hugging Face hub id (optional)", key="hub_model", placeholder="USER/NAME",
+                               help="A model pushed with `lungsound push`: downloaded once into the hub cache, then "
+                                    "read from there (offline too). While filled in, it is the model used.")
+hub = None
+if hub_id.strip():
+    try:
+        hub = hub_choice(hub_id)
+    except LungsoundError as exc:
+        st.sidebar.error(str(exc), icon=":material/error:")
+if not discovery.choices and hub is None:
     st.error("**No trained model was found.** Run `make quickstart` in the lungsound folder (it trains a small demo "
              f"model in a few minutes), or set `{ENV_MODEL}` to a model folder, then reload this page.",
              icon=":material/error:")
     st.stop()
 
-st.sidebar.header("Model")
-labels = [c.label for c in discovery.choices]
-picked = st.sidebar.selectbox("Model to use", labels, index=0, key="model",
-                              help="Registered MLflow models, the quickstart model, checkpoint folders and exported "
-                                   "(ONNX) models, which analyse faster on a CPU.")
-choice = discovery.choices[labels.index(picked)]
+choice = hub
+if discovery.choices:
+    labels = [c.label for c in discovery.choices]
+    picked = st.sidebar.selectbox("Model to use", labels, index=0, key="model", disabled=hub is not None,
+                                  help="Registered MLflow models, the quickstart model, checkpoint folders and "
+                                       "exported (ONNX) models, which analyse faster on a CPU.")
+    choice = hub if hub is not None else discovery.choices[labels.index(picked)]
 st.sidebar.caption(f"Source: `{choice.source}`")
 try:
     predictor, model_lock = get_predictor(choice.source, choice.runtime)

@@ -471,3 +471,34 @@ def test_exported_model_without_weights_says_it_has_no_explanation(tiny_model, g
     assert not at.error, [e.value for e in at.error]
     assert any(i.value.startswith("**This fast model has no explanation.**") for i in at.info)
     assert any(m.value.startswith("### ") for m in at.markdown) and len(at.image) == 3  # the plots, no overlay
+
+
+def test_model_card_shows_external_validation_and_a_non_official_split(monkeypatch, tmp_path):
+    """A model folder trained on a patient fold whose meta.json holds a KAUH validation as `lungsound
+    validate-external` writes it: the card names the split and shows the recording-level figures with intervals."""
+    import torch
+
+    from lungsound.config import load_config
+    from lungsound.training.checkpoint import build_model, save_model
+
+    cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0", "data.split=fold1"])
+    torch.manual_seed(0)
+    kauh = {"dataset": "kauh", "title": "KAUH lung sound dataset (King Abdullah University Hospital, Jordan)",
+            "date": "2026-11-30T19:50:19+00:00", "n": 12, "recordings": 12, "scored": 12, "unmappable": 0,
+            "crackle": {"sensitivity": 0.0, "specificity": 1.0,
+                        "ci": {"sensitivity": [0.0, 0.390334], "specificity": [0.609666, 1.0]}},
+            "wheeze": {"sensitivity": 0.5, "specificity": 0.625,
+                       "ci": {"sensitivity": [0.150039, 0.849961], "specificity": [0.305742, 0.863156]}}}
+    folder = save_model(tmp_path / "validated", build_model(cfg), cfg,
+                        {"selected_epoch": 1, "evaluations": {"external:kauh": kauh}})
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(folder))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    card = next(m.value for m in at.markdown if m.value.startswith("| About this model"))
+    assert "**Data split**: patient fold 1 of 5 held out for testing (`fold1`)" in card
+    assert "**External validation**" in card
+    assert ("| KAUH lung sound dataset | 12 of 12 | 0.0% [0.0-39.0%] | 100.0% [61.0-100.0%] | 50.0% [15.0-85.0%] "
+            "| 62.5% [30.6-86.3%] | 2026-11-30 |") in card

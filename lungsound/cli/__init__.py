@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lungsound.cli import grid as grid_cmd
     from lungsound.cli import ood as ood_cmd
     from lungsound.cli import predict as predict_cmd
+    from lungsound.cli import push as push_cmd
     from lungsound.cli import train as train_cmd
+    from lungsound.cli import validate as validate_cmd
 
     parser = argparse.ArgumentParser(prog="lungsound", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lungsound {__version__}")
@@ -31,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid_cmd.register(sub)
     generate_cmd.register(sub)
     export_cmd.register(sub)
+    push_cmd.register(sub)
     ood_cmd.register(sub)
+    validate_cmd.register(sub)
     return parser
 
 

@@ -26,6 +26,9 @@ every segment of a recording is featurised in one pass and classified in batches
 cores (`lungsound.inference.batching`). An ONNX model has no gradients or attention maps: its explanation is computed
 with the folder's PyTorch weights, loaded on first use, for the one segment asked for; a folder exported without them
 has no explanation (`can_explain` is False and `explain` says so in one line).
+
+Sources: `from_checkpoint` (a folder), `from_mlflow` (an MLflow run or registered model) and `from_pretrained` (a
+folder or a Hugging Face hub id pushed by `lungsound push`, cached by `huggingface_hub`; see docs/sharing.md).
 """
 
 from __future__ import annotations
@@ -143,7 +146,27 @@ class Predictor:
             predictor = cls.from_checkpoint(folder, device, source=uri, **kwargs)
             if predictor.runtime == "onnx" and callable(predictor._explainer):  # the folder goes away: load it now
                 predictor._explainer = predictor._explainer()
-            return predictor
+        from lungsound.external.record import evaluations_of_run
+
+        measured = evaluations_of_run(run_id)  # logged to the run after training: not in the downloaded meta.json
+        if measured:
+            predictor.meta = {**predictor.meta, "evaluations": {**(predictor.meta.get("evaluations") or {}), **measured}}
+        return predictor
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike, device: str | torch.device | None = None,
+                        runtime: str | None = None, **kwargs) -> "Predictor":
+        """Load a model folder, or a Hugging Face hub id `USER/NAME[@revision]` (or `hf://USER/NAME`) pushed by
+        `lungsound push`: downloaded once into the hub cache, read from there afterwards, offline too
+        (`lungsound.sharing.hub`; an existing local path always wins). `runtime` None: "onnx" for a folder written by
+        `lungsound export`, else "torch"."""
+        from lungsound.inference.onnx_runtime import is_exported
+        from lungsound.sharing.hub import resolve_model
+
+        folder, source = resolve_model(model)
+        if runtime is None:
+            runtime = "onnx" if is_exported(folder) else "torch"
+        return cls.from_checkpoint(folder, device, runtime=runtime, source=kwargs.pop("source", source), **kwargs)
 
     # --- properties --------------------------------------------------------------------------------------------------
 
@@ -174,24 +197,12 @@ class Predictor:
     @property
     def card(self) -> dict:
         """Facts for a model card: what the model is, what it was trained and tested on, and what not to use it for."""
-        from lungsound.data.default import MARKER
-
         root = self.cfg.data.root
-        synthetic = root is None or (Path(root) / MARKER).exists()
+        synthetic = trained_on_synthetic(self.cfg)
         metrics = self.meta.get("metrics") or {}
         test = {k: float(metrics[f"test_{k}"]) for k in ("sp", "se", "score") if f"test_{k}" in metrics}
         calibration = self.meta.get("calibration")
-        limitations = [
-            "Trained on single annotated respiratory cycles; detected cycles or windows may be cut differently.",
-            "ICBHI 2017 is small (126 patients, 4 stethoscopes); other devices, sites and populations may be "
-            "classified less accurately.",
-            "Published ICBHI 4-class scores are about 60-68% with sensitivity near 40-45%: many abnormal cycles are "
-            "missed.",
-            "Probabilities are calibrated on held-out patients." if calibration else
-            "Probabilities are not calibrated: treat them as scores, not frequencies.",
-        ]
-        if synthetic:
-            limitations.insert(0, "Trained on synthetic sounds, not on real patients: for demonstrating the software only.")
+        limitations = model_limitations(synthetic, bool(calibration))
         method = self.explanation_method
         if method is None:
             explanation = ("none: this fast ONNX model was exported without its PyTorch weights"
@@ -206,6 +217,7 @@ class Predictor:
             "trained_on": root if root is not None else "built-in synthetic ICBHI-format data set",
             "synthetic": synthetic, "selected_epoch": self.meta.get("selected_epoch"), "seed": self.meta.get("seed"),
             "test_scores": test or None, "calibration": calibration, "temperature": self.temperature,
+            "split": self.cfg.data.split, "evaluations": self.meta.get("evaluations") or None,
             "segment_seconds": self.cfg.data.duration, "source": self.source,
             "input": INPUT_WORDS[self.fbank_cfg is None], "explanation_method": method,
             "explanation": explanation, "runtime": self.runtime_label,
@@ -313,6 +325,29 @@ class Predictor:
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def trained_on_synthetic(cfg: ExperimentConfig) -> bool:
+    """Whether a model's training data was the built-in synthetic set (data.root null, or a folder it marks)."""
+    from lungsound.data.default import MARKER
+
+    return cfg.data.root is None or (Path(cfg.data.root) / MARKER).exists()
+
+
+def model_limitations(synthetic: bool, calibrated: bool) -> list[str]:
+    """What every model card says the model cannot do (the app's card and a pushed model's README.md)."""
+    limitations = [
+        "Trained on single annotated respiratory cycles; detected cycles or windows may be cut differently.",
+        "ICBHI 2017 is small (126 patients, 4 stethoscopes); other devices, sites and populations may be "
+        "classified less accurately.",
+        "Published ICBHI 4-class scores are about 60-68% with sensitivity near 40-45%: many abnormal cycles are "
+        "missed.",
+        "Probabilities are calibrated on held-out patients." if calibrated else
+        "Probabilities are not calibrated: treat them as scores, not frequencies.",
+    ]
+    if synthetic:
+        limitations.insert(0, "Trained on synthetic sounds, not on real patients: for demonstrating the software only.")
+    return limitations
 
 
 def _method_by_name(name: str) -> str:

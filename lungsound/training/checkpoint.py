@@ -107,7 +107,7 @@ def read_meta(folder: str | Path) -> dict:
         raise LungsoundError(f"corrupt {META_FILE}: {exc}", folder) from None
     if not isinstance(meta, dict):
         raise LungsoundError(f"{META_FILE} must hold a JSON object, got {type(meta).__name__}", folder)
-    for key in ("metrics", "calibration"):
+    for key in ("metrics", "calibration", "evaluations"):  # evaluations: lungsound.external.record
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise LungsoundError(f"{META_FILE}: {key!r} must be an object, got {type(meta[key]).__name__}", folder)
     temperature = (meta.get("calibration") or {}).get("temperature", 1.0)

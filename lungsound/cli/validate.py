@@ -1,0 +1,143 @@
+"""`lungsound validate-external`: score a trained model on the whole recordings of an external dataset.
+
+    lungsound validate-external --dataset kauh --root DIR (--checkpoint FOLDER | --run-id ID) [--json]
+
+Prints recording-level sensitivity and specificity for crackles and for wheezes with Wilson 95% intervals, the
+confusion table of findings, the same per group (KAUH: chest position, stethoscope filter mode) and every unmappable
+recording with its reason; `--json` prints the result of `lungsound.external.validate.validate_external` as one object.
+The figures are then kept (`lungsound.external.record`): for `--checkpoint` in the folder's meta.json and, when the
+MLflow run that trained it is found, on that run; for `--run-id` on that run (the downloaded model folder is a copy).
+Where they went is said in one line (stderr with `--json`). A failure to store them is a one-line error (exit 2) after
+the results have been printed, so nothing measured is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lungsound.errors import LungsoundError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from lungsound.external import ADAPTERS
+
+    p = sub.add_parser("validate-external", help="recording-level sensitivity and specificity of a trained model on "
+                                                 "an external dataset (e.g. KAUH)")
+    p.add_argument("--dataset", required=True, choices=sorted(ADAPTERS), help="which external dataset --root holds")
+    p.add_argument("--root", type=Path, required=True, help="the dataset's folder (searched recursively for audio)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")
+    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version>")
+    p.add_argument("--segmentation", choices=("auto", "breath", "windows"), default="auto",
+                   help="auto: detected breathing cycles, else sliding windows (default)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the tables")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from lungsound.external import get_adapter
+    from lungsound.external.validate import validate_external
+    from lungsound.inference import Predictor
+
+    adapter = get_adapter(args.dataset)
+    external = adapter.load(args.root)  # a missing or empty root fails before the model is loaded
+    if args.checkpoint is not None:
+        predictor = Predictor.from_checkpoint(args.checkpoint)
+    else:
+        predictor = Predictor.from_mlflow(args.run_id)
+    result = validate_external(predictor, adapter, external, segmentation=args.segmentation,
+                               max_seconds=args.max_seconds, progress=not args.quiet)
+    stored, error = _store(args, result)
+    result["stored"] = stored
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+        print(f"lungsound: {stored['note']}", file=sys.stderr)
+    else:
+        print(format_report(result))
+        print(stored["note"])
+    if error is not None:
+        raise error
+    return 0
+
+
+def _store(args: argparse.Namespace, result: dict) -> tuple[dict, LungsoundError | None]:
+    """Keep the figures (meta.json and/or the MLflow run); returns where they went and any error, raised later."""
+    from lungsound.external.record import ARTIFACT_DIR, evaluation_key, log_to_run, run_of_folder, save_to_meta
+    from lungsound.inference import resolve_model_uri
+
+    stored = {"meta_json": None, "mlflow_run": None, "artifact": None}
+    notes, error = [], None
+    try:
+        if args.checkpoint is not None:
+            stored["meta_json"] = str(save_to_meta(args.checkpoint, result))
+            notes.append(f"saved to {stored['meta_json']} (evaluations.{evaluation_key(result['dataset'])})")
+            run_id, why = run_of_folder(args.checkpoint)
+            if run_id is None:
+                notes.append(f"not logged to MLflow: {why}")
+        else:
+            run_id = resolve_model_uri(args.run_id)[0]
+            notes.append("meta.json not updated (the model was loaded from MLflow as a copy)")
+        if run_id is not None:
+            stored["artifact"] = log_to_run(run_id, result)
+            stored["mlflow_run"] = run_id
+            notes.append(f"logged to MLflow run {run_id} (metrics external_{result['dataset']}_*, artifact "
+                         f"{ARTIFACT_DIR}/{result['dataset']}.json)")
+    except LungsoundError as exc:
+        error = exc
+        notes.append("the rest was not stored (the error follows)")
+    stored["note"] = "; ".join(notes)
+    return stored, error
+
+
+# ----------------------------------------------------------------------------------------------------------- report
+def format_report(result: dict) -> str:
+    """The result as plain-text tables (percentages; Wilson 95% intervals in brackets; counts in parentheses)."""
+    unmappable = result["unmappable"]
+    lines = [f"External validation on {result['title']}",
+             f"  data: {result['root']}", f"  model: {result['model']}  (segmentation: {result['segmentation']})",
+             f"  recordings found {result['recordings']}: scored {result['scored']}, unmappable {len(unmappable)}",
+             "", f"Recording level ({result['interval']}):",
+             f"  {'finding':<10} {'sensitivity':<30} {'specificity':<30}"]
+    for finding, name in (("crackle", "crackles"), ("wheeze", "wheezes")):
+        s = result[finding]
+        lines.append(f"  {name:<10} {_rate(s, 'sensitivity'):<30} "
+                     f"{_rate(s, 'specificity'):<30}")
+    lines += ["", "Confusion (rows: finding in the label, columns: finding of the model):"]
+    lines += _confusion_lines(result["confusion"])
+    for kind, groups in result["groups"].items():
+        lines += ["", f"By {kind.replace('_', ' ')}:",
+                  f"  {'group':<22} {'n':>3}  {'crackles Se':<26} {'crackles Sp':<26} {'wheezes Se':<26} "
+                  f"{'wheezes Sp':<26}"]
+        for value, g in groups.items():
+            c, w = g["crackle"], g["wheeze"]
+            lines.append(f"  {value:<22} {g['scored']:>3}  {_rate(c, 'sensitivity'):<26} "
+                         f"{_rate(c, 'specificity'):<26} "
+                         f"{_rate(w, 'sensitivity'):<26} "
+                         f"{_rate(w, 'specificity'):<26}")
+    if unmappable:
+        lines += ["", "Unmappable (not scored):"] + [f"  {Path(u['file']).name}: {u['reason']}" for u in unmappable]
+    lines += ["", f"Labels are per recording, from the file names; agreement with them is indicative only "
+                  f"(data_cards/{result['dataset']}.md)."]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _rate(scores: dict, measure: str) -> str:
+    """e.g. "66.7% [20.8-93.9] (2/3)": the rate, its interval and its counts (n/a when nobody is in the denominator)."""
+    k, n = (scores["tp"], scores["positives"]) if measure == "sensitivity" else (scores["tn"], scores["negatives"])
+    value, ci = scores[measure], scores["ci"][measure]
+    if value is None:
+        return "n/a (0/0)"
+    return f"{100 * value:.1f}% [{100 * ci[0]:.1f}-{100 * ci[1]:.1f}] ({k}/{n})"
+
+
+def _confusion_lines(confusion: dict) -> list[str]:
+    labels = confusion["labels"]
+    lines = [f"  {'':<10}" + "".join(f"{name:>10}" for name in labels)]
+    for name, row in zip(labels, confusion["matrix"]):
+        lines.append(f"  {name:<10}" + "".join(f"{count:>10}" for count in row))
+    return lines

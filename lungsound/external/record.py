@@ -1,0 +1,147 @@
+"""Where external-validation figures are kept: the model folder's meta.json and the model's MLflow run.
+
+- meta.json: `meta["evaluations"]["external:<dataset>"]` = `meta_entry(result)` (counts, sensitivity, specificity,
+  their Wilson intervals, the confusion table, n scored, the date), written atomically like the calibration record of
+  `lungsound.calibration.calibrate_checkpoint`. The app's model card shows it (app/evaluations.py). A model loaded by
+  MLflow run id is a downloaded copy, so its figures go to the run only.
+- MLflow: metrics `external_<dataset>_{recordings,scored,unmappable}` and
+  `external_<dataset>_{crackle,wheeze}_{sensitivity,specificity}[_ci_low|_ci_high]` (fractions; an undefined one, n = 0,
+  is not logged), and the whole result as the artifact `external_validation/<dataset>.json`, on the run that trained
+  the model: the run given by id, or for a model folder the run whose `run_folder` tag (set by `lungsound train`) is
+  the folder's parent. No store, or no such run: nothing is logged, and `run_of_folder` says why. A model loaded from
+  MLflow shows those figures too (`evaluations_of_run`, read by `Predictor.from_mlflow`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lungsound.errors import LungsoundError
+
+EVALUATIONS = "evaluations"
+ARTIFACT_DIR = "external_validation"
+SCORE_KEYS = ("sensitivity", "specificity", "ci", "positives", "negatives", "tp", "fn", "tn", "fp")
+
+
+def evaluation_key(dataset: str) -> str:
+    return f"external:{dataset}"
+
+
+def meta_entry(result: dict, date: str | None = None) -> dict:
+    """The compact record of a result kept in meta.json (no per-recording rows)."""
+    return {"dataset": result["dataset"], "title": result["title"],
+            "date": date or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "n": result["scored"], "recordings": result["recordings"], "scored": result["scored"],
+            "unmappable": len(result["unmappable"]), "segmentation": result["segmentation"],
+            "interval": result["interval"],
+            **{finding: {k: result[finding][k] for k in SCORE_KEYS} for finding in ("crackle", "wheeze")},
+            "confusion": result["confusion"]}
+
+
+def save_to_meta(folder: str | Path, result: dict) -> Path:
+    """Store `meta_entry(result)` under evaluations["external:<dataset>"] in the folder's meta.json (atomic)."""
+    from lungsound.storage import atomic_write_json
+    from lungsound.training.checkpoint import META_FILE, read_meta
+
+    folder = Path(folder)
+    folder = folder.parent if folder.is_file() else folder
+    path = folder / META_FILE
+    if not path.is_file():
+        raise LungsoundError(f"not a lungsound checkpoint: {META_FILE} is missing", folder)
+    meta = read_meta(folder)
+    meta.setdefault(EVALUATIONS, {})[evaluation_key(result["dataset"])] = meta_entry(result)
+    try:
+        atomic_write_json(path, meta)
+    except OSError as exc:
+        raise LungsoundError(f"cannot update {META_FILE}: {exc.strerror or exc}", folder) from None
+    return path
+
+
+def metrics_of(result: dict) -> dict[str, float]:
+    """The MLflow metrics of a result (see the module docstring)."""
+    prefix = f"external_{result['dataset']}"
+    out = {f"{prefix}_recordings": result["recordings"], f"{prefix}_scored": result["scored"],
+           f"{prefix}_unmappable": len(result["unmappable"])}
+    for finding in ("crackle", "wheeze"):
+        for measure in ("sensitivity", "specificity"):
+            value, ci = result[finding][measure], result[finding]["ci"][measure]
+            if value is None:
+                continue
+            name = f"{prefix}_{finding}_{measure}"
+            out |= {name: value, f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1]}
+    return {k: float(v) for k, v in out.items()}
+
+
+def log_to_run(run_id: str, result: dict) -> str:
+    """Log the metrics and the JSON artifact to an existing MLflow run; returns the artifact's path in the run."""
+    from lungsound.tracking import RunLogger, client, tracking_uri
+
+    mlf = client()
+    try:
+        mlf.get_run(run_id)
+    except Exception as exc:  # mlflow's own exception types
+        raise LungsoundError(f"MLflow run {run_id} not found in {tracking_uri()}: {_one_line(exc)}") from None
+    logger = RunLogger(mlf, run_id)  # not RunLogger.resume: the run keeps its status (FINISHED)
+    logger.log_metrics(metrics_of(result))
+    name = f"{result['dataset']}.json"
+    with tempfile.TemporaryDirectory(prefix="lungsound-external-") as tmp:
+        path = Path(tmp) / name
+        dated = {**result, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        path.write_text(json.dumps(dated, indent=2, default=float) + "\n")
+        logger.log_artifact(path, ARTIFACT_DIR)
+    return f"{ARTIFACT_DIR}/{name}"
+
+
+def evaluations_of_run(run_id: str) -> dict[str, dict]:
+    """The `meta_entry` of every external validation logged to a run (artifacts `external_validation/*.json`), keyed as
+    in meta.json: how a model loaded from MLflow, whose meta.json is a downloaded copy, still shows its figures."""
+    from lungsound.tracking import client
+
+    mlf = client()
+    try:
+        names = [f.path for f in mlf.list_artifacts(run_id, ARTIFACT_DIR) if f.path.endswith(".json")]
+    except Exception:  # no such run or artifact folder: nothing measured
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="lungsound-external-") as tmp:
+        for name in names:
+            try:
+                result = json.loads(Path(mlf.download_artifacts(run_id, name, tmp)).read_text())
+                out[evaluation_key(result["dataset"])] = meta_entry(result, date=result.get("date"))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # an unreadable record is not a figure to show
+    return out
+
+
+def run_of_folder(folder: str | Path) -> tuple[str | None, str]:
+    """(run id, "") of the MLflow run that wrote this model folder, or (None, why not). Only an existing store is read
+    ($MLFLOW_TRACKING_URI, or ./mlruns/mlflow.db as `lungsound.tracking` writes it): none is created."""
+    folder = Path(folder).resolve()
+    folder = folder.parent if folder.is_file() else folder
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (Path.cwd() / "mlruns" / "mlflow.db").is_file():
+        return None, "no MLflow store here ($MLFLOW_TRACKING_URI unset, no ./mlruns/mlflow.db)"
+    run_folder = str(folder.parent)
+    if "'" in run_folder:
+        return None, f"the run folder {run_folder} has a quote in its name, which an MLflow search cannot match"
+    from lungsound.tracking import client, tracking_uri
+
+    try:
+        mlf = client()
+        experiments = [e.experiment_id for e in mlf.search_experiments()]
+        runs = mlf.search_runs(experiments, filter_string=f"tags.run_folder = '{run_folder}'", max_results=2) \
+            if experiments else []
+    except Exception as exc:  # a locked or old-schema store: say so, the figures are still in meta.json
+        return None, f"could not read the MLflow store {tracking_uri()}: {_one_line(exc)}"
+    if len(runs) != 1:
+        return None, (f"no MLflow run in {tracking_uri()} wrote {folder}" if not runs else
+                      f"several MLflow runs in {tracking_uri()} claim {run_folder}")
+    return runs[0].info.run_id, ""
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

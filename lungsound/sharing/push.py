@@ -1,0 +1,139 @@
+"""Publishing a model folder on the Hugging Face hub: stage it with its model card, then upload it as one commit.
+
+`stage(folder, out, repo_id)` checks the folder loads (a checkpoint's weights are rebuilt into its model; an export's
+model.onnx opens in ONNX Runtime), then writes `out` as a whole (`lungsound.storage`: built beside it and swapped in)
+holding exactly what a user needs and nothing else:
+
+- a checkpoint folder (`lungsound train`): model.safetensors, config.yaml, meta.json;
+- an exported folder (`lungsound export`, fp32 or int8): model.onnx, export.json, config.yaml, meta.json and, when it
+  has them, the PyTorch weights for explanations;
+- README.md, the model card (`lungsound.sharing.card`).
+
+The selected epoch's evaluation arrays (evaluation.npz: per-cycle test logits and labels) stay behind. `push` then
+calls `HfApi.create_repo(exist_ok=True)` and `HfApi.upload_folder` once; files of a previous push that this one does
+not carry (e.g. model.onnx when a PyTorch checkpoint replaces an export) are deleted in the same commit. The token is
+huggingface_hub's own ($HF_TOKEN, else the one `hf auth login` stored); no token, `HF_HUB_OFFLINE=1`, or any failure
+of the hub or the network is a one-line `LungsoundError`, and nothing local is changed. `api` replaces the `HfApi`
+client (anything with the same two methods), so a push can be exercised without the network.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lungsound.errors import LungsoundError
+from lungsound.sharing.card import DEFAULT_LICENSE, model_card
+from lungsound.sharing.hub import check_repo_id
+from lungsound.sharing.provenance import Provenance
+
+CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "meta.json")
+EXPORT_FILES = ("model.onnx", "export.json", "config.yaml", "meta.json", "model.safetensors")
+CARD_FILE = "README.md"
+REPLACED_PATTERNS = ["*.safetensors", "*.onnx", "*.json", "*.yaml"]  # a previous push's model files
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    files: list[str]  # the files staged (and uploaded), README.md included
+    folder: Path | None = None  # the staged folder when it was kept (--out)
+    url: str | None = None  # the commit on the hub, when uploaded
+    commit: str | None = None
+
+
+def model_files(folder: str | Path) -> list[str]:
+    """The files of `folder` that a push carries (see the module docstring), after checking that the folder loads."""
+    from lungsound.inference.onnx_runtime import OnnxModel, is_exported, read_export
+    from lungsound.training.checkpoint import load_model, read_config, read_meta
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LungsoundError("no such model folder", folder)
+    if is_exported(folder):
+        info = read_export(folder)
+        read_config(folder), read_meta(folder)
+        OnnxModel(folder / "model.onnx", threads=1, precision=info["precision"])
+        names = EXPORT_FILES
+    else:
+        load_model(folder, device="cpu")  # a one-line error for a folder that is not a loadable checkpoint
+        names = CHECKPOINT_FILES
+    return [name for name in names if (folder / name).is_file()]
+
+
+def stage(folder: str | Path, out: str | Path, repo_id: str, *, provenance: Provenance | None = None,
+          license: str = DEFAULT_LICENSE) -> PushResult:
+    """Write the folder to upload, `out`: the model's files and its README.md (see the module docstring)."""
+    from lungsound.storage import replace_dir, temp_dir_beside
+
+    repo_id = check_repo_id(repo_id)
+    folder, out = Path(folder), Path(out)
+    _check_out(folder, out)
+    names = model_files(folder)
+    card = model_card(folder, repo_id, provenance=provenance, license=license, files=names + [CARD_FILE])
+    tmp = temp_dir_beside(out)
+    try:
+        for name in names:
+            shutil.copy2(folder / name, tmp / name)
+        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PushResult(repo_id, sorted(names + [CARD_FILE]), folder=out)
+
+
+def push(folder: str | Path, repo_id: str, *, provenance: Provenance | None = None, license: str = DEFAULT_LICENSE,
+         private: bool = False, commit_message: str | None = None, api=None) -> PushResult:
+    """Stage `folder` and upload it to the hub repository `repo_id` (created when missing) as one commit."""
+    repo_id = check_repo_id(repo_id)
+    api = api if api is not None else hub_api()
+    with tempfile.TemporaryDirectory(prefix="lungsound-push-") as tmp:
+        staged = stage(folder, Path(tmp) / "repo", repo_id, provenance=provenance, license=license)
+        message = commit_message or f"lungsound push: {Path(folder).resolve().name}"
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(staged.folder), repo_type="model",
+                                     commit_message=message, delete_patterns=REPLACED_PATTERNS)
+        except Exception as exc:  # huggingface_hub's HTTP errors, the network's, a refused token: one line each
+            raise LungsoundError(f"could not push to the Hugging Face hub repository {repo_id}: {_one_line(exc)}") \
+                from None
+    url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
+    return PushResult(repo_id, staged.files, url=url, commit=getattr(info, "oid", None))
+
+
+def hub_api():
+    """huggingface_hub's client with the user's token; a one-line error when pushing cannot work (offline, no token)."""
+    from huggingface_hub import HfApi, constants, get_token
+
+    from lungsound import __version__
+
+    if constants.HF_HUB_OFFLINE:
+        raise LungsoundError("HF_HUB_OFFLINE is set: pushing to the Hugging Face hub needs the network (unset it, or "
+                             "stage the folder locally with --out DIR)")
+    if get_token() is None:
+        raise LungsoundError("no Hugging Face token: run `hf auth login` or set $HF_TOKEN to a token with write access")
+    return HfApi(library_name="lungsound", library_version=__version__)
+
+
+def _check_out(folder: Path, out: Path) -> None:
+    """`out` must not be (or hold) the source folder, and must be new, empty, or a folder staged before."""
+    source, target = folder.resolve(), out.resolve()
+    if target == source or target in source.parents or source in target.parents:
+        raise LungsoundError("the staged folder would overwrite or sit inside the model folder: choose another --out",
+                             out)
+    if out.exists():
+        if not out.is_dir():
+            raise LungsoundError("exists and is not a folder", out)
+        known = set(EXPORT_FILES) | {CARD_FILE}
+        other = [p.name for p in out.iterdir() if p.name not in known or not p.is_file()]
+        if other:
+            raise LungsoundError(f"exists and holds other files ({', '.join(sorted(other)[:3])}): choose a new or "
+                                 "empty folder", out)
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
