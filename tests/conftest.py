@@ -54,6 +54,18 @@ def write_recording(folder: Path, stem: str, cycles: list[tuple[float, float, in
     return folder / f"{stem}.wav"
 
 
+def random_model(folder: Path, overrides: tuple[str, ...] = ("model.name=ast_tiny", "data.duration=2.0")) -> Path:
+    """A model folder with random weights (seed 0): built in a second, loads and predicts like a trained one."""
+    import torch
+
+    from lungsound.config import load_config
+    from lungsound.training.checkpoint import build_model, save_model
+
+    torch.manual_seed(0)
+    cfg = load_config(None, list(overrides))
+    return save_model(folder, build_model(cfg), cfg, {"selected_epoch": 1})
+
+
 def write_generated_set(root: Path, out: Path, per_recording: int = 2, split: str = "train", seconds: float = 1.5) -> Path:
     """A generated set made by hand: noise clips 'generated' from the first cycles of `split` recordings of `root`."""
     import csv

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from lungsound.cli import main
-from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.external import FINDINGS, LabelledRecording, get_adapter
 from lungsound.external.kauh import map_sound_types, parse_location, parse_recording
 from lungsound.external.stats import binary_scores, finding_confusion, wilson_interval
 from lungsound.external.validate import summarise
-from lungsound.training.checkpoint import build_model, read_meta, save_model
+from lungsound.training.checkpoint import read_meta
+from tests.conftest import random_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,9 +157,7 @@ def test_summary_counts_and_groups_by_hand(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A random 2-block AST (2-s segments): quick, and its findings come from the real summary rule."""
-    torch.manual_seed(0)
-    cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0"])
-    return save_model(tmp_path_factory.mktemp("ext") / "model", build_model(cfg), cfg, {"selected_epoch": 1})
+    return random_model(tmp_path_factory.mktemp("ext") / "model")
 
 
 @pytest.fixture

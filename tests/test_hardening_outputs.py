@@ -14,11 +14,11 @@ import torch
 
 from lungsound.cli import main
 from lungsound.compare import collect_runs, summarise, to_markdown
-from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
 from lungsound.tracking import RunLogger
-from lungsound.training.checkpoint import build_model, load_model, save_model
+from lungsound.training.checkpoint import load_model
+from tests.conftest import random_model
 
 
 def _log_run(experiment: str, seed: int, score: float, data: str = "d1", lr: str = "5e-05", se: float = 40.0):
@@ -69,9 +69,7 @@ def test_nan_metrics_are_logged_and_shown(mlflow_store):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0"])
-    return save_model(tmp_path_factory.mktemp("m") / "model", build_model(cfg), cfg, {"selected_epoch": 1})
+    return random_model(tmp_path_factory.mktemp("m") / "model")
 
 
 def _wav(path: Path, seconds: float = 4.0) -> Path:

@@ -13,11 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from lungsound.cli import main
-from lungsound.config import load_config
-from lungsound.training.checkpoint import build_model, save_model
+from tests.conftest import random_model
 
 CLASSES = ["normal", "crackle", "wheeze", "both"]
 
@@ -36,9 +34,7 @@ def error_lines(err: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0"])
-    return save_model(tmp_path_factory.mktemp("cli") / "model", build_model(cfg), cfg, {"selected_epoch": 1})
+    return random_model(tmp_path_factory.mktemp("cli") / "model")
 
 
 @pytest.fixture
