@@ -38,6 +38,8 @@ quickstart: setup ## train CE and Patch-Mix CL tiny ASTs on the built-in synthet
 	@echo
 	@echo "Runs are in the MLflow store mlruns/mlflow.db. Browse them with:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
+	@echo "then open http://127.0.0.1:5000 and click 'Model training' at the top left (once; the browser remembers it):"
+	@echo "MLflow 3.17's UI starts in its GenAI view, where the runs do not show."
 	@echo "Try the clinician demo (research use only) on the newest quickstart model with:"
 	@echo "  make app"
 
@@ -48,6 +50,15 @@ clean-cache: ## remove cached cycles/features (~/.cache/lungsound/features)
 	rm -rf $${LUNGSOUND_CACHE:-$$HOME/.cache/lungsound}/features
 
 # --- ICBHI benchmarks (one GPU recommended): DATA=<ICBHI folder> SEEDS=1-5 ---------------------------------------------
+# The benchmarks train through `lungsound sweep` (one MLflow parent per experiment file or grid cell, a child per seed;
+# groups that finished before are kept). BACKEND=local trains the runs one after another; BACKEND=ray runs each as a Ray
+# task (a local Ray on this machine's cores, or the cluster at RAY_ADDRESS: docs/sweeps.md) with GPUS_PER_RUN GPUs
+# (ICBHI targets; the built-in ones use none) and CPUS_PER_RUN CPUs.
+BACKEND      ?= local
+GPUS_PER_RUN ?= 1
+CPUS_PER_RUN ?= 1
+SWEEP     = $(LS) sweep --backend $(BACKEND) $(if $(filter ray,$(BACKEND)),--cpus-per-run $(CPUS_PER_RUN) --gpus-per-run $(GPUS_PER_RUN))
+SWEEP_CPU = $(LS) sweep --backend $(BACKEND) $(if $(filter ray,$(BACKEND)),--cpus-per-run $(CPUS_PER_RUN))
 .PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment icbhi-aft compare check-data download
 
 check-data:
@@ -56,31 +67,26 @@ check-data:
 	  echo "or point DATA=... at an existing copy (official archive or Kaggle layout)."; exit 2; }
 
 icbhi-ast-ce: check-data setup ## AST fine-tuning baseline, both protocols, then the comparison table
-	$(LS) train -c experiments/icbhi_ast_ce.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) train -c experiments/icbhi_ast_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+	$(SWEEP) -c experiments/icbhi_ast_ce.yaml -c experiments/icbhi_ast_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+	  --published --out outputs/compare/icbhi
 
 icbhi-patchmix-cl: check-data setup ## Patch-Mix contrastive learning [PMCL], both protocols
-	$(LS) train -c experiments/icbhi_patchmix_cl.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) train -c experiments/icbhi_patchmix_cl_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+	$(SWEEP) -c experiments/icbhi_patchmix_cl.yaml -c experiments/icbhi_patchmix_cl_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+	  --published --out outputs/compare/icbhi
 
 icbhi-sgscl: check-data setup ## stethoscope-guided SupCon [SGSCL], both protocols
-	$(LS) train -c experiments/icbhi_sgscl.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) train -c experiments/icbhi_sgscl_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+	$(SWEEP) -c experiments/icbhi_sgscl.yaml -c experiments/icbhi_sgscl_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+	  --published --out outputs/compare/icbhi
 
 icbhi-dat: check-data setup ## device-adversarial baseline of [SGSCL], both protocols
-	$(LS) train -c experiments/icbhi_dat_device.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) train -c experiments/icbhi_dat_device_clean.yaml data.root=$(DATA) --seeds $(SEEDS)
-	$(LS) compare --experiment icbhi --published --out outputs/compare/icbhi
+	$(SWEEP) -c experiments/icbhi_dat_device.yaml -c experiments/icbhi_dat_device_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+	  --published --out outputs/compare/icbhi
 
 REPAUG_BACKBONES := icbhi_ast_repaugment icbhi_repaug_wav2vec2 icbhi_repaug_hubert icbhi_repaug_wavlm
 
 icbhi-repaugment: check-data setup ## RepAugment grid [REPAUG]: AST + 3 speech backbones x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment}, both protocols
-	for exp in $(REPAUG_BACKBONES); do for variant in "" _clean; do \
-	  $(LS) grid -c experiments/$$exp$$variant.yaml data.root=$(DATA) --seeds $(SEEDS) --experiment icbhi-repaugment --quiet || exit 1; \
-	done; done
+	$(SWEEP) $(foreach exp,$(REPAUG_BACKBONES),-c experiments/$(exp).yaml -c experiments/$(exp)_clean.yaml) --cells all \
+	  data.root=$(DATA) tracking.experiment=icbhi-repaugment --seeds $(SEEDS) --quiet
 	$(LS) grid --table-only --experiment icbhi-repaugment --out outputs/compare/icbhi-repaugment
 
 # [AFT]: a vocoder per protocol (the clean one never sees the validation patients), Mixed-500 and Mixed-2k from each,
@@ -100,7 +106,7 @@ icbhi-aft: check-data setup ## [AFT] vocoder, Mixed-500/2k, CE and AFT rows, bot
 	  for exp in $(AFT_ROWS); do \
 	    set500=$(GEN)/icbhi-mixed500$$suffix; set2k=$(GEN)/icbhi-mixed2k$$suffix; \
 	    gen=$$(case $$exp in *mixed500) echo "data.generated=$$set500";; *mixed2k) echo "data.generated=$$set2k";; esac); \
-	    $(LS) train -c experiments/$$exp$$suffix.yaml data.root=$(DATA) $$gen --seeds $(SEEDS) --quiet; \
+	    $(SWEEP) -c experiments/$$exp$$suffix.yaml data.root=$(DATA) $$gen --seeds $(SEEDS) --quiet; \
 	  done; \
 	done
 	$(LS) compare --experiment icbhi-aft --published --out outputs/compare/icbhi-aft
@@ -144,10 +150,8 @@ BUILTIN_SIZE := data.root=null model.name=ast_tiny model.pretrained=null 'model.
 	train.lr=1.0e-3 train.batch_size=8 train.epochs=15 train.ma_beta=null tracking.experiment=builtin-bench
 
 bench-builtin: setup ## the four AST methods, then the RepAugment grid and the AFT pipeline; tiny models, built-in data (~100 min)
-	for exp in $(BUILTIN_METHODS); do for variant in "" _clean; do \
-	  $(LS) train -c experiments/$$exp$$variant.yaml $(BUILTIN_SIZE) --seeds $(or $(BENCH_SEEDS),1-3) --quiet || exit 1; \
-	done; done
-	$(LS) compare --experiment builtin-bench --published --out outputs/compare/builtin-bench
+	$(SWEEP_CPU) $(foreach exp,$(BUILTIN_METHODS),-c experiments/$(exp).yaml -c experiments/$(exp)_clean.yaml) \
+	  $(BUILTIN_SIZE) --seeds $(or $(BENCH_SEEDS),1-3) --quiet --published --out outputs/compare/builtin-bench
 	$(MAKE) bench-builtin-repaugment bench-builtin-aft
 
 # The RepAugment grid at quickstart size (clean protocol, 3 seeds; 31 minutes measured on 2 shared cores): the tiny AST (10 epochs)
@@ -159,10 +163,10 @@ BUILTIN_REPAUG_SPEECH := data.root=null model.name=wav2vec2_tiny model.pretraine
 
 .PHONY: bench-builtin-repaugment
 bench-builtin-repaugment: setup ## the RepAugment grid on built-in data: tiny AST and tiny wav2vec 2.0, 3 seeds (~30 min)
-	$(LS) grid -c experiments/icbhi_ast_repaugment_clean.yaml $(BUILTIN_REPAUG_AST) --experiment builtin-repaugment \
-	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet
-	$(LS) grid -c experiments/icbhi_repaug_wav2vec2_clean.yaml $(BUILTIN_REPAUG_SPEECH) --experiment builtin-repaugment \
-	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet
+	$(SWEEP_CPU) -c experiments/icbhi_ast_repaugment_clean.yaml $(BUILTIN_REPAUG_AST) tracking.experiment=builtin-repaugment \
+	  --cells all --seeds $(or $(BENCH_SEEDS),1-3) --quiet
+	$(SWEEP_CPU) -c experiments/icbhi_repaug_wav2vec2_clean.yaml $(BUILTIN_REPAUG_SPEECH) \
+	  tracking.experiment=builtin-repaugment --cells all --seeds $(or $(BENCH_SEEDS),1-3) --quiet
 	$(LS) grid --table-only --experiment builtin-repaugment --out outputs/compare/builtin-repaugment
 
 # [AFT] at quickstart size (clean protocol, 3 seeds): a small DiffWave (4 layers, 16 channels) trained for a few minutes
@@ -180,12 +184,9 @@ bench-builtin-aft: setup ## [AFT] on built-in data: small vocoder, mixed set, ti
 	  $(BUILTIN_VOCODER) --export $(GEN)/builtin-vocoder --quiet
 	$(LS) generate synth --vocoder $(GEN)/builtin-vocoder --per-class 25 --out $(GEN)/builtin-mixed --quiet
 	$(LS) generate evaluate --set $(GEN)/builtin-mixed
-	$(LS) train -c experiments/icbhi_aft_ce_real_clean.yaml $(BUILTIN_AFT) --seeds $(or $(BENCH_SEEDS),1-3) --quiet
-	for exp in icbhi_aft_ce_mixed500_clean icbhi_aft_mixed500_clean; do \
-	  $(LS) train -c experiments/$$exp.yaml $(BUILTIN_AFT) data.generated=$(GEN)/builtin-mixed \
-	    --seeds $(or $(BENCH_SEEDS),1-3) --quiet || exit 1; \
-	done
-	$(LS) compare --experiment builtin-aft --published --out outputs/compare/builtin-aft
+	$(SWEEP_CPU) -c experiments/icbhi_aft_ce_real_clean.yaml $(BUILTIN_AFT) --seeds $(or $(BENCH_SEEDS),1-3) --quiet
+	$(SWEEP_CPU) -c experiments/icbhi_aft_ce_mixed500_clean.yaml -c experiments/icbhi_aft_mixed500_clean.yaml $(BUILTIN_AFT) \
+	  data.generated=$(GEN)/builtin-mixed --seeds $(or $(BENCH_SEEDS),1-3) --quiet --published --out outputs/compare/builtin-aft
 
 # --- performance card (issue 11): every figure side by side in one run, written to docs/performance.md --------------------
 .PHONY: bench-speed

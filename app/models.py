@@ -149,8 +149,9 @@ def _is_hub_source(source: str) -> bool:
 
 def _mlflow_client(notes: list[str]):
     """A client for the existing tracking store, or None when there is none (nothing is created)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri and not (Path.cwd() / "mlruns" / "mlflow.db").is_file():
+    from lungsound.tracking import store_exists
+
+    if not store_exists():
         return None
     try:
         from lungsound.tracking import client

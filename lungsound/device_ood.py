@@ -42,7 +42,9 @@ def device_ood_rows(experiment_file: str, protocol: str | None = None,
     if len(protocols) > 1:
         raise LungsoundError(f"runs of {experiment_file!r} use protocols {', '.join(protocols)}; pick one with "
                              "--protocol")
-    table = summarise(runs, notes)
+    found: list[str] = []
+    table = summarise(runs, found)
+    notes += [n for n in found if "different data sets" not in n]  # every split is its own data set here, by design
     official = _pick(table, "official", notes)
     rows = []
     for device in DEVICES:

@@ -1,23 +1,37 @@
 """MLflow tracking: where runs go, what each run records, and how runs are found again.
 
 Backend: `$MLFLOW_TRACKING_URI`, else a sqlite store `sqlite:///<cwd>/mlruns/mlflow.db` with artifacts under
-`<cwd>/mlruns/artifacts/` (MLflow 3 refuses a plain file store). One MLflow experiment per benchmark. Every run gets the
-flattened config as params, metrics per epoch, and tags: git commit and dirty flag, package versions, hardware, protocol,
-method, data fingerprint. The explicit `MlflowClient` API is used throughout, so nothing depends on a global active run.
+`<cwd>/mlruns/artifacts/` (MLflow 3 refuses a plain file store). One MLflow experiment per benchmark, tagged
+`mlflow.experimentKind = custom_model_development`, MLflow's own mark of a model-training experiment (an existing
+experiment without a kind gets it when lungsound first uses it). MLflow 3.17's UI reads its per-browser
+"GenAI / Model training" switch instead, so there one click on "Model training" shows the runs tables.
+Every run gets the flattened config as params, metrics per epoch, its data as an MLflow dataset input
+(`RunLogger.log_dataset`: name, source, digest = the data fingerprint, split and counts), and tags: MLflow's own
+`mlflow.source.git.commit` (only when the package runs from a git checkout) and `mlflow.source.name`, lungsound's git
+commit and dirty flag, package versions, hardware, protocol, method, data fingerprint.
+`register_model` adds a run's model to the Model Registry as a new version. The explicit `MlflowClient` API is used
+throughout, so nothing depends on a global active run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from lungsound.errors import LungsoundError
 
 PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's experiment kind (GenAI or model training)
+EXPERIMENT_KIND = "custom_model_development"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"
+DATA_CONTEXT_TAG = "mlflow.data.context"
 
 
 def tracking_uri() -> str:
@@ -29,6 +43,30 @@ def tracking_uri() -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def store_exists() -> bool:
+    """True when a tracking store is configured ($MLFLOW_TRACKING_URI) or ./mlruns/mlflow.db exists: code that only
+    reads (the app, push, validate-external) asks this first, so reading never creates a store."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (Path.cwd() / "mlruns" / "mlflow.db").is_file()
+
+
+def run_of_model_folder(mlf, folder: str | Path):
+    """The newest run whose `run_folder` tag (set by `lungsound train`) is the folder holding this model folder
+    (`<run folder>/best`) or the folder itself; None when no run records it."""
+    from mlflow.entities import ViewType
+
+    resolved = Path(folder).resolve()
+    resolved = resolved.parent if resolved.is_file() else resolved
+    candidates = [str(resolved.parent), str(resolved)] if resolved.name == "best" else [str(resolved)]
+    experiments = [e.experiment_id for e in mlf.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    for candidate in candidates if experiments else []:
+        quoted = candidate.replace("'", "\\'")
+        runs = mlf.search_runs(experiments, filter_string=f"tags.run_folder = '{quoted}'", max_results=1,
+                               order_by=["attributes.start_time DESC"])
+        if runs:
+            return runs[0]
+    return None
+
+
 def _sqlite_lock() -> Path | None:
     uri = tracking_uri()
     return Path(uri[len("sqlite:///"):] + ".lock") if uri.startswith("sqlite:///") else None
@@ -37,8 +75,6 @@ def _sqlite_lock() -> Path | None:
 def client():
     """An `MlflowClient` on `tracking_uri()`. A new sqlite store is created under a lock: two processes starting on a
     fresh store at once would otherwise both run its schema migrations."""
-    import contextlib
-
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -54,13 +90,13 @@ def client():
 
 
 def experiment_id(mlf, name: str, create: bool = True) -> str | None:
-    """The id of MLflow experiment `name`, created if missing; safe when several processes create it at once."""
-    import contextlib
-
+    """The id of MLflow experiment `name`, created if missing (safe when several processes create it at once), and
+    tagged as a custom-model experiment (`EXPERIMENT_KIND_TAG`) when it is not tagged with a kind yet."""
     from lungsound.storage import file_lock
 
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
+        _tag_kind(mlf, exp)
         return exp.experiment_id
     if not create:
         return None
@@ -72,27 +108,51 @@ def experiment_id(mlf, name: str, create: bool = True) -> str | None:
     with file_lock(lock) if lock else contextlib.nullcontext():
         exp = mlf.get_experiment_by_name(name)
         if exp is not None:
+            _tag_kind(mlf, exp)
             return exp.experiment_id
         try:
-            return mlf.create_experiment(name, artifact_location=location)
+            return mlf.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:  # another process (on another machine, without our lock) created it first
             exp = mlf.get_experiment_by_name(name)
             if exp is None:
                 raise
+            _tag_kind(mlf, exp)
             return exp.experiment_id
 
 
-def git_state() -> dict[str, str]:
-    """Commit and dirty flag of the checkout this package runs from ('unknown' outside git)."""
-    repo = Path(__file__).resolve().parents[1]
+def _tag_kind(mlf, exp) -> None:
+    """Tag an experiment made before lungsound set its kind (or by someone else); a kind already set is kept."""
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        mlf.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    """The output of `git <args>` in `repo`, or None when git is missing, fails or hangs."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirty flag of the checkout this package runs from ('unknown' outside git). The package's folder must
+    be the top of that checkout: an installed copy inside some other repository (a venv in a project) is not one."""
+    repo = Path(__file__).resolve().parents[1]
+    top = _git(repo, "rev-parse", "--show-toplevel")
+    commit = _git(repo, "rev-parse", "HEAD") if top and Path(top).resolve() == repo else None
+    if not commit:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
-    return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower() if commit else "unknown"}
+    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": "unknown" if dirty is None else str(bool(dirty)).lower()}
+
+
+def _source_name() -> str:
+    """What started this process, as MLflow's Source column shows it: `lungsound train`, or the script's name (the
+    package's for `python -m package`)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c", "-m") else Path("python")
+    prog = script.parent.name if script.name == "__main__.py" else script.name
+    return f"lungsound {sys.argv[1]}" if prog == "lungsound" and len(sys.argv) > 1 else prog
 
 
 def environment_tags() -> dict[str, str]:
@@ -107,8 +167,11 @@ def environment_tags() -> dict[str, str]:
         hardware = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     else:
         hardware = f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+    git = git_state()
     return {
-        **git_state(),
+        SOURCE_TYPE_TAG: "LOCAL", SOURCE_NAME_TAG: _source_name(),  # the runs table's Source column
+        **({GIT_COMMIT_TAG: git["git_commit"]} if git["git_commit"] != "unknown" else {}),
+        **git,
         "lungsound_version": lungsound.__version__,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
@@ -186,6 +249,29 @@ class RunLogger:
         for k, v in tags.items():
             self.mlf.set_tag(self.run_id, k, str(v))
 
+    def log_dataset(self, name: str, root: str | Path, digest: str, profile: dict[str, Any],
+                    context: str = "training") -> None:
+        """Record the run's data as an MLflow dataset input: `name`, a local source at `root`, `digest` (lungsound's
+        data fingerprint, so equal digests mean the same cycles) and `profile` (split, counts) as JSON."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local",
+                          source=json.dumps({"uri": str(Path(root).resolve())}),
+                          profile=json.dumps(profile, sort_keys=True))
+        self.mlf.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag(DATA_CONTEXT_TAG, context)])])
+
+    def log_inputs_of(self, run_ids: list[str]) -> None:
+        """Record the dataset inputs of other runs (a multi-seed group's children) on this run, each once."""
+        seen, inputs = set(), []
+        for run_id in run_ids:
+            for inp in self.mlf.get_run(run_id).inputs.dataset_inputs:
+                key = (inp.dataset.name, inp.dataset.digest, tuple((t.key, t.value) for t in inp.tags))
+                if key not in seen:
+                    seen.add(key)
+                    inputs.append(inp)
+        if inputs:
+            self.mlf.log_inputs(self.run_id, inputs)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if Path(path).is_dir():
             self.mlf.log_artifacts(self.run_id, str(path), artifact_path)
@@ -202,4 +288,42 @@ def download_artifacts(run_id: str, path: str, dest: str | Path) -> Path:
     try:
         return Path(mlf.download_artifacts(run_id, path, str(dest)))
     except Exception as exc:
-        raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {exc}") from None
+        raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {_first_line(exc)}") from None
+
+
+def register_model(run_id: str, name: str, artifact: str = "model", description: str | None = None,
+                   tags: dict[str, Any] | None = None) -> str:
+    """Register `runs:/<run_id>/<artifact>` as a new version of registered model `name` (created when missing);
+    returns the version number. `models:/<name>/latest` then resolves to it (`lungsound.inference.model_uri`)."""
+    from lungsound.storage import file_lock
+
+    mlf = client()
+    lock = _sqlite_lock()
+    try:
+        with file_lock(lock) if lock else contextlib.nullcontext():  # version numbers are read, then written
+            if not _registered_model_exists(mlf, name):
+                mlf.create_registered_model(name, description=f"lungsound models of experiment file {name}")
+            version = mlf.create_model_version(name, f"runs:/{run_id}/{artifact}", run_id=run_id,
+                                               description=description,
+                                               tags={k: str(v) for k, v in (tags or {}).items()})
+    except Exception as exc:  # mlflow raises its own exception types
+        raise LungsoundError(f"cannot register run {run_id} as model {name!r} in {tracking_uri()}: "
+                             f"{_first_line(exc)}") from None
+    return str(version.version)
+
+
+def _registered_model_exists(mlf, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlf.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lungsound.cli import ood as ood_cmd
     from lungsound.cli import predict as predict_cmd
     from lungsound.cli import push as push_cmd
+    from lungsound.cli import sweep as sweep_cmd
     from lungsound.cli import train as train_cmd
     from lungsound.cli import validate as validate_cmd
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.register(sub)
     predict_cmd.register(sub)
     grid_cmd.register(sub)
+    sweep_cmd.register(sub)
     generate_cmd.register(sub)
     export_cmd.register(sub)
     push_cmd.register(sub)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a trained classifier to ONNX (optionally int8) for fast CPU inference")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")
-    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version>")
+    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
     p.add_argument("--int8", action="store_true", help="quantise the linear layers' weights to int8 (dynamic)")
     p.add_argument("--out", type=Path, help="the folder to write (default <checkpoint>-onnx[-int8])")
     p.add_argument("--check-data", type=Path, metavar="DIR",

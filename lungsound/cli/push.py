@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path,
                      help="a model folder (model.safetensors, config.yaml, meta.json) or a `lungsound export` folder")
-    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version>")
+    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
     p.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the hub repository (created when missing)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="write the folder that would be uploaded (model files and README.md) here; upload nothing")

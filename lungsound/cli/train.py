@@ -16,15 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run (its last.pt or run folder, or its MLflow run id), or finish a "
                         "multi-seed group (the parent's MLflow run id)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this epoch (resume later with --resume)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch only)")
+    p.add_argument("--register", action="store_true",
+                   help="register the trained model in the MLflow Model Registry as a new version of the experiment "
+                        "file's name (for several seeds: the seed with the best Score on its selection split); "
+                        "load it as models:/NAME/latest")
     p.set_defaults(handler=run_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a trained model on a database's test split")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a model folder (with model.safetensors and config.yaml)")
-    src.add_argument("--run-id", help="an MLflow run id whose 'model' artifact to evaluate")
+    src.add_argument("--run-id", help="an MLflow run id (its 'model' artifact), runs:/<id>/model or "
+                                      "models:/<name>/<version|latest>")
     p.add_argument("--root", type=Path, default=None, help="ICBHI-format data (default: the data the model was trained on)")
-    p.add_argument("--split", default=None, help="official or fold0..fold4 (default: the training config's)")
+    p.add_argument("--split", default=None, help="official, fold0..fold4, official_noleak or device_out=DEVICE "
+                   "(default: the training config's)")
     p.add_argument("--out", type=Path, default=None, help="write the report (confusion matrix, tables) here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_evaluate)
@@ -48,6 +54,10 @@ def run_train(args: argparse.Namespace) -> int:
     from lungsound.training.run import fit
     from lungsound.training.seeds import fit_seeds, parse_seeds
 
+    if args.register and args.stop_after is not None:
+        from lungsound.errors import LungsoundError
+
+        raise LungsoundError("--register needs a finished run: drop --stop-after (or register when resuming)")
     if args.resume:
         return _resume(args)
     cfg = load_config(args.config, args.overrides)
@@ -64,11 +74,37 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"run {result.run_id} {status}; selected epoch {result.selected_epoch}; model: {result.checkpoint}")
         if result.finished:
             print(_summary_line(result.metrics, ""))
+            _register(args, result.run_id)
         return 0
     out = fit_seeds(cfg, seeds, progress=not args.quiet)
     print(f"parent run {out['parent_run_id']}: {len(seeds)} seeds")
     print(_summary_line(out["summary"], "_mean"))
+    _register(args, out["parent_run_id"])
     return 0
+
+
+def _register(args: argparse.Namespace, run_id: str | None) -> None:
+    """--register: the run's model (a multi-seed parent's best child) as a new version of the experiment file's
+    name in the Model Registry."""
+    if not args.register:
+        return
+    from lungsound.errors import LungsoundError
+    from lungsound.tracking import client, register_model
+    from lungsound.training.seeds import best_child
+
+    if run_id is None:
+        raise LungsoundError("--register needs an MLflow-tracked run")
+    mlf = client()
+    parent = mlf.get_run(run_id).data.tags
+    chosen = best_child(run_id) if parent.get("role") == "parent" else run_id
+    tags = mlf.get_run(chosen).data.tags
+    name = tags.get("experiment_file") or "experiment"
+    version_tags = {k: tags[k] for k in ("seed", "protocol", "method", "model", "data_fingerprint") if k in tags}
+    if chosen != run_id:
+        version_tags["parent_run_id"] = run_id
+    version = register_model(chosen, name, tags=version_tags,
+                             description=f"{name}, seed {tags.get('seed', '?')}, {tags.get('protocol', '?')} protocol")
+    print(f"registered models:/{name}/{version} (run {chosen}); load it as models:/{name}/latest")
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -91,6 +127,7 @@ def _resume(args: argparse.Namespace) -> int:
             out = resume_group(target, progress=not args.quiet)
             print(f"parent run {out['parent_run_id']}: {len(out['seeds'])} seeds")
             print(_summary_line(out["summary"], "_mean"))
+            _register(args, out["parent_run_id"])
             return 0
         folder = run.data.tags.get("run_folder")
         if not folder:
@@ -98,6 +135,8 @@ def _resume(args: argparse.Namespace) -> int:
         target = folder
     result = fit(None, resume=target, stop_after=args.stop_after, progress=not args.quiet)
     print(json.dumps({"run_id": result.run_id, "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
+    if result.finished:
+        _register(args, result.run_id)
     return 0
 
 
@@ -112,10 +151,18 @@ def _summary_line(metrics: dict, suffix: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
     from lungsound.evaluation import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint=args.checkpoint, run_id=args.run_id, root=args.root, split=args.split,
-                                 out=args.out)
+    with tempfile.TemporaryDirectory(prefix="lungsound-evaluate-") as tmp:
+        checkpoint = args.checkpoint
+        if args.run_id is not None:  # a run id, runs:/ or models:/ URI: its model folder
+            from lungsound.inference.model_uri import resolve_model_uri
+            from lungsound.tracking import download_artifacts
+
+            checkpoint = download_artifacts(*resolve_model_uri(args.run_id), tmp)
+        result = evaluate_checkpoint(checkpoint=checkpoint, root=args.root, split=args.split, out=args.out)
     print(json.dumps(result, indent=2) if args.json else result["text"])
     return 0
 

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder (searched recursively for audio)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")
-    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version>")
+    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
     p.add_argument("--segmentation", choices=("auto", "breath", "windows"), default="auto",
                    help="auto: detected breathing cycles, else sliding windows (default)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,27 +118,18 @@ def evaluations_of_run(run_id: str) -> dict[str, dict]:
 
 def run_of_folder(folder: str | Path) -> tuple[str | None, str]:
     """(run id, "") of the MLflow run that wrote this model folder, or (None, why not). Only an existing store is read
-    ($MLFLOW_TRACKING_URI, or ./mlruns/mlflow.db as `lungsound.tracking` writes it): none is created."""
-    folder = Path(folder).resolve()
-    folder = folder.parent if folder.is_file() else folder
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not (Path.cwd() / "mlruns" / "mlflow.db").is_file():
-        return None, "no MLflow store here ($MLFLOW_TRACKING_URI unset, no ./mlruns/mlflow.db)"
-    run_folder = str(folder.parent)
-    if "'" in run_folder:
-        return None, f"the run folder {run_folder} has a quote in its name, which an MLflow search cannot match"
-    from lungsound.tracking import client, tracking_uri
+    (`lungsound.tracking.store_exists`): none is created."""
+    from lungsound.tracking import client, run_of_model_folder, store_exists, tracking_uri
 
+    if not store_exists():
+        return None, "no MLflow store here ($MLFLOW_TRACKING_URI unset, no ./mlruns/mlflow.db)"
     try:
-        mlf = client()
-        experiments = [e.experiment_id for e in mlf.search_experiments()]
-        runs = mlf.search_runs(experiments, filter_string=f"tags.run_folder = '{run_folder}'", max_results=2) \
-            if experiments else []
+        run = run_of_model_folder(client(), folder)
     except Exception as exc:  # a locked or old-schema store: say so, the figures are still in meta.json
         return None, f"could not read the MLflow store {tracking_uri()}: {_one_line(exc)}"
-    if len(runs) != 1:
-        return None, (f"no MLflow run in {tracking_uri()} wrote {folder}" if not runs else
-                      f"several MLflow runs in {tracking_uri()} claim {run_folder}")
-    return runs[0].info.run_id, ""
+    if run is None:
+        return None, f"no MLflow run in {tracking_uri()} wrote {Path(folder).resolve()}"
+    return run.info.run_id, ""
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,5 +1,6 @@
 """Where a model comes from in MLflow: `runs:/<id>/<path>`, a bare run id, or a registered `models:/<name>/<version>`
-(or `models:/<name>@<alias>`), resolved to (run id, artifact path) in the store of `lungsound.tracking`."""
+(`models:/<name>/latest`: its highest version; or `models:/<name>@<alias>`), resolved to (run id, artifact path) in
+the store of `lungsound.tracking`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from lungsound.errors import LungsoundError
 
 
 def resolve_model_uri(uri: str) -> tuple[str, str]:
-    """(run id, artifact path) of `runs:/<id>/<path>`, a bare run id, or a registered `models:/<name>/<version>`."""
+    """(run id, artifact path) of `runs:/<id>/<path>`, a bare run id, or a registered `models:/<name>/<version>`
+    (or `/latest`, or `@<alias>`)."""
     uri = str(uri).strip()
     if uri.startswith("runs:/"):
         run_id, _, path = uri[len("runs:/"):].strip("/").partition("/")
@@ -36,15 +38,27 @@ def _registered(uri: str) -> tuple[str, str]:
         else:
             name, _, number = ref.rpartition("/")
             if not name or not number:
-                raise LungsoundError(f"expected models:/<name>/<version> or models:/<name>@<alias>, got {uri!r}")
-            version = mlf.get_model_version(name, number)
+                raise LungsoundError(f"expected models:/<name>/<version>, models:/<name>/latest or "
+                                     f"models:/<name>@<alias>, got {uri!r}")
+            version = _latest(mlf, name, uri) if number.lower() == "latest" else mlf.get_model_version(name, number)
     except LungsoundError:
         raise
     except Exception as exc:  # mlflow's own exception types
-        raise LungsoundError(f"registered model {uri!r} not found in {tracking_uri()}: {exc}") from None
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise LungsoundError(f"registered model {uri!r} not found in {tracking_uri()}: {detail}") from None
     source = str(version.source or "")
     if source.startswith("runs:/"):
         return resolve_model_uri(source)
     if not version.run_id:
         raise LungsoundError(f"registered model {uri!r} has no source run to load it from (source {source!r})")
     return version.run_id, "model"
+
+
+def _latest(mlf, name: str, uri: str):
+    """The highest version of registered model `name`, as MLflow itself reads `models:/<name>/latest`: the newest of the
+    latest version of each stage (MLflow 3's `get_model_version` does not take 'latest', and `get_latest_versions` is
+    deprecated with the stages; the registered model's own `latest_versions` holds the same list)."""
+    versions = mlf.get_registered_model(name).latest_versions  # an unknown name fails here, MLflow's "not found"
+    if not versions:
+        raise LungsoundError(f"registered model {uri!r}: {name!r} has no versions in the store")
+    return max(versions, key=lambda v: int(v.version))

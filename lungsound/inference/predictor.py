@@ -136,7 +136,7 @@ class Predictor:
 
     @classmethod
     def from_mlflow(cls, uri: str, device: str | torch.device | None = None, **kwargs) -> "Predictor":
-        """Load `runs:/<id>/<path>`, a bare run id (its "model" artifact) or `models:/<name>/<version>` (or
+        """Load `runs:/<id>/<path>`, a bare run id (its "model" artifact) or `models:/<name>/<version|latest>` (or
         `models:/<name>@<alias>`) from the MLflow store of `lungsound.tracking` ($MLFLOW_TRACKING_URI)."""
         from lungsound.tracking import download_artifacts
 

@@ -15,7 +15,6 @@ creates one, and a store that cannot be read leaves the card without these facts
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,15 +70,15 @@ def provenance_for_folder(folder: str | Path) -> Provenance:
     """The facts of the run a model folder (or an exported folder) came from, when an existing store knows it."""
     folder = Path(folder)
     run_id = _exported_from(folder)
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not (Path.cwd() / "mlruns" / "mlflow.db").is_file():
+    from lungsound.tracking import client, run_of_model_folder, store_exists
+
+    if not store_exists():
         return Provenance(run_id=run_id, note="no MLflow store here: the card gives this folder's own scores only")
     try:
-        from lungsound.tracking import client
-
         mlf = client()
         if run_id is not None:
             return _facts(mlf, mlf.get_run(run_id))
-        run = _run_with_folder(mlf, folder)
+        run = run_of_model_folder(mlf, folder)
     except Exception as exc:  # an unreadable store is only a note: the card still has meta.json's facts
         return Provenance(run_id=run_id, note=f"could not read the MLflow store: {_one_line(exc)}")
     if run is None:
@@ -132,24 +131,6 @@ def _exported_from(folder: Path) -> str | None:
         return None
     if source.startswith("runs:/"):
         return source[len("runs:/"):].split("/")[0] or None
-    return None
-
-
-def _run_with_folder(mlf, folder: Path):
-    """The run whose `run_folder` tag is the folder holding `best/` (or the folder itself), or None."""
-    from mlflow.entities import ViewType
-
-    resolved = folder.resolve()
-    candidates = {str(resolved.parent), str(resolved)} if resolved.name == "best" else {str(resolved)}
-    experiments = [e.experiment_id for e in mlf.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-    if not experiments:
-        return None
-    for candidate in sorted(candidates):
-        quoted = candidate.replace("'", "\\'")
-        runs = mlf.search_runs(experiments, filter_string=f"tags.run_folder = '{quoted}'", max_results=5,
-                               order_by=["attributes.start_time DESC"])
-        if runs:
-            return runs[0]
     return None
 
 

@@ -123,6 +123,7 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
                     "world_size": dist_utils.world_size()}
             logger = RunLogger.start(cfg.tracking.experiment, run_name, tags, parent_run_id)
             logger.log_params(flatten(cfg.to_dict()))
+            logger.log_dataset(**_dataset_input(cfg, trainer, tags["data_fingerprint"]))
             masking = getattr(trainer.model, "speech_masking_params", None)
             if masking is not None:  # the speech checkpoint's own masking and layer drop, as in effect
                 logger.log_params({f"model.effective.{k}": v for k, v in masking().items()})
@@ -180,12 +181,12 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
                 "objective": trainer.objective.state_dict(), "optimizer": trainer.optimizer.state_dict(),
                 "scaler": trainer.scaler.state_dict(), "rng": rng_state(), "history": history,
                 "best_key": best_key, "best_epoch": best_epoch, "best": best.to_state()})
-            if trainer.progress:
-                print(f"[{cfg.name} seed {cfg.train.seed}] epoch {epoch}/{cfg.train.epochs}  "
-                      f"loss {logs.get('train_loss', float('nan')):.4f}  test Sp {ev_test.scores['sp']:.2f} "
-                      f"Se {ev_test.scores['se']:.2f} Score {ev_test.scores['score']:.2f}"
-                      + (f"  val Score {ev_val.scores['score']:.2f}" if ev_val else "")
-                      + ("  *" if best_epoch == epoch else ""), flush=True)
+            # One line per epoch, with --quiet too (which only hides the per-batch bars); * marks the selected epoch.
+            print(f"[{cfg.name} seed {cfg.train.seed}] epoch {epoch}/{cfg.train.epochs}  "
+                  f"loss {logs.get('train_loss', float('nan')):.4f}  test Sp {ev_test.scores['sp']:.2f} "
+                  f"Se {ev_test.scores['se']:.2f} Score {ev_test.scores['score']:.2f}"
+                  + (f"  val Score {ev_val.scores['score']:.2f}" if ev_val else "")
+                  + f"  {metrics['epoch_seconds']:.0f} s/epoch" + ("  *" if best_epoch == epoch else ""), flush=True)
         if stop_after is not None and epoch >= stop_after and epoch < cfg.train.epochs:
             if logger:
                 logger.end("KILLED")
@@ -232,6 +233,18 @@ def _fingerprint(trainer: Trainer) -> str:
         h.update(",".join(r.stem for r in ds.recordings).encode())
         h.update(getattr(ds, "fingerprint_extra", "").encode())  # a generated set's manifest
     return h.hexdigest()[:16]
+
+
+def _dataset_input(cfg: ExperimentConfig, trainer: Trainer, fingerprint: str) -> dict:
+    """The run's data as `RunLogger.log_dataset` records it: named after its folder (the built-in synthetic set is
+    `synthetic-default`), digest = the data fingerprint, and the split, protocol and cycle counts as its profile."""
+    d = trainer.data
+    profile = {"split": d.db.split_name or "none", "protocol": cfg.train.protocol, "recordings": len(d.db.recordings),
+               "train_cycles": len(d.train), "test_cycles": len(d.test), "val_cycles": len(d.val) if d.val else 0}
+    generated = getattr(d.train, "generated", None)
+    if generated is not None:  # [AFT]: the generated clips are part of the training cycles
+        profile["generated_cycles"] = len(generated)
+    return {"name": Path(d.db.root).resolve().name, "root": d.db.root, "digest": fingerprint, "profile": profile}
 
 
 def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool) -> dict:

@@ -3,7 +3,13 @@
 `fit_seeds` starts a group; the parent records the config (params and a `config.yaml` artifact) and the seeds, and
 each child records its run folder. A group that died (an exception, Ctrl-C, or a killed process that left the parent
 RUNNING) is finished by `resume_group(parent_run_id)` (`lungsound train --resume <parent run id>`): finished children
-are kept, interrupted ones continue from their `last.pt`, missing ones are trained, then the parent gets its statistics.
+are kept, interrupted ones continue from their `last.pt`, missing ones are trained, then the parent gets its statistics
+and its children's dataset input. `best_child` names the child that `lungsound train --register` registers: the one
+with the best final Score on the split that selected its epoch (validation for the clean protocol, test for the paper
+protocol, as within a run).
+
+The steps are public for runners that train the children elsewhere (`lungsound.sweep`: Ray tasks): `start_parent`,
+`fit_child` per seed, `finish_parent`; `group_progress` says which seeds of an existing group are done or interrupted.
 """
 
 from __future__ import annotations
@@ -54,35 +60,16 @@ def aggregate(metrics: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _child_cfg(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+def child_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """The config of one seed of the group: `cfg` with `train.seed` and the child's run name `<group>-seed<N>`."""
     child = copy.deepcopy(cfg)
     child.train.seed = seed
     child.tracking.run_name = f"{cfg.tracking.run_name or cfg.name}-seed{seed}"
     return child
 
 
-def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: bool, done: dict[int, dict],
-                  interrupted: dict[int, Path]) -> dict:
-    """Train every seed not in `done` (resuming those in `interrupted`), then finish the parent with the statistics."""
-    from lungsound.tracking import ends_on_error
-
-    with ends_on_error(parent):
-        for seed in seeds:
-            if seed in done:
-                continue
-            if seed in interrupted:
-                result = fit(None, resume=interrupted[seed], progress=progress)
-            else:
-                result = fit(_child_cfg(cfg, seed), parent_run_id=parent.run_id, progress=progress)
-            done[seed] = result.metrics
-    summary = aggregate([done[s] for s in seeds])
-    parent.log_metrics(summary)
-    parent.end("FINISHED")
-    return {"parent_run_id": parent.run_id, "summary": summary, "seeds": seeds}
-
-
-def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict:
-    """One parent MLflow run, one child per seed; the parent gets mean and std of each final metric."""
+def start_parent(cfg: ExperimentConfig, seeds: list[int]):
+    """Open the group's parent run (a `RunLogger`): tags, the config as params and as a `config.yaml` artifact."""
     from lungsound.tracking import RunLogger, environment_tags
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -96,7 +83,43 @@ def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) ->
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
         parent.log_artifact(path)
-    return _run_children(parent, cfg, seeds, progress, {}, {})
+    return parent
+
+
+def fit_child(cfg: ExperimentConfig, seed: int, parent_run_id: str, resume: str | Path | None = None,
+              progress: bool = True):
+    """One seed of the group: a new child run of `parent_run_id`, or (`resume`: its last.pt) an interrupted one
+    continued. Returns fit's `RunResult`."""
+    if resume is not None:
+        return fit(None, resume=resume, progress=progress)
+    return fit(child_config(cfg, seed), parent_run_id=parent_run_id, progress=progress)
+
+
+def finish_parent(parent, seeds: list[int], done: dict[int, dict]) -> dict:
+    """Log the mean and std over `seeds` of the children's final metrics (`done`: seed -> metrics) on the parent,
+    with its children's dataset input, and end it FINISHED."""
+    summary = aggregate([done[s] for s in seeds])
+    parent.log_metrics(summary)
+    parent.log_inputs_of([child.info.run_id for child in children_of(parent.mlf, parent.run_id)])
+    parent.end("FINISHED")
+    return {"parent_run_id": parent.run_id, "summary": summary, "seeds": seeds}
+
+
+def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: bool, done: dict[int, dict],
+                  interrupted: dict[int, Path]) -> dict:
+    """Train every seed not in `done` (resuming those in `interrupted`), then finish the parent with the statistics."""
+    from lungsound.tracking import ends_on_error
+
+    with ends_on_error(parent):
+        for seed in seeds:
+            if seed not in done:
+                done[seed] = fit_child(cfg, seed, parent.run_id, interrupted.get(seed), progress).metrics
+    return finish_parent(parent, seeds, done)
+
+
+def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict:
+    """One parent MLflow run, one child per seed; the parent gets mean and std of each final metric."""
+    return _run_children(start_parent(cfg, seeds), cfg, seeds, progress, {}, {})
 
 
 def resume_group(parent_run_id: str, progress: bool = True) -> dict:
@@ -116,11 +139,17 @@ def resume_group(parent_run_id: str, progress: bool = True) -> dict:
         path = download_artifacts(parent_run_id, "config.yaml", tmp)
         cfg = config_from_dict(yaml.safe_load(Path(path).read_text()), f"run {parent_run_id} config.yaml")
     seeds = [int(s) for s in run.data.tags["seeds"].split(",")]
-    children = mlf.search_runs([run.info.experiment_id],
-                               filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
+    done, interrupted = group_progress(mlf, parent_run_id)
+    parent = RunLogger.resume(parent_run_id)
+    return _run_children(parent, cfg, seeds, progress, done, interrupted)
+
+
+def group_progress(mlf, parent_run_id: str) -> tuple[dict[int, dict], dict[int, Path]]:
+    """Where a group's seeds stand: the final metrics of finished children (seed -> metrics) and the last.pt of
+    interrupted ones (seed -> path); a child left RUNNING without a checkpoint (its process died) is marked KILLED."""
     done: dict[int, dict] = {}
     interrupted: dict[int, Path] = {}
-    for child in sorted(children, key=lambda r: r.info.start_time):  # the newest attempt of a seed wins
+    for child in sorted(children_of(mlf, parent_run_id), key=lambda r: r.info.start_time):  # the newest attempt wins
         seed = int(child.data.tags.get("seed", -1))
         last = Path(child.data.tags.get("run_folder", "/nonexistent")) / "last.pt"
         if child.info.status == "FINISHED" and "final_test_score" in child.data.metrics:
@@ -131,5 +160,25 @@ def resume_group(parent_run_id: str, progress: bool = True) -> dict:
             interrupted[seed] = last
         elif child.info.status == "RUNNING":  # killed before its first checkpoint: nothing to continue
             mlf.set_terminated(child.info.run_id, status="KILLED")
-    parent = RunLogger.resume(parent_run_id)
-    return _run_children(parent, cfg, seeds, progress, done, interrupted)
+    return done, interrupted
+
+
+def children_of(mlf, parent_run_id: str) -> list:
+    """The MLflow runs of a multi-seed group's children (every attempt, in no particular order)."""
+    parent = mlf.get_run(parent_run_id)
+    return mlf.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                           max_results=5000)
+
+
+def best_child(parent_run_id: str) -> str:
+    """The run id of the group's finished child with the best final Score on its selection split (`selection` tag:
+    val for the clean protocol, test for the paper protocol); the earliest child wins a tie."""
+    from lungsound.tracking import client
+
+    finished = [c for c in children_of(client(), parent_run_id) if c.info.status == "FINISHED"]
+    scored = [(c.data.metrics.get(f"final_{c.data.tags.get('selection', 'test')}_score"), c) for c in finished]
+    scored = [(key, c) for key, c in scored if key is not None and key == key]  # NaN never wins
+    if not scored:
+        raise LungsoundError(f"multi-seed run {parent_run_id} has no finished child with a final Score to register")
+    scored.sort(key=lambda kc: kc[1].info.start_time)  # max() keeps the first of equals: the earliest child
+    return max(scored, key=lambda kc: kc[0])[1].info.run_id
