@@ -165,7 +165,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     parts = [table]
     if card.get("synthetic"):
         parts.append("**The training data is synthetic**: these scores say nothing about real patients.")
-    from evaluations import card_sections  # app/evaluations.py: a non-official split, external validation figures
+    from lungsound.external.card import card_sections  # a non-official split, external validation figures
 
     parts.extend(card_sections(card))
     for key, title in (("intended_use", "Intended use"), ("limitations", "Limitations")):

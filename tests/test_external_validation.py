@@ -3,10 +3,8 @@ intervals, the aggregation, and the command on the real KAUH recordings with a t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -327,16 +325,8 @@ def test_read_meta_refuses_evaluations_that_are_not_an_object(model_copy):
 
 
 # ---------------------------------------------------------------------------------------------------- the model card
-def _app_evaluations():
-    spec = importlib.util.spec_from_file_location("lungsound_app_evaluations", REPO / "app" / "evaluations.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_card_sections_describe_split_and_external_figures():
-    ev = _app_evaluations()
+    from lungsound.external import card as ev
     assert ev.card_sections({"split": "official"}) == [] and ev.card_sections({}) == []
     assert "tested on a held-out stethoscope" in ev.split_text("device_out=Meditron")
     assert "without any Meditron recording" in ev.split_text("device_out=Meditron")

@@ -37,7 +37,13 @@ META = {"selected_epoch": 7, "protocol": "clean", "method": "patchmix_cl", "expe
         "seed": 2, "metrics": {"test_sp": 81.25, "test_se": 43.75, "test_score": 62.5, "val_score": 60.0,
                                "test_score_2class": 70.125, "test_se_2class": 59.0},
         "calibration": {"temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03, "n": 300},
-        "evaluations": {"kauh": {"sp": 70.0, "se": 30.5, "score": 50.25, "cycles": 120}}}
+        "evaluations": {"external:kauh": {  # as lungsound validate-external stores it (lungsound.external.record)
+            "dataset": "kauh", "title": "KAUH lung sound dataset (King Abdullah University Hospital, Jordan)",
+            "date": "2026-11-30T20:00:00+00:00", "recordings": 12, "scored": 10, "unmappable": 2,
+            "crackle": {"sensitivity": 0.5, "specificity": 0.75, "ci": {"sensitivity": [0.1, 0.9],
+                                                                      "specificity": [0.41, 0.93]}},
+            "wheeze": {"sensitivity": None, "specificity": 1.0, "ci": {"sensitivity": None,
+                                                                     "specificity": [0.72, 1.0]}}}}}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -150,7 +156,8 @@ def test_card_states_what_meta_and_config_hold(model_folder):
     assert "| this model (seed 2) | 81.25 | 43.75 | 62.50 |" in body
     assert "two-class (normal vs abnormal) Score 70.12, Se 59.00" in body  # 70.125 rounds half to even
     assert "T = 1.700" in body and "300 validation cycles" in body and "12.00% before, 3.00% after" in body
-    assert "- **kauh**: sp 70; se 30.5; score 50.25; cycles 120" in body
+    assert ("| KAUH lung sound dataset | 10 of 12 | 50.0% [10.0-90.0%] | 75.0% [41.0-93.0%] | n/a "
+            "| 100.0% [72.0-100.0%] | 2026-11-30 |") in body  # the same table as the app's card
     assert "| selected epoch | 7 of 50 |" in body and "clean: the epoch was selected on a validation split" in body
     assert "ICBHI-format folder `ICBHI_final_database`" in body and "/data/" not in body  # no local paths
     assert "Patch-Mix contrastive learning (`patchmix_cl`), after [PMCL]" in body

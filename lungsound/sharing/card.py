@@ -11,9 +11,9 @@ drift from the weights it describes. Sections, in order:
 - the research-use notice in the project's words (README.md: "Research use only. Nothing here is a medical device.");
 - model (architecture, input, output, format and files), training (data set, split, fingerprint, method with its
   paper, protocol, selected epoch, seed, run), test scores (this model; the seed group when there is one), calibration
-  (temperature, ECE before and after), external evaluations (`meta["evaluations"]`, rendered generically), intended
-  use and limitations (the same words as the app's card: `lungsound.inference.predictor`), how to use it, license and
-  the citations (`lungsound.sharing.references`).
+  (temperature, ECE before and after), external evaluations (`meta["evaluations"]`, the same table as the app's card,
+  `lungsound.external.card`), intended use and limitations (the same words as the app's card:
+  `lungsound.inference.predictor`), how to use it, license and the citations (`lungsound.sharing.references`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lungsound.config import ExperimentConfig
+from lungsound.external.card import split_text
 from lungsound.sharing.provenance import SCORE_KEYS, Provenance
 from lungsound.sharing.references import method_words, references_for
 
@@ -126,7 +127,7 @@ def _training_section(cfg: ExperimentConfig, meta: dict, provenance: Provenance,
     protocol = meta.get("protocol", cfg.train.protocol)
     epoch = meta.get("selected_epoch")
     rows = [("data", data),
-            ("split", SPLITS.get(cfg.data.split, f"cross-validation split `{cfg.data.split}`")),
+            ("split", SPLITS.get(cfg.data.split) or split_text(cfg.data.split)),
             ("data fingerprint", fingerprint),
             ("method", method_words(cfg) + (f", after {' '.join(papers)}" if papers else "")),
             ("protocol", _protocol_words(protocol, cfg)),
@@ -195,19 +196,10 @@ def _calibration_section(meta: dict) -> str:
 
 
 def _evaluations_section(meta: dict) -> str:
-    evaluations = meta.get("evaluations")
-    if not isinstance(evaluations, dict) or not evaluations:
-        return ""
-    lines = ["## External evaluations\n", "Evaluations of this model on other data, as stored in meta.json.\n"]
-    for name, result in evaluations.items():
-        if isinstance(result, dict):
-            flat = _flatten(result)
-            first = [k for k in ("sp", "se", "score", "test_sp", "test_se", "test_score") if k in flat]
-            items = [f"{k} {_value(flat[k])}" for k in first + [k for k in flat if k not in first]]
-            lines.append(f"- **{name}**: " + "; ".join(items))
-        else:
-            lines.append(f"- **{name}**: {_value(result)}")
-    return "\n".join(lines) + "\n"
+    from lungsound.external.card import evaluations_markdown
+
+    table = evaluations_markdown(meta.get("evaluations"))
+    return f"## External evaluations\n\n{table}\n" if table else ""
 
 
 def _use_section(synthetic: bool, calibrated: bool) -> str:
@@ -277,22 +269,5 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v.replace('|', '/')} |" for k, v in rows) + "\n"
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
 def _num(value) -> str:
     return "-" if value is None else f"{float(value):.2f}"
-
-
-def _value(value) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,6 +1,7 @@
 """Model-card sections beyond the ICBHI test scores: the data split a model was trained on, and its external validation.
 
-`card_sections(card)` returns Markdown blocks for the card of `Predictor.card` (no Streamlit in here):
+Shared by the app's model card and the card `lungsound push` writes (`lungsound.sharing.card`), so both say the same.
+`card_sections(card)` returns Markdown blocks for the card of `Predictor.card`:
 
 - a note when the model was trained on another split than the official ICBHI one (`card["split"]`, the config's
   `data.split`): a held-out stethoscope (`device_out=<D>`: its test scores are on a stethoscope it never heard), the
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-DEVICE_OUT = "device_out="
+from lungsound.data.splits import DEVICE_OUT
 
 
 def card_sections(card: dict[str, Any]) -> list[str]:
