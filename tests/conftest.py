@@ -169,3 +169,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- the app's tests: a tiny random model, the real recording they upload, and what an independent Predictor says ---
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tests.app_support import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("app-model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def good_recording() -> tuple[str, bytes]:
+    from tests.app_support import AUDIO_DIR, GOOD
+
+    path = AUDIO_DIR / f"{GOOD}.wav"
+    if not path.is_file():
+        pytest.skip(f"real data not available: {path} is absent (CI has it at ../shared/data)")
+    return path.name, path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def good_excerpt(good_recording) -> tuple[str, bytes]:
+    """The first 6 s of the good recording (quicker to analyse; used after each bad input)."""
+    import io
+
+    from tests.app_support import to_wav
+
+    x, sr = sf.read(io.BytesIO(good_recording[1]), dtype="float32")
+    return "excerpt.wav", to_wav(x[: 6 * sr], sr)
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model, good_recording):
+    from tests.app_support import predict_upload
+
+    return predict_upload(tiny_model, good_recording)

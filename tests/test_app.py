@@ -8,9 +8,7 @@ exception, and the next good upload must still work.
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import time
 from pathlib import Path
 
@@ -21,46 +19,9 @@ import soundfile as sf
 pytest.importorskip("streamlit.testing.v1", reason="streamlit is not installed")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "app" / "streamlit_app.py"
-AUDIO_DIR = REPO.parent / "shared" / "data" / "icbhi" / "audio_and_txt_files"
-GOOD = "104_1b1_Ll_sc_Litt3200"  # 18.5 s, 4 kHz: small and quick
-TIMEOUT = 180
-
-
-def _load_app_module(name: str):
-    """app/<name>.py as a module (the app folder is not a package; dataclasses need the module registered)."""
-    full = f"lungsound_app_{name}"
-    if full not in sys.modules:
-        spec = importlib.util.spec_from_file_location(full, REPO / "app" / f"{name}.py")
-        sys.modules[full] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[full])
-    return sys.modules[full]
-
-
-def _wav(x: np.ndarray, sr: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(x, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def write_tiny_model(folder: Path) -> Path:
-    """A random 2-block AST checkpoint (2 s input) of a config without data.root, i.e. trained on the synthetic set."""
-    import torch
-
-    from lungsound.config import load_config
-    from lungsound.training.checkpoint import build_model, save_model
-
-    cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0"])
-    torch.manual_seed(0)
-    meta = {"selected_epoch": 1, "protocol": "paper", "method": "ce", "experiment": "app-test",
-            "metrics": {"test_sp": 61.0, "test_se": 40.0, "test_score": 50.5}}  # data.root None: synthetic
-    return save_model(folder, build_model(cfg), cfg, meta)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("app-model") / "tiny")
+from tests.app_support import (  # noqa: E402
+    APP, AUDIO_DIR, GOOD, TIMEOUT, load_app_module, predict_upload, to_wav,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,36 +40,8 @@ def speech_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def good_recording() -> tuple[str, bytes]:
-    path = AUDIO_DIR / f"{GOOD}.wav"
-    if not path.is_file():
-        pytest.skip(f"real data not available: {path} is absent (CI has it at ../shared/data)")
-    return path.name, path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def good_excerpt(good_recording) -> tuple[str, bytes]:
-    """The first 6 s of the good recording (quicker to analyse; used after each bad input)."""
-    x, sr = sf.read(io.BytesIO(good_recording[1]), dtype="float32")
-    return "excerpt.wav", _wav(x[: 6 * sr], sr)
-
-
-def _predict(model: Path, recording: tuple[str, bytes]):
-    """The prediction an independent Predictor makes on an upload."""
-    from lungsound.inference import Predictor
-
-    name, data = recording
-    return Predictor.from_checkpoint(model).predict(data, name=name, max_seconds=120.0)
-
-
-@pytest.fixture(scope="module")
-def expected(tiny_model, good_recording):
-    return _predict(tiny_model, good_recording)
-
-
-@pytest.fixture(scope="module")
 def expected_excerpt(tiny_model, good_excerpt):
-    return _predict(tiny_model, good_excerpt)
+    return predict_upload(tiny_model, good_excerpt)
 
 
 @pytest.fixture
@@ -218,10 +151,10 @@ def _bad_inputs(good: bytes) -> dict[str, tuple[str, bytes, str, str]]:
         "empty": ("empty.wav", b"", "error", "empty.wav: empty"),
         "corrupt": ("broken.wav", good[:20] + b"\xff" * 16 + good[36:], "error", "broken.wav: unreadable"),  # bad fmt
         "too_large": ("huge.wav", b"\0" * (51 * 1024 * 1024), "error", "huge.wav is too large"),
-        "too_long": ("long.wav", _wav(0.1 * rng.standard_normal(4000 * 130), 4000), "error", "long.wav: too long"),
-        "silence": ("silence.wav", _wav(np.zeros(4000 * 5), 4000), "error", "silence.wav: silent"),
-        "very_short": ("short.wav", _wav(0.1 * rng.standard_normal(2000), 4000), "error", "short.wav: too short"),
-        "clipped": ("clipped.wav", _wav(clipped, sr), "warning", "heavily clipped"),
+        "too_long": ("long.wav", to_wav(0.1 * rng.standard_normal(4000 * 130), 4000), "error", "long.wav: too long"),
+        "silence": ("silence.wav", to_wav(np.zeros(4000 * 5), 4000), "error", "silence.wav: silent"),
+        "very_short": ("short.wav", to_wav(0.1 * rng.standard_normal(2000), 4000), "error", "short.wav: too short"),
+        "clipped": ("clipped.wav", to_wav(clipped, sr), "warning", "heavily clipped"),
     }
 
 
@@ -252,7 +185,7 @@ def test_waveform_model_page_shows_a_time_saliency(speech_model, good_recording,
     assert "| Model input | raw waveform (16 kHz samples) |" in card
     assert "| Explanation shown | gradient x input time saliency over the waveform" in card
     upload(at, *good_recording)
-    assert_analysed(at, _predict(speech_model, good_recording))
+    assert_analysed(at, predict_upload(speech_model, good_recording))
     assert not any(w.value.startswith("No explanation") for w in at.warning)
     captions = [c.value for c in at.caption if c.value.startswith("Time saliency of a waveform model")]
     assert len(captions) == 1 and "raw waveform, not the spectrogram" in captions[0]
@@ -302,7 +235,7 @@ def test_discovery_lists_env_model_then_checkpoints_newest_first(tiny_model, mon
     import os
     import shutil
 
-    models = _load_app_module("models")
+    models = load_app_module("models")
     outputs = tmp_path / "outputs"
     for i, run in enumerate(["old-run", "new-run"]):
         shutil.copytree(tiny_model, outputs / "icbhi" / run / "best")
@@ -327,7 +260,7 @@ def test_discovery_lists_env_model_then_checkpoints_newest_first(tiny_model, mon
 def test_discovery_defaults_to_newest_finished_quickstart_run(tiny_model, monkeypatch, tmp_path):
     from lungsound.tracking import RunLogger
 
-    models = _load_app_module("models")
+    models = load_app_module("models")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("LUNGSOUND_APP_MODEL", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -354,75 +287,6 @@ def test_discovery_defaults_to_newest_finished_quickstart_run(tiny_model, monkey
     predictor = models.load_predictor(found.default.source)
     assert predictor.classes == ("normal", "crackle", "wheeze", "both")
 
-
-
-# ------------------------------------------------------------------------------------------------ plots (components)
-def test_frequency_ticks_sit_on_the_kaldi_band_centres():
-    from torchaudio.compliance.kaldi import get_mel_banks
-
-    ui = _load_app_module("components")
-    _, centres = get_mel_banks(128, 512, 16000.0, 20.0, 0.0, 100.0, -500.0, 1.0)  # centre frequencies in Hz
-    assert np.allclose([ui.mel_band_of(float(f)) for f in centres.ravel()], np.arange(128), atol=1e-3)
-    # by hand: m(1000 Hz) = 999.99 mel, m(20 Hz) = 31.75 mel, d = 21.770 mel: (999.99 - 31.75) / 21.770 - 1 = 43.48
-    assert abs(ui.mel_band_of(1000.0) - 43.48) < 0.01
-
-
-def test_display_spectrogram_removes_the_low_band_stripes_of_white_noise():
-    """White noise has a smooth spectrum (after the fbank's pre-emphasis, rising with frequency), so each band's energy
-    follows its filter weight: the raw Kaldi bands below 300 Hz jump up and down from band to band (second differences
-    of several nepers, one band has no weight at all), the displayed ones vary smoothly."""
-    ui = _load_app_module("components")
-    noise = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32)
-    raw = ui.log_mel(noise)
-    shown = ui.display_spectrogram(raw)
-
-    def roughness(spec):  # mean |second difference| of the band means over about 20-300 Hz, in nepers
-        return float(np.abs(np.diff(spec[:, :20].mean(axis=0), 2)).mean())
-
-    assert roughness(raw) > 3.0
-    assert roughness(shown) < 0.4
-    assert shown.shape == raw.shape and np.isfinite(shown).all()
-
-
-def test_time_axes_of_all_plots_line_up(good_recording, expected):
-    """The timeline, the waveform and both spectrogram panels put t = 0 and t = duration at the same pixel columns."""
-    ui = _load_app_module("components")
-    classes = list(expected.segments[0].probabilities)
-    figures = [ui.timeline_figure(expected.segments, classes, expected.duration, 0),
-               ui.waveform_figure(expected.waveform, 16000, expected.segments, 0),
-               ui.spectrogram_figure(ui.log_mel(expected.waveform), expected.segments, 0)]
-    extents = []
-    for fig in figures:
-        ax = fig.axes[0]
-        fig.canvas.draw()
-        x0, x1 = ax.get_xlim()
-        assert x0 == 0.0 and abs(x1 - expected.duration) < 0.02
-        extents.append(tuple(np.round(ax.get_position().x0 + [0.0], 4)) + (round(ax.get_position().x1, 4),))
-    assert len(set(extents)) == 1, extents
-
-
-def test_time_saliency_strip_shares_the_zoomed_spectrograms_time_axis(expected):
-    """A time explanation is drawn as a strip under the enlarged segment: same x limits and pixel columns, values
-    from the heatmap, and no red overlay on the spectrograms."""
-    from lungsound.inference import Explanation
-
-    ui = _load_app_module("components")
-    seg = expected.segments[0]
-    frames = 150
-    heat = np.linspace(0.0, 1.0, frames)
-    ex = Explanation(fbank=ui.log_mel(expected.waveform[int(seg.start * 16000):][:16000 * 2])[:frames],
-                     heatmap=heat, method="gradient-x-input", start=seg.start, end=seg.start + 1.5, target="wheeze",
-                     kind="time")
-    fig = ui.spectrogram_figure(ui.log_mel(expected.waveform), expected.segments, 0, ex)
-    fig.canvas.draw()
-    whole, zoom, strip = fig.axes
-    assert zoom.get_xlim() == strip.get_xlim() == (seg.start, seg.start + frames * 0.01)
-    assert strip.get_shared_x_axes().joined(zoom, strip)
-    assert round(zoom.get_position().x0, 4) == round(strip.get_position().x0, 4) == round(whole.get_position().x0, 4)
-    assert strip.get_position().y1 < zoom.get_position().y0  # under it
-    np.testing.assert_allclose(strip.lines[0].get_ydata(), heat)
-    assert len(whole.images) == 1 and len(zoom.images) == 1  # the spectrograms only, no overlay
-    assert "wheezes" in strip.get_title(loc="left") and "waveform model" in ui.explanation_caption(ex)
 
 
 # ------------------------------------------------------------------------------------- exported (ONNX) models

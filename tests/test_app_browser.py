@@ -82,7 +82,7 @@ def server(tiny_model_dir, tmp_path):
 
 @pytest.fixture
 def tiny_model_dir(tmp_path) -> Path:
-    from test_app import write_tiny_model  # tests/ is on sys.path under pytest (rootdir-relative test modules)
+    from tests.app_support import write_tiny_model
 
     return write_tiny_model(tmp_path / "tiny")
 

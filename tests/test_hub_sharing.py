@@ -378,9 +378,9 @@ def test_an_existing_local_folder_wins_over_a_hub_id(model_folder, hub_cache, tm
 
 
 def test_the_app_takes_a_hub_id(model_folder, hub_cache, tmp_path):
-    from tests.test_app import _load_app_module
+    from tests.app_support import load_app_module
 
-    models = _load_app_module("models")
+    models = load_app_module("models")
     snapshot, _ = pushed_to_cache(model_folder, hub_cache, tmp_path)
     choice = models.hub_choice(f" {REPO_ID} ")
     assert (choice.label, choice.source, choice.origin, choice.runtime, choice.is_hub) == (
@@ -394,7 +394,7 @@ def test_the_app_takes_a_hub_id(model_folder, hub_cache, tmp_path):
 def test_the_app_page_uses_a_hub_id_typed_into_its_box(model_folder, hub_cache, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from tests.test_app import APP, TIMEOUT
+    from tests.app_support import APP, TIMEOUT
 
     pushed_to_cache(model_folder, hub_cache, tmp_path)
     monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(model_folder))

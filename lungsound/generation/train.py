@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lungsound.config import TrackingConfig
 from lungsound.errors import LungsoundError
 
 
@@ -60,10 +61,8 @@ class VocoderTrain:
 
 
 @dataclass
-class VocoderTracking:
-    experiment: str = "vocoder"
-    run_name: str | None = None
-    output_dir: str = "outputs"
+class VocoderTracking(TrackingConfig):
+    experiment: str = "vocoder"  # the classifier's tracking section, with the vocoder's own MLflow experiment
 
 
 @dataclass
