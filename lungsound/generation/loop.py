@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from lungsound.config import flatten
 from lungsound.errors import LungsoundError
-from lungsound.generation.train import VocoderExperiment, build_vocoder, draw_batch, training_clips
+from lungsound.generation.batches import EpochBatcher
+from lungsound.generation.train import VocoderExperiment, build_vocoder, crop_batch, training_clips
 from lungsound.training import distributed as dist_utils
 from lungsound.training.checkpoint import read_weights_only, rng_state, save_state, set_rng_state
 from lungsound.training.trainer import resolve_device
@@ -36,6 +37,7 @@ def _load_resume(resume: str | Path) -> dict:
     needed = {"config", "step", "model", "optimizer", "scaler", "rng", "folder", "losses"}
     if not isinstance(state, dict) or not needed <= set(state) or state.get("kind") != "vocoder":
         raise LungsoundError("not a lungsound vocoder training state", path)
+    state["path"] = str(path)
     source = f"{path} (config)"
     state["config"] = check_vocoder_config(typed_from_dict(VocoderExperiment, state["config"], source), source)
     return state
@@ -57,6 +59,8 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
     d = cfg.data
     clips = training_clips(d.root, d.split, d.duration, cfg.train.protocol, d.val_fraction, d.val_seed,
                            progress=progress and main, use_cache=d.cache)
+    batcher = EpochBatcher(len(clips.labels), cfg.train.batch_size, cfg.train.seed, rank=dist_utils.rank(),
+                           world=dist_utils.world_size())
     model, dw_config = build_vocoder(cfg)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
@@ -69,6 +73,10 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        if "batcher" in state:
+            batcher.load_state_dict(state["batcher"], state["path"])
+        else:  # a state saved before the epoch batches: stand where a new run would after as many steps
+            batcher.seek(state["step"])
         folder, losses, start = Path(state["folder"]), list(state["losses"]), state["step"] + 1
         if main and track and state.get("run_id"):
             logger = RunLogger.resume(state["run_id"])
@@ -85,12 +93,12 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
         folder = Path(cfg.tracking.output_dir) / cfg.tracking.experiment / f"{run_name}-rank{dist_utils.rank()}"
     dist_utils.broadcast_parameters([model])
     with ends_on_error(logger):
-        return _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder, logger, losses, start,
-                     stop_after, progress and main, main)
+        return _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, batcher, folder, logger, losses,
+                     start, stop_after, progress and main, main)
 
 
-def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder: Path, logger, losses: list,
-          start: int, stop_after, progress: bool, main: bool) -> dict:
+def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, batcher: EpochBatcher, folder: Path, logger,
+          losses: list, start: int, stop_after, progress: bool, main: bool) -> dict:
     from lungsound.generation.diffusion import training_loss
 
     t = cfg.train
@@ -100,7 +108,7 @@ def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder: 
     step = start - 1
     for step in range(start, t.steps + 1):
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + step * 7919 + dist_utils.rank())
-        audio, mel, labels = draw_batch(clips, t.batch_size, cfg.data.crop_frames, g)
+        audio, mel, labels = crop_batch(clips, batcher.next(), cfg.data.crop_frames, g)
         audio, mel = audio.to(device), mel.to(device)
         model.train()
         with torch.autocast(device_type=device.type, enabled=amp):
@@ -121,7 +129,7 @@ def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder: 
                 logger.log_metrics({"loss": losses[-1][1], "steps_per_second": rate}, step=step)
             window, t0 = [], time.perf_counter()
         if main and (step % t.checkpoint_every == 0 or step == t.steps or step == stop_after):
-            _checkpoint(cfg, model, dw_config, optimizer, scaler, folder, logger, losses, step, clips.root)
+            _checkpoint(cfg, model, dw_config, optimizer, scaler, batcher, folder, logger, losses, step, clips.root)
         if main and logger and (step % t.sample_every == 0 or step == t.steps):
             _log_examples(model, clips, logger, step)
         if stop_after is not None and step >= stop_after and step < t.steps:
@@ -135,13 +143,15 @@ def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, folder: 
             "step": step, "loss": losses[-1][1] if losses else float("nan"), "finished": finished}
 
 
-def _checkpoint(cfg, model, dw_config, optimizer, scaler, folder: Path, logger, losses, step: int, root: str) -> None:
+def _checkpoint(cfg, model, dw_config, optimizer, scaler, batcher: EpochBatcher, folder: Path, logger, losses,
+                step: int, root: str) -> None:
     from lungsound.generation.vocoder_io import save_vocoder
 
     save_state(folder / "last.pt", {
         "kind": "vocoder", "config": asdict(cfg), "step": step, "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(), "folder": str(folder),
-        "losses": losses, "run_id": logger.run_id if logger else None})
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+        "batcher": batcher.state_dict(), "folder": str(folder), "losses": losses,
+        "run_id": logger.run_id if logger else None})
     save_vocoder(folder / "vocoder", model, dw_config,
                  {"step": step, "protocol": cfg.train.protocol, "data_root": root, "split": cfg.data.split,
                   "duration": cfg.data.duration, "val_fraction": cfg.data.val_fraction, "val_seed": cfg.data.val_seed,

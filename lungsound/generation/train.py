@@ -2,16 +2,24 @@
 
 Data: every training cycle cut as section 2 with desired length 4 s (repeat padding), at 16 kHz; under the clean
 protocol the classifier's validation patients (`data.val_fraction`, `data.val_seed`, the same patients the classifier
-holds out) are left out, so generated clips never carry information about them. Each step draws `batch_size` cycles
-(with replacement, from a generator seeded by (seed, step, rank)), computes each cycle's vocoder mel, crops 62 random
-consecutive frames and the matching 62 x 256 samples, and minimises
+holds out) are left out, so generated clips never carry information about them. Each step takes the next batch of
+`batch_size` cycles from shuffled epochs without replacement, the last partial batch of an epoch dropped, as the
+reference's data loader (`lungsound.generation.batches.EpochBatcher`), computes each cycle's vocoder mel, crops 62
+random consecutive frames and the matching 62 x 256 samples (from a generator seeded by (seed, step, rank)), and
+minimises
 
     L = | eps - eps_hat(sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t, mel) |_1,   t ~ U{0..49},  eps ~ N(0, I)
 
-with Adam (2e-4), AMP on CUDA, data parallel under torchrun. The run is step-based: MLflow gets the loss every
+with Adam (2e-4), in full fp32 as the reference (`train.amp: true` turns on mixed precision on CUDA), data parallel
+under torchrun. `train.batch_size` is per process, as the classifier's under torchrun: with N processes every step
+trains on N x batch_size clips, each process on its own disjoint share of the epoch. The reference's global batch was
+32 (its script asks for 16 and exposes two GPUs; it halves one variable, but its data loader reads a copy made before
+the halving, so each GPU took 16): `batch_size: 32` on one process reproduces it, as does `batch_size: 16` under
+torchrun with two. The run is step-based: MLflow gets the loss every
 `log_every` steps, vocoded examples (audio and a real-vs-generated mel picture) every `sample_every`, and an atomic
 checkpoint (`last.pt`, weights-only loadable, plus the usable `vocoder/` folder) every `checkpoint_every`. `resume`
-continues exactly: the draws of step s depend only on (seed, s), never on what ran before.
+continues exactly: `last.pt` holds the batcher's epoch and position, epoch e's order depends only on (seed, e), and the
+crops and noise of step s only on (seed, s, rank), never on what ran before.
 """
 
 from __future__ import annotations
@@ -48,9 +56,9 @@ class VocoderModel:
 @dataclass
 class VocoderTrain:
     steps: int = 1_000_000
-    batch_size: int = 16
+    batch_size: int = 32  # per process (N processes train on N x batch_size per step); 32 = the reference's batch
     lr: float = 2e-4
-    amp: bool = True
+    amp: bool = False  # the reference trains in full fp32 (fp16: false); true = mixed precision on CUDA
     protocol: str = "paper"  # paper | clean (validation patients left out of the vocoder's data)
     seed: int = 1
     device: str = "auto"
@@ -85,6 +93,7 @@ def load_vocoder_config(path: str | Path | None = None, overrides=()) -> Vocoder
 def check_vocoder_config(cfg: VocoderExperiment, source: str) -> VocoderExperiment:
     """Range checks: the first problem is a one-line error naming `source` and the key."""
     checks = [("train.steps", cfg.train.steps >= 1), ("train.batch_size", cfg.train.batch_size >= 1),
+              ("train.seed", cfg.train.seed >= 0),
               ("train.lr", cfg.train.lr > 0), ("train.log_every", cfg.train.log_every >= 1),
               ("train.sample_every", cfg.train.sample_every >= 1),
               ("train.checkpoint_every", cfg.train.checkpoint_every >= 1),
@@ -131,12 +140,12 @@ def training_clips(root: str | None, split: str, duration: float, protocol: str,
     return TrainingClips(ds.arrays, ds.rows, ds.labels, ds.patients, source, str(db.root))
 
 
-def draw_batch(clips: TrainingClips, batch_size: int, crop_frames: int, generator: torch.Generator):
-    """(audio (B, crop*256), mel (B, 80, crop), labels (B,)) of one training step."""
+def crop_batch(clips: TrainingClips, idx, crop_frames: int, generator: torch.Generator):
+    """(audio (B, crop*256), mel (B, 80, crop), labels (B,)) of one training step: clips `idx`, randomly cropped."""
     from lungsound.generation.diffusion import random_crop
     from lungsound.generation.mel import vocoder_mel
 
-    idx = torch.randint(len(clips.labels), (batch_size,), generator=generator).tolist()
+    idx = [int(i) for i in idx]
     audio, mels = [], []
     for i in idx:
         wave = torch.from_numpy(np.array(clips.waves[clips.rows[i]], dtype=np.float32))

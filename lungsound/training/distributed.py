@@ -54,13 +54,15 @@ class _ShardSampler(Sampler[int]):
         return len(self.order)
 
 
+def shard(order: list[int], rank_: int, size: int) -> list[int]:
+    """Process `rank_`'s share of one epoch's order among `size`: every size-th item from `rank_` on, after dropping
+    the tail that does not divide evenly, so the shares are disjoint and equally long."""
+    return order[: len(order) - len(order) % size][rank_::size] if size > 1 else order
+
+
 def epoch_sampler(n: int, generator: torch.Generator) -> Sampler[int]:
     """This process's share of one epoch's random order (every process draws the same permutation)."""
-    order = torch.randperm(n, generator=generator).tolist()
-    size = world_size()
-    if size > 1:
-        order = order[: len(order) - len(order) % size][rank()::size]
-    return _ShardSampler(order)
+    return _ShardSampler(shard(torch.randperm(n, generator=generator).tolist(), rank(), world_size()))
 
 
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:
