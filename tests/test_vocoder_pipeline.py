@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from safetensors.torch import load_file
 
 from lungsound.cli import main
@@ -47,6 +48,9 @@ def test_training_logs_loss_examples_and_a_usable_vocoder(vocoder):
 def test_stop_and_resume_gives_the_uninterrupted_weights(small_icbhi, tmp_path, vocoder, mlflow_store):
     part = train_vocoder(small_cfg(small_icbhi, tmp_path), stop_after=2, progress=False)
     assert not part["finished"] and part["step"] == 2
+    # Where the epoch batcher stands is saved: 48 training cycles (8 patients x 6), batch 2, 2 batches drawn.
+    saved = torch.load(part["folder"] / "last.pt", weights_only=True)["batcher"]
+    assert saved == {"epoch": 0, "position": 2, "clips": 48, "batch_size": 2, "world": 1, "seed": 1}
     assert mlflow.get_run(part["run_id"]).info.status == "KILLED"
     done = train_vocoder(None, resume=part["folder"], progress=False)
     assert done["finished"] and done["run_id"] == part["run_id"]
@@ -63,6 +67,7 @@ def test_synth_writes_the_set_and_resumes_to_the_same_bytes(small_icbhi, tmp_pat
     for r in rows:
         audio, rate = sf.read(tmp_path / "full" / r["file"])
         assert rate == 16000 and len(audio) == 251 * 256 and np.abs(audio).max() <= 1.0
+        assert sf.info(tmp_path / "full" / r["file"]).subtype == "FLOAT"  # 32-bit float, as the reference writes
         assert r["source_recording"].startswith(r["patient"]) and r["seed"] == "5"
     real = synth_module._write_wav
     calls = []

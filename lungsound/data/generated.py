@@ -2,15 +2,17 @@
 Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023 DGM4H workshop, arXiv 2311.06480; methods.md
 section 10).
 
-A generated set is a folder of 16-kHz wavs with a `manifest.csv` (written by `lungsound generate synth`): one row per
-clip with `file, class, source_recording, source_cycle, patient, device, seed, vocoder_sha256`. Each clip keeps its
-source cycle's patient and device, so a clean-protocol validation split drops the clips of its held-out patients and
+A generated set is a folder of 16-kHz wavs with a `manifest.csv` (written by `lungsound generate synth`, whose clips are
+32-bit float; any WAV encoding reads the same way, e.g. the 16-bit PCM of older sets): one row per clip with
+`file, class, source_recording, source_cycle, patient, device, seed, vocoder_sha256`. Each clip keeps its source
+cycle's patient and device, so a clean-protocol validation split drops the clips of its held-out patients and
 per-device scores stay right; `domain_labels("generated")` is the real (0) / generated (1) flag the AFT discriminator
 learns.
 
 Model input of a clip (cycle length L = data.duration):
 - fbank models, `paper` protocol: the reference stretches the clip's fbank to L's frame count with bilinear
-  interpolation (a 4-s clip's 398 frames become the 5-s 498; pitch and tempo change with it);
+  interpolation (a vocoded 4-s clip, 251 mel frames x 256 = 64,256 samples, has (64256 - 400) // 160 + 1 = 400 fbank
+  frames; they become the 5-s 498; pitch and tempo change with it);
 - fbank models, `clean` protocol, and waveform models: the clip is repeat-padded to L like a real cycle (section 2).
 Inputs are computed once and cached on disk (memory-mapped), keyed by the manifest, every clip's bytes and the config.
 """

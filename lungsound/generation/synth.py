@@ -5,9 +5,10 @@ For each class c: draw `per_class` training cycles of class c at random with rep
 The cycles are the vocoder's own training cycles (same data, split, 4-s cutting and, under the clean protocol, without
 the validation patients), so a generated clip never comes from a test or validation recording.
 
-Output folder: `<class>_<i>.wav` (16 kHz, 16-bit), `manifest.csv` (file, class, source recording, source cycle, patient,
-device, seed, vocoder checkpoint SHA-256), `set.json` (the vocoder and how it was trained) and `README.md` (a short data
-card).
+Output folder: `<class>_<i>.wav` (16 kHz, 32-bit float WAV, as the reference writes its clips: no 16-bit rounding),
+`manifest.csv` (file, class, source recording, source cycle, patient, device, seed, vocoder checkpoint SHA-256),
+`set.json` (the vocoder and how it was trained) and `README.md` (a short data card). Sets written as 16-bit PCM by
+earlier versions read as before (`lungsound.data.generated` decodes any WAV encoding).
 The work is cut into fixed batches whose noise depends only on (seed, batch number), and every file and the manifest
 are written atomically, so an interrupted run continues where it stopped and gives the same bytes as an uninterrupted one.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.io import wavfile
 from tqdm.auto import tqdm
 
 from lungsound.data.generated import COLUMNS, MANIFEST
@@ -76,10 +78,10 @@ def _write_manifest(out: Path, rows: list[dict]) -> None:
 
 
 def _write_wav(path: Path, audio: np.ndarray) -> None:
-    import soundfile as sf
-
+    """A 32-bit float WAV (format 3, no PEAK chunk). scipy rather than soundfile: libsndfile adds a PEAK chunk with the
+    time of writing to float WAVs, so a resumed set would not give the same bytes as an uninterrupted one."""
     with atomic_write(path) as tmp:
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), RATE, subtype="PCM_16", format="WAV")
+        wavfile.write(str(tmp), RATE, np.clip(audio, -1.0, 1.0).astype(np.float32))
 
 
 def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: str | None = None, seed: int = 0,
@@ -147,7 +149,7 @@ def _data_card(out: Path, vocoder, sha: str, meta: dict, seed: int, schedule: st
              f"{meta.get('protocol', '?')} protocol",
              f"- source data: `{root}`, training split only" + (" without the validation patients"
                                                                 if meta.get("protocol") == "clean" else ""),
-             f"- sampling: {schedule} schedule, seed {seed}; 16 kHz, 16-bit, "
+             f"- sampling: {schedule} schedule, seed {seed}; 16 kHz, 32-bit float, "
              f"{meta.get('duration', 4.0):g}-s clips",
              "- clips per class: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
              "", "`manifest.csv` lists each clip's source recording, cycle, patient and device."]
