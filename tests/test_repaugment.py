@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.methods.repaugment import RepAugment, mask_positions, rep_gen, rep_mask
 
@@ -177,6 +178,17 @@ def test_module_modes_and_eval_is_identity():
 def test_bad_parameters_raise(kwargs, message):
     with pytest.raises(LungsoundError, match=message):
         RepAugment(**kwargs)
+
+
+def test_zero_rep_mask_blocks_are_refused_by_the_config_and_the_module_alike():
+    # Zero blocks would mask nothing (Rep-Mask off under its own name): augment.rep_blocks >= 1 and the module agree.
+    with pytest.raises(LungsoundError, match="augment.rep_blocks must be an integer >= 1, got 0"):
+        load_config(None, ["augment.representation=rep_mask", "augment.rep_blocks=0"])
+    with pytest.raises(LungsoundError, match=r"RepAugment blocks must be an integer >= 1 \(0 blocks mask nothing\)"):
+        RepAugment("rep_mask", blocks=0)
+    with pytest.raises(LungsoundError, match=r"Rep-Mask blocks must be >= 1 \(0 blocks mask nothing\), got 0"):
+        mask_positions(8, max_width=4, blocks=0)
+    assert RepAugment("rep_mask", blocks=1).blocks == 1 and load_config(None, ["augment.rep_blocks=1"])
 
 
 def test_bad_inputs_raise():

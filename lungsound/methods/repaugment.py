@@ -61,8 +61,8 @@ def mask_positions(dim: int, max_width: float, blocks: int = 2,
     """The Rep-Mask mask ``M`` of shape ``(dim,)`` (bool): ``blocks`` blocks of width ``int(U(0, max_width))``."""
     if not 0 < max_width <= dim:
         raise LungsoundError(f"Rep-Mask max_width must be in (0, D={dim}], got {max_width}")
-    if blocks < 0:
-        raise LungsoundError(f"Rep-Mask blocks must be >= 0, got {blocks}")
+    if blocks < 1:  # as the config rule augment.rep_blocks >= 1: zero blocks would mask nothing
+        raise LungsoundError(f"Rep-Mask blocks must be >= 1 (0 blocks mask nothing), got {blocks}")
     device = _draw_device(generator, torch.device("cpu"))
     mask = torch.zeros(dim, dtype=torch.bool)
     for _ in range(int(blocks)):
@@ -141,8 +141,8 @@ class RepAugment(nn.Module):
             raise LungsoundError(f"RepAugment fill must be one of {', '.join(FILLS)}, got {fill!r}")
         if not 0 < max_width_ratio <= 1:
             raise LungsoundError(f"RepAugment max_width_ratio must be in (0, 1], got {max_width_ratio}")
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-            raise LungsoundError(f"RepAugment blocks must be an integer >= 0, got {blocks!r}")
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:  # augment.rep_blocks >= 1 too
+            raise LungsoundError(f"RepAugment blocks must be an integer >= 1 (0 blocks mask nothing), got {blocks!r}")
         if not std >= 0:
             raise LungsoundError(f"RepAugment std must be >= 0, got {std}")
         if minority not in MINORITIES:
