@@ -126,6 +126,7 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
         pub = published_for(name)
         row["published_score"] = pub["score"] if pub else float("nan")
+        row["published_note"] = pub.get("note", "") if pub else ""  # when the published recipe differs from the file's
         table.append(row)
     mixed = defaultdict(set)
     for row in table:
@@ -160,12 +161,20 @@ def to_markdown(table: list[dict], published: bool = False, notes: list[str] | N
         cells = [row_name(r), r["protocol"], str(r["seeds"])]
         cells += [_cell(r[f"{k}_mean"], r[f"{k}_std"]) for k in METRICS]
         if published:
-            cells.append("" if np.isnan(r["published_score"]) else f"{r['published_score']:.2f}")
+            mark = "*" if r.get("published_note") else ""  # * = not like for like, see the notes
+            cells.append("" if np.isnan(r["published_score"]) else f"{r['published_score']:.2f}{mark}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", STD_NOTE]
+    notes = list(notes or []) + (published_notes(table) if published else [])
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines)
+
+
+def published_notes(table: list[dict]) -> list[str]:
+    """One note per shown row whose published number comes from another recipe (`lungsound.published`'s `note`)."""
+    return [f"{row_name(r)} ({r['protocol']}): published Score {r['published_score']:.2f}* is {r['published_note']}"
+            for r in table if r.get("published_note")]
 
 
 def plot(table: list[dict], path: Path) -> Path:

@@ -1,7 +1,9 @@
 """The published ICBHI numbers the benchmarks are compared with (methods.md sections 7 to 10), in one table.
 
 Official 60/40 split, 4-class, mean over seeds, best-test-epoch selection (the papers' protocol). Keys are the experiment
-names in `experiments/`; `std` is the published std of the Score where the paper gives one.
+names in `experiments/`; `std` is the published std of the Score where the paper gives one; `note` says when the
+published number was measured under another recipe than the experiment file's, so the two are not like for like
+(`lungsound compare --published` lists it under the table wherever that row is shown).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ PUBLISHED: dict[str, dict[str, float | str]] = {
     "icbhi_sgscl": {"sp": 79.87, "se": 43.55, "score": 61.71, "std": 1.61, "source": "[SGSCL] SG-SCL"},
     "icbhi_ast_repaugment": {"sp": 82.47, "se": 40.55, "score": 61.51, "source": "[REPAUG] AST + RepAugment"},
     "icbhi_aft_mixed500": {"sp": 80.72, "se": 42.86, "score": 61.79, "source": "[AFT] AFT on Mixed-500"},
-    "icbhi_aft_ce_real": {"sp": 77.14, "se": 41.97, "score": 59.55, "source": "[AFT] baseline (the [PMCL] AST number)"},
+    "icbhi_aft_ce_real": {"sp": 77.14, "se": 41.97, "score": 59.55, "source": "[AFT] baseline (the [PMCL] AST number)",
+                          "note": "not like for like: it is the [PMCL] AST baseline on 8-s cycles (batch 8, "
+                                  "class-weighted CE) that [AFT] quotes, while this row trains the [AFT] recipe on "
+                                  "5-s cycles with batch 32; no 5-s baseline number is published"},
 }
 
 # Two-class evaluation (normal vs abnormal, Sp unchanged) where the papers report it.
