@@ -57,7 +57,10 @@ class AugmentConfig:
     # RepAugment ([REPAUG], methods.md section 9) on the pooled representation z, training only:
     representation: str = "none"  # none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
     rep_fill: str = "code"  # Rep-Mask fill: code (z * batch mean) | paper (batch mean) | zero
-    rep_max_width: float = 0.375  # Rep-Mask block width bound F as a share of D (288 of 768)
+    # Rep-Mask block width bound F in dimensions, absolute as in the authors' code (288, their AST policy, whatever D;
+    # the model's D must be at least this); rep_max_width_ratio, when set, gives F = ratio * D (0.375 = 288/768).
+    rep_max_width: int = 288
+    rep_max_width_ratio: float | None = None
     rep_blocks: int = 2  # Rep-Mask blocks
     rep_gate: bool = True  # Rep-Mask applied with probability 0.841 per batch
     rep_std: float = 0.2  # Rep-Gen noise standard deviation
@@ -190,7 +193,8 @@ RULES: dict[str, Rule] = {
     "data.val_seed": _at_least(0),
     "data.loader_workers": _at_least(0),
     "data.balance_per_class": _at_least(1),
-    "augment.rep_max_width": _in_range(0, 1, low_open=True),
+    "augment.rep_max_width": _at_least(1),
+    "augment.rep_max_width_ratio": _in_range(0, 1, low_open=True, optional=True),
     "augment.rep_blocks": _at_least(1),
     "augment.rep_std": _non_negative,
     "model.params": _string_keys,
@@ -362,7 +366,18 @@ def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
     """Validate a plain dict (e.g. a saved config.yaml) into an `ExperimentConfig`."""
     if data is not None and not isinstance(data, dict):
         raise LungsoundError(f"a config must be a mapping of sections, got {type(data).__name__}", source)
-    return validate(_build(ExperimentConfig, data or {}, "", source), source)
+    return validate(_build(ExperimentConfig, _saved_width_as_ratio(data or {}), "", source), source)
+
+
+def _saved_width_as_ratio(data: dict) -> dict:
+    """A config saved before the Rep-Mask width bound became absolute holds `augment.rep_max_width` as a share of D
+    (a float in (0, 1], 0.375 by default): read it as `augment.rep_max_width_ratio`, which is what that run used."""
+    augment = data.get("augment")
+    width = augment.get("rep_max_width") if isinstance(augment, dict) else None
+    if not isinstance(width, float) or not 0 < width <= 1 or "rep_max_width_ratio" in augment:
+        return data
+    rest = {k: v for k, v in augment.items() if k != "rep_max_width"}
+    return {**data, "augment": {**rest, "rep_max_width_ratio": width}}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -28,7 +28,8 @@ def builtin_small(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_runs_two_steps(path, builtin_small, tmp_path):
     # The experiment's own method, augmentation and protocol; a tiny model of the same kind (a tiny AST, or the tiny
-    # speech model of the same family) and short cycles so each runs in seconds.
+    # speech model of the same family, 64-d, so the Rep-Mask bound is its share 0.375 D rather than the absolute 288)
+    # and short cycles so each runs in seconds.
     name = load_config(path).model.name
     tiny = f"{CHECKPOINTS[name].family}_tiny" if name in CHECKPOINTS else "ast_tiny"
     generated = []  # [AFT] rows train on a generated set: a small hand-made one here
@@ -36,7 +37,8 @@ def test_experiment_runs_two_steps(path, builtin_small, tmp_path):
         generated = [f"data.generated={write_generated_set(builtin_small, tmp_path / 'generated', per_recording=1)}"]
     cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", f"model.name={tiny}",
                              "model.pretrained=null", "train.epochs=1", "train.max_steps_per_epoch=2",
-                             "train.batch_size=4", f"tracking.output_dir={tmp_path}", *generated])
+                             "train.batch_size=4", f"tracking.output_dir={tmp_path}",
+                             "augment.rep_max_width_ratio=0.375", *generated])
     result = fit(cfg, progress=False, track=False)
     assert result.finished and len(result.history) == 1
     logs = result.history[0]
