@@ -37,7 +37,8 @@ class DataConfig:
     cache: bool = True
     generated: str | None = None  # a generated set (lungsound generate synth) added to the training split ([AFT])
     balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant)
-    balance_per_class: int = 10000  # oversample: cycles drawn per class and epoch
+    balance_per_class: int | None = None  # oversample: cycles per class and epoch; None = the largest class's count
+    balance_draw: str = "once"  # once (the authors': list built once, shuffled each epoch) | epoch (fresh draws)
 
 
 @dataclass
@@ -126,6 +127,7 @@ CHOICES = {
     ("augment", "rep_fill"): ("code", "paper", "zero"),
     ("augment", "rep_minority"): ("abnormal", "all"),
     ("data", "balance"): ("none", "oversample"),
+    ("data", "balance_draw"): ("once", "epoch"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "protocol"): ("paper", "clean"),
 }
@@ -192,7 +194,7 @@ RULES: dict[str, Rule] = {
     "data.val_fraction": _in_range(0, 1, low_open=True, high_open=True),
     "data.val_seed": _at_least(0),
     "data.loader_workers": _at_least(0),
-    "data.balance_per_class": _at_least(1),
+    "data.balance_per_class": _at_least(1, optional=True),
     "augment.rep_max_width": _at_least(1),
     "augment.rep_max_width_ratio": _in_range(0, 1, low_open=True, optional=True),
     "augment.rep_blocks": _at_least(1),

@@ -120,10 +120,10 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------------------------
     def _loader(self, epoch: int) -> DataLoader:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        if self.cfg.data.balance == "oversample":  # every class drawn balance_per_class times, with replacement
+        if self.cfg.data.balance == "oversample":  # every class balance_per_class times (lungsound.data.sampler)
             sampler = BalancedOversampler(self.data.train.labels, self.cfg.data.balance_per_class,
                                           seed=self.cfg.train.seed * 100_003, rank=self.rank,
-                                          world_size=dist_utils.world_size())
+                                          world_size=dist_utils.world_size(), draw=self.cfg.data.balance_draw)
             sampler.set_epoch(epoch)
         else:
             sampler = dist_utils.epoch_sampler(len(self.data.train), g)
