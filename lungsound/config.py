@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from lungsound.data.labels import domain_size
 from lungsound.errors import LungsoundError
 
 
@@ -255,9 +256,28 @@ def _check_combinations(cfg: ExperimentConfig, source: str) -> None:
     if wants_flag and not cfg.data.generated:
         raise LungsoundError("the 'generated' domain (real 0 / generated 1, [AFT]) needs a generated set: set "
                              "data.generated=DIR (made by lungsound generate synth)", source)
+    _check_domain_head(cfg, source)
     if cfg.augment.specaug and cfg.augment.representation != "none":
         warnings.warn(f"{source}: SpecAugment and {cfg.augment.representation} are both on; the RepAugment paper never "
                       "combines them, so this run matches no published row", stacklevel=3)
+
+
+def _check_domain_head(cfg: ExperimentConfig, source: str) -> None:
+    """DAT's discriminator must have an output per value of its domain (under the protocol's definitions); an unset
+    `n_domains` is derived from the domain by the trainer (`lungsound.training.trainer.objective_params`)."""
+    params = cfg.method.params
+    if cfg.method.name != "dat":
+        return
+    domain = params.get("domain", "device")
+    try:
+        need = domain_size(domain, cfg.train.protocol)
+    except LungsoundError as exc:
+        raise LungsoundError(f"method.params.domain: {exc.problem}", source) from None
+    given = params.get("n_domains")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < need):
+        raise LungsoundError(f"method.params.n_domains={given!r} is too small for the {domain!r} domain, which has "
+                             f"{need} values under the {cfg.train.protocol} definitions (leave it out to derive it)",
+                             source)
 
 
 def _flat_fields(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from lungsound.config import ExperimentConfig
 from lungsound.evaluation import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
+from lungsound.data.labels import domain_size
 from lungsound.data.sampler import BalancedOversampler
 from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
@@ -79,6 +80,16 @@ def make_represent(cfg: ExperimentConfig, feature_dim: int) -> RepAugment:
     return rep
 
 
+def objective_params(cfg: ExperimentConfig) -> dict:
+    """The method's params as its objective gets them. DAT's `n_domains`, when the file does not give one, is the number
+    of values of its domain under the protocol's definitions (`lungsound.data.labels.domain_size`: 4 devices, 2 paper
+    age groups, 2 sexes, 7 chest locations, 2 for real/generated); a value too small is refused by the config check."""
+    params = dict(cfg.method.params)
+    if cfg.method.name == "dat" and params.get("n_domains") is None:
+        params["n_domains"] = domain_size(params.get("domain", "device"), cfg.train.protocol)
+    return params
+
+
 def to_batch(sample, domains: np.ndarray | None, device: torch.device) -> Batch:
     domain = None if domains is None else torch.from_numpy(domains[sample.index.numpy()]).to(device)
     return Batch(x=sample.x.to(device, non_blocking=True), label=sample.label.to(device),
@@ -101,7 +112,7 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.represent = make_represent(cfg, self.model.feature_dim)
         weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
-        params = dict(cfg.method.params)
+        params = objective_params(cfg)
         self.domains = None  # batch.domain: another metadata domain, when the method or the data config names one
         domain = params.get("domain", cfg.data.domain)
         if domain != "device":
