@@ -274,7 +274,9 @@ def _check_domain_head(cfg: ExperimentConfig, source: str) -> None:
     except LungsoundError as exc:
         raise LungsoundError(f"method.params.domain: {exc.problem}", source) from None
     given = params.get("n_domains")
-    if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < need):
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int)):
+        raise LungsoundError(f"method.params.n_domains must be an integer, got {given!r}", source)
+    if given is not None and given < need:
         raise LungsoundError(f"method.params.n_domains={given!r} is too small for the {domain!r} domain, which has "
                              f"{need} values under the {cfg.train.protocol} definitions (leave it out to derive it)",
                              source)
