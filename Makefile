@@ -59,7 +59,8 @@ GPUS_PER_RUN ?= 1
 CPUS_PER_RUN ?= 1
 SWEEP     = $(LS) sweep --backend $(BACKEND) $(if $(filter ray,$(BACKEND)),--cpus-per-run $(CPUS_PER_RUN) --gpus-per-run $(GPUS_PER_RUN))
 SWEEP_CPU = $(LS) sweep --backend $(BACKEND) $(if $(filter ray,$(BACKEND)),--cpus-per-run $(CPUS_PER_RUN))
-.PHONY: icbhi-ast-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment icbhi-aft compare check-data download
+.PHONY: icbhi-ast-ce icbhi-patchmix-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment icbhi-repaug-ver2 \
+	icbhi-aft compare check-data check-domain download
 
 check-data:
 	@test -d "$(DATA)" || { echo "ICBHI data not found at '$(DATA)'."; \
@@ -70,23 +71,49 @@ icbhi-ast-ce: check-data setup ## AST fine-tuning baseline, both protocols, then
 	$(SWEEP) -c experiments/icbhi_ast_ce.yaml -c experiments/icbhi_ast_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
 	  --published --out outputs/compare/icbhi
 
+icbhi-patchmix-ce: check-data setup ## Patch-Mix with the mixed CE loss [PMCL], both protocols
+	$(SWEEP) -c experiments/icbhi_patchmix_ce.yaml -c experiments/icbhi_patchmix_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+	  --published --out outputs/compare/icbhi
+
 icbhi-patchmix-cl: check-data setup ## Patch-Mix contrastive learning [PMCL], both protocols
 	$(SWEEP) -c experiments/icbhi_patchmix_cl.yaml -c experiments/icbhi_patchmix_cl_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
 	  --published --out outputs/compare/icbhi
 
-icbhi-sgscl: check-data setup ## stethoscope-guided SupCon [SGSCL], both protocols
-	$(SWEEP) -c experiments/icbhi_sgscl.yaml -c experiments/icbhi_sgscl_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+# SG-SCL and DAT take DOMAIN=device (the published rows, default) | age | sex | location: the metadata domain whose values
+# are SG-SCL's positives or DAT's adversary (the reference trains all four; definitions follow each file's protocol).
+DOMAINS    := device age sex location
+DOMAIN     ?= device
+SGSCL_FILE  = icbhi_sgscl$(if $(filter device,$(DOMAIN)),,_$(DOMAIN))
+
+check-domain:
+	@case " $(DOMAINS) " in *" $(DOMAIN) "*) ;; *) echo "DOMAIN must be one of: $(DOMAINS) (got '$(DOMAIN)')"; exit 2;; esac
+
+icbhi-sgscl: check-domain check-data setup ## stethoscope-guided SupCon [SGSCL], both protocols; DOMAIN=device|age|sex|location
+	$(SWEEP) -c experiments/$(SGSCL_FILE).yaml -c experiments/$(SGSCL_FILE)_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
 	  --published --out outputs/compare/icbhi
 
-icbhi-dat: check-data setup ## device-adversarial baseline of [SGSCL], both protocols
-	$(SWEEP) -c experiments/icbhi_dat_device.yaml -c experiments/icbhi_dat_device_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+icbhi-dat: check-domain check-data setup ## domain-adversarial baseline of [SGSCL], both protocols; DOMAIN=device|age|sex|location
+	$(SWEEP) -c experiments/icbhi_dat_$(DOMAIN).yaml -c experiments/icbhi_dat_$(DOMAIN)_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
 	  --published --out outputs/compare/icbhi
 
-REPAUG_BACKBONES := icbhi_ast_repaugment icbhi_repaug_wav2vec2 icbhi_repaug_hubert icbhi_repaug_wavlm
+# The RepAugment grid: the AST, the base and large speech models of the authors' code, and WavLM base+ (an extension of
+# ours). REPAUG=... picks backbones (file stems); the large ones need about 10 GiB of GPU memory each (see their files).
+# WEIGHTING=both adds the class-weighted CE cells (the paper does not state weighting; the authors' code leaves it off).
+REPAUG_BACKBONES := icbhi_ast_repaugment icbhi_repaug_wav2vec2 icbhi_repaug_hubert icbhi_repaug_wav2vec2_large \
+	icbhi_repaug_hubert_large icbhi_repaug_xls_r_300m icbhi_repaug_wavlm
+REPAUG    ?= $(REPAUG_BACKBONES)
+WEIGHTING ?= unweighted
+, := ,
+REPAUG_WEIGHTING = $(if $(filter both,$(WEIGHTING)),--grid method.class_weighted=false$(,)true)
 
-icbhi-repaugment: check-data setup ## RepAugment grid [REPAUG]: AST + 3 speech backbones x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment}, both protocols
-	$(SWEEP) $(foreach exp,$(REPAUG_BACKBONES),-c experiments/$(exp).yaml -c experiments/$(exp)_clean.yaml) --cells all \
-	  data.root=$(DATA) tracking.experiment=icbhi-repaugment --seeds $(SEEDS) --quiet
+icbhi-repaugment: check-data setup ## RepAugment grid [REPAUG]: AST + 6 speech backbones x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment}, both protocols
+	$(SWEEP) $(foreach exp,$(REPAUG),-c experiments/$(exp).yaml -c experiments/$(exp)_clean.yaml) --cells all \
+	  $(REPAUG_WEIGHTING) data.root=$(DATA) tracking.experiment=icbhi-repaugment --seeds $(SEEDS) --quiet
+	$(LS) grid --table-only --experiment icbhi-repaugment --out outputs/compare/icbhi-repaugment
+
+icbhi-repaug-ver2: check-data setup ## [REPAUG]'s second Rep-Gen variant (all classes oversampled, noise on all rows) on the AST, both protocols
+	$(SWEEP) -c experiments/icbhi_repaug_ver2.yaml -c experiments/icbhi_repaug_ver2_clean.yaml data.root=$(DATA) \
+	  tracking.experiment=icbhi-repaugment --seeds $(SEEDS) --quiet
 	$(LS) grid --table-only --experiment icbhi-repaugment --out outputs/compare/icbhi-repaugment
 
 # [AFT]: a vocoder per protocol (the clean one never sees the validation patients), Mixed-500 and Mixed-2k from each,
@@ -157,9 +184,11 @@ bench-builtin: setup ## the four AST methods, then the RepAugment grid and the A
 # The RepAugment grid at quickstart size (clean protocol, 3 seeds; 31 minutes measured on 2 shared cores): the tiny AST (10 epochs)
 # x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment} and a tiny wav2vec 2.0 (6 epochs, 4-s cycles) x the same less
 # SpecAugment. Not the paper's models: it shows the grid machinery and how each augmentation behaves at this size.
-BUILTIN_REPAUG_AST := $(filter-out train.epochs=15 tracking.experiment=builtin-bench,$(BUILTIN_SIZE)) train.epochs=10
+# Both tiny models are 64-d, narrower than the paper's absolute Rep-Mask bound of 288 dims: they take its share of D.
+BUILTIN_REPAUG_AST := $(filter-out train.epochs=15 tracking.experiment=builtin-bench,$(BUILTIN_SIZE)) train.epochs=10 \
+	augment.rep_max_width_ratio=0.375
 BUILTIN_REPAUG_SPEECH := data.root=null model.name=wav2vec2_tiny model.pretrained=null data.duration=4.0 \
-	train.lr=1.0e-3 train.batch_size=8 train.epochs=6 train.ma_beta=null
+	train.lr=1.0e-3 train.batch_size=8 train.epochs=6 train.ma_beta=null augment.rep_max_width_ratio=0.375
 
 .PHONY: bench-builtin-repaugment
 bench-builtin-repaugment: setup ## the RepAugment grid on built-in data: tiny AST and tiny wav2vec 2.0, 3 seeds (~30 min)

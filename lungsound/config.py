@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from lungsound.data.labels import domain_size
 from lungsound.errors import LungsoundError
 
 
@@ -37,7 +38,8 @@ class DataConfig:
     cache: bool = True
     generated: str | None = None  # a generated set (lungsound generate synth) added to the training split ([AFT])
     balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant)
-    balance_per_class: int = 10000  # oversample: cycles drawn per class and epoch
+    balance_per_class: int | None = None  # oversample: cycles per class and epoch; None = the largest class's count
+    balance_draw: str = "once"  # once (the authors': list built once, shuffled each epoch) | epoch (fresh draws)
 
 
 @dataclass
@@ -57,7 +59,10 @@ class AugmentConfig:
     # RepAugment ([REPAUG], methods.md section 9) on the pooled representation z, training only:
     representation: str = "none"  # none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
     rep_fill: str = "code"  # Rep-Mask fill: code (z * batch mean) | paper (batch mean) | zero
-    rep_max_width: float = 0.375  # Rep-Mask block width bound F as a share of D (288 of 768)
+    # Rep-Mask block width bound F in dimensions, absolute as in the authors' code (288, their AST policy, whatever D;
+    # the model's D must be at least this); rep_max_width_ratio, when set, gives F = ratio * D (0.375 = 288/768).
+    rep_max_width: int = 288
+    rep_max_width_ratio: float | None = None
     rep_blocks: int = 2  # Rep-Mask blocks
     rep_gate: bool = True  # Rep-Mask applied with probability 0.841 per batch
     rep_std: float = 0.2  # Rep-Gen noise standard deviation
@@ -123,6 +128,7 @@ CHOICES = {
     ("augment", "rep_fill"): ("code", "paper", "zero"),
     ("augment", "rep_minority"): ("abnormal", "all"),
     ("data", "balance"): ("none", "oversample"),
+    ("data", "balance_draw"): ("once", "epoch"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "protocol"): ("paper", "clean"),
 }
@@ -189,8 +195,9 @@ RULES: dict[str, Rule] = {
     "data.val_fraction": _in_range(0, 1, low_open=True, high_open=True),
     "data.val_seed": _at_least(0),
     "data.loader_workers": _at_least(0),
-    "data.balance_per_class": _at_least(1),
-    "augment.rep_max_width": _in_range(0, 1, low_open=True),
+    "data.balance_per_class": _at_least(1, optional=True),
+    "augment.rep_max_width": _at_least(1),
+    "augment.rep_max_width_ratio": _in_range(0, 1, low_open=True, optional=True),
     "augment.rep_blocks": _at_least(1),
     "augment.rep_std": _non_negative,
     "model.params": _string_keys,
@@ -249,9 +256,30 @@ def _check_combinations(cfg: ExperimentConfig, source: str) -> None:
     if wants_flag and not cfg.data.generated:
         raise LungsoundError("the 'generated' domain (real 0 / generated 1, [AFT]) needs a generated set: set "
                              "data.generated=DIR (made by lungsound generate synth)", source)
+    _check_domain_head(cfg, source)
     if cfg.augment.specaug and cfg.augment.representation != "none":
         warnings.warn(f"{source}: SpecAugment and {cfg.augment.representation} are both on; the RepAugment paper never "
                       "combines them, so this run matches no published row", stacklevel=3)
+
+
+def _check_domain_head(cfg: ExperimentConfig, source: str) -> None:
+    """DAT's discriminator must have an output per value of its domain (under the protocol's definitions); an unset
+    `n_domains` is derived from the domain by the trainer (`lungsound.training.trainer.objective_params`)."""
+    params = cfg.method.params
+    if cfg.method.name != "dat":
+        return
+    domain = params.get("domain", "device")
+    try:
+        need = domain_size(domain, cfg.train.protocol)
+    except LungsoundError as exc:
+        raise LungsoundError(f"method.params.domain: {exc.problem}", source) from None
+    given = params.get("n_domains")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int)):
+        raise LungsoundError(f"method.params.n_domains must be an integer, got {given!r}", source)
+    if given is not None and given < need:
+        raise LungsoundError(f"method.params.n_domains={given!r} is too small for the {domain!r} domain, which has "
+                             f"{need} values under the {cfg.train.protocol} definitions (leave it out to derive it)",
+                             source)
 
 
 def _flat_fields(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -362,7 +390,18 @@ def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
     """Validate a plain dict (e.g. a saved config.yaml) into an `ExperimentConfig`."""
     if data is not None and not isinstance(data, dict):
         raise LungsoundError(f"a config must be a mapping of sections, got {type(data).__name__}", source)
-    return validate(_build(ExperimentConfig, data or {}, "", source), source)
+    return validate(_build(ExperimentConfig, _saved_width_as_ratio(data or {}), "", source), source)
+
+
+def _saved_width_as_ratio(data: dict) -> dict:
+    """A config saved before the Rep-Mask width bound became absolute holds `augment.rep_max_width` as a share of D
+    (a float in (0, 1], 0.375 by default): read it as `augment.rep_max_width_ratio`, which is what that run used."""
+    augment = data.get("augment")
+    width = augment.get("rep_max_width") if isinstance(augment, dict) else None
+    if not isinstance(width, float) or not 0 < width <= 1 or "rep_max_width_ratio" in augment:
+        return data
+    rest = {k: v for k, v in augment.items() if k != "rep_max_width"}
+    return {**data, "augment": {**rest, "rep_max_width_ratio": width}}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -3,12 +3,18 @@
 The RepAugment ablation of [REPAUG] (Kim et al., EMBC 2024; methods.md section 9) is the grid
 backbone x {none, SpecAugment (spectrogram models only), Rep-Mask, Rep-Gen, RepAugment}: each cell is the backbone's
 experiment file with the cell's `augment.*` overrides, trained over the seeds as one multi-seed MLflow group named
-`<experiment file>-<cell>`. A cell whose group already finished with the same seeds is skipped, so a grid that was
-interrupted continues where it stopped.
+`<experiment file>-<cell>` (`-weighted` added when its CE is class-weighted). A cell whose group already finished with
+the same seeds is skipped, so a grid that was interrupted continues where it stopped.
 
-The table pivots the finished runs of the grid's MLflow experiment: one row per backbone and protocol, one column per
-cell, mean +- std of the Score over distinct seeds; a second table gives the per-class accuracies, since the paper's claim
-is about the minority classes (crackle, wheeze, both); the picture shows both. The published number sits beside its row.
+Class weighting is a second axis (`weightings`: unweighted, weighted): the paper does not state it and the authors'
+trainer leaves it off (`--weighted_loss` is off by default and none of their scripts passes it), so the experiment files
+are unweighted and a user can run both. `lungsound sweep --cells ... --grid method.class_weighted=false,true` gives the
+same cells under the same names.
+
+The table pivots the finished runs of the grid's MLflow experiment: one row per backbone, protocol and weighting, one
+column per cell, mean +- std of the Score over distinct seeds; a second table gives the per-class accuracies, since the
+paper's claim is about the minority classes (crackle, wheeze, both); the picture shows both. The published number sits
+beside its row; a backbone the paper has no row for is marked an extension (`lungsound.published.EXTENSIONS`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.published import published_for
+from lungsound.published import extension_for, published_for
 
 AUGMENTATIONS: dict[str, list[str]] = {
     "none": ["augment.specaug=false", "augment.representation=none"],
@@ -31,7 +37,13 @@ AUGMENTATIONS: dict[str, list[str]] = {
 }
 LABELS = {"none": "none", "specaugment": "SpecAugment", "rep_mask": "Rep-Mask", "rep_gen": "Rep-Gen",
           "repaugment": "RepAugment"}
+WEIGHTINGS: dict[str, str] = {"unweighted": "method.class_weighted=false", "weighted": "method.class_weighted=true"}
 MINORITY = [c for c in CLASSES if c != "normal"]
+
+
+def cell_name(experiment: str | Path, augmentation: str, weighted: bool) -> str:
+    """A grid cell's group name: `<experiment file stem>-<cell>`, with `-weighted` for class-weighted CE."""
+    return f"{Path(experiment).stem}-{augmentation}{'-weighted' if weighted else ''}"
 
 
 @dataclass
@@ -39,28 +51,37 @@ class Cell:
     experiment: Path
     augmentation: str
     overrides: list[str]
+    weighted: bool = False  # the cell's method.class_weighted
 
     @property
     def run_name(self) -> str:
-        return f"{self.experiment.stem}-{self.augmentation}"
+        return cell_name(self.experiment, self.augmentation, self.weighted)
 
 
 def plan(experiments: list[str | Path], augmentations: list[str] | None = None,
-         overrides: list[str] | tuple[str, ...] = ()) -> list[Cell]:
-    """The cells of the grid; SpecAugment is left out for waveform models (it masks spectrograms)."""
+         overrides: list[str] | tuple[str, ...] = (), weightings: list[str] | None = None) -> list[Cell]:
+    """The cells of the grid: each file x weighting (`weightings` from WEIGHTINGS; None = the file's own
+    method.class_weighted) x augmentation; SpecAugment is left out for waveform models (it masks spectrograms)."""
     from lungsound.config import load_config
 
     names = augmentations or list(AUGMENTATIONS)
     unknown = [a for a in names if a not in AUGMENTATIONS]
     if unknown:
         raise LungsoundError(f"unknown grid cell(s) {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}")
+    bad = [w for w in weightings or () if w not in WEIGHTINGS]
+    if bad:
+        raise LungsoundError(f"unknown weighting(s) {', '.join(bad)}; known: {', '.join(WEIGHTINGS)}")
     cells = []
     for path in map(Path, experiments):
-        waveform = load_config(path, list(overrides)).data.input == "waveform"
-        for aug in names:
-            if aug == "specaugment" and waveform:
-                continue
-            cells.append(Cell(path, aug, [*AUGMENTATIONS[aug], *overrides, f"tracking.run_name={path.stem}-{aug}"]))
+        for weighting in weightings or [None]:
+            base = [*overrides, *([WEIGHTINGS[weighting]] if weighting else [])]
+            cfg = load_config(path, base)
+            for aug in names:
+                if aug == "specaugment" and cfg.data.input == "waveform":
+                    continue
+                name = cell_name(path, aug, cfg.method.class_weighted)
+                cells.append(Cell(path, aug, [*AUGMENTATIONS[aug], *base, f"tracking.run_name={name}"],
+                                  cfg.method.class_weighted))
     return cells
 
 
@@ -99,18 +120,35 @@ def _cell_of(config: dict) -> str:
     return config.get("augment.representation", "none")
 
 
+def _weighted(config: dict) -> bool:
+    return str(config.get("method.class_weighted", "false")).lower() == "true"
+
+
 def grid_table(tracking_experiment: str) -> tuple[list[dict], list[str]]:
-    """One row per (experiment file, protocol, model) with each cell's numbers, and the notes of `compare`."""
+    """One row per (experiment file, protocol, model, weighting) with each cell's numbers, and `compare`'s notes."""
     from lungsound.compare import collect_runs, summarise
 
     notes: list[str] = []
     rows: dict[tuple, dict] = {}
     for r in summarise(collect_runs([tracking_experiment]), notes):
         base = r["experiment"]
-        key = (base, r["protocol"], r["_config"].get("model.name", "?"))
-        row = rows.setdefault(key, {"experiment": base, "protocol": r["protocol"], "model": key[2], "cells": {}})
+        key = (base, r["protocol"], r["_config"].get("model.name", "?"), _weighted(r["_config"]))
+        row = rows.setdefault(key, {"experiment": base, "protocol": r["protocol"], "model": key[2],
+                                    "weighted": key[3], "cells": {}})
         row["cells"][_cell_of(r["_config"])] = r
-    return sorted(rows.values(), key=lambda row: (row["experiment"], row["protocol"])), notes
+    return sorted(rows.values(), key=lambda row: (row["experiment"], row["protocol"], row["weighted"])), notes
+
+
+def _backbone(row: dict) -> str:
+    """`model (experiment file[, weighted CE][, extension])`: the row's label in the tables."""
+    marks = [row["experiment"]] + (["weighted CE"] if row.get("weighted") else []) + \
+        (["extension"] if extension_for(row["experiment"]) else [])
+    return f"{row['model']} ({', '.join(marks)})"
+
+
+def _published_cell(experiment: str) -> str:
+    pub, extension = published_for(experiment), extension_for(experiment)
+    return f"{pub['score']:.2f}" if pub else ("extension: not in the paper" if extension else "")
 
 
 def _ms(r: dict, metric: str) -> str:
@@ -124,20 +162,21 @@ def to_markdown(rows: list[dict], notes: list[str]) -> str:
     lines = ["Score (mean ± population std, ddof=0, over seeds; n = seeds)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        out = [f"{row['model']} ({row['experiment']})", row["protocol"]]
+        out = [_backbone(row), row["protocol"]]
         out += [f"{_ms(row['cells'][c], 'score')} (n={row['cells'][c]['seeds']})" if c in row["cells"] else "–"
                 for c in cells]
-        pub = published_for(row["experiment"])
-        out.append(f"{pub['score']:.2f}" if pub else "")
+        out.append(_published_cell(row["experiment"]))
         lines.append("| " + " | ".join(out) + " |")
     lines += ["", "Per-class accuracy (mean ± population std over seeds)", "",
               "| backbone | protocol | cell | " + " | ".join(CLASSES) + " | minority mean |", "|" + "---|" * 8]
     for row in rows:
+        label = row["model"] + (" (weighted CE)" if row.get("weighted") else "") + \
+            (" (extension)" if extension_for(row["experiment"]) else "")
         for c in cells:
             if c in row["cells"]:
                 r = row["cells"][c]
                 minority = np.mean([r[f"acc_{k}_mean"] for k in MINORITY])
-                lines.append(f"| {row['model']} | {row['protocol']} | {LABELS[c]} | "
+                lines.append(f"| {label} | {row['protocol']} | {LABELS[c]} | "
                              + " | ".join(_ms(r, f"acc_{k}") for k in CLASSES) + f" | {minority:.2f} |")
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
@@ -167,7 +206,8 @@ def plot(rows: list[dict], path: Path) -> Path:
         at = cells.index("repaugment") if "repaugment" in cells else (len(cells) - 1) / 2
         axes[0].scatter(x + (at - (len(cells) - 1) / 2) * width, [p["score"] if p else np.nan for p in pub],
                         marker="_", s=300, color="black", zorder=3, label="published Score (RepAugment)")
-    labels = [f"{row['model']}\n({row['protocol']})" for row in rows]
+    labels = [f"{row['model']}\n({row['protocol']}{', weighted' if row.get('weighted') else ''}"
+              f"{', extension' if extension_for(row['experiment']) else ''})" for row in rows]
     for ax, title in zip(axes, ("ICBHI Score (mean ± std over seeds)", "minority classes: mean accuracy")):
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_ylim(0, 100)

@@ -32,3 +32,15 @@ def published_for(experiment_name: str) -> dict | None:
     """The published row for an experiment file name; `*_clean` variants map to their paper row."""
     base = experiment_name.removesuffix("_clean")
     return PUBLISHED.get(base)
+
+
+# Rows this toolkit adds that no paper reports (tables mark them; there is no published number to compare with).
+# The per-backbone speech-model numbers of [REPAUG] are not public, so those rows have no published number either.
+EXTENSIONS: dict[str, str] = {
+    "icbhi_repaug_wavlm": "WavLM base+ is in no table of [REPAUG] and not in the authors' code (methods.md section 9)",
+}
+
+
+def extension_for(experiment_name: str) -> str | None:
+    """Why a row is an extension of ours (not a paper row), or None; `*_clean` variants map to their paper file."""
+    return EXTENSIONS.get(experiment_name.removesuffix("_clean"))

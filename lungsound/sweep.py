@@ -34,6 +34,8 @@ from typing import Any
 from lungsound.compare import NOT_COMPARED
 from lungsound.config import ExperimentConfig, flatten, load_config
 from lungsound.errors import LungsoundError
+from lungsound.grid import cell_name
+from lungsound.grid import plan as grid_plan
 from lungsound.sweep_backends import LocalBackend, RayBackend, execute
 
 BACKENDS = ("local", "ray")
@@ -124,14 +126,15 @@ def plan(experiments: list[str | Path], grid: list[str] | tuple[str, ...] = (),
         raise LungsoundError("lungsound sweep needs at least one -c EXPERIMENT file")
     axes = parse_grid(grid)
     if augmentations is not None:
-        from lungsound.grid import plan as grid_plan
-
-        bases = [(c.experiment, c.run_name, c.overrides) for c in grid_plan(experiments, augmentations, overrides)]
+        bases = [(c.experiment, c.augmentation, c.overrides) for c in grid_plan(experiments, augmentations, overrides)]
     else:
         bases = [(Path(path), None, list(overrides)) for path in experiments]
-    named = [key for key, values in axes if len(values) > 1]
+    # A grid cell's name carries its weighting (`lungsound.grid.cell_name`), so a method.class_weighted axis names
+    # its cells as `lungsound grid --weighting` does.
+    named = [key for key, values in axes if len(values) > 1
+             and not (augmentations is not None and key == "method.class_weighted")]
     cells: list[Cell] = []
-    for path, base_name, base_overrides in bases:
+    for path, augmentation, base_overrides in bases:
         for combo in itertools.product(*(values for _, values in axes)):
             values = dict(zip((key for key, _ in axes), combo))
             assign = [f"{k}={v}" for k, v in values.items()]
@@ -141,7 +144,10 @@ def plan(experiments: list[str | Path], grid: list[str] | tuple[str, ...] = (),
                 if not assign:
                     raise
                 raise LungsoundError(f"grid cell {' '.join(assign)}: {exc.problem}", exc.path) from None
-            base = base_name or cfg.tracking.run_name or cfg.name
+            if augmentation is not None:
+                base = cell_name(path, augmentation, cfg.method.class_weighted)
+            else:
+                base = cfg.tracking.run_name or cfg.name
             suffix = "-".join(f"{k}={_label(values[k])}" for k in named)
             cfg.tracking.run_name = f"{base}-{suffix}" if suffix else base
             cells.append(Cell(cfg.tracking.run_name, cfg, values))

@@ -25,18 +25,31 @@ def builtin_small(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def builtin_all_classes(tmp_path_factory) -> Path:
+    """16 recordings whose training split holds every class under both protocols (44 / 9 / 3 / 8 cycles; 26 / 2 / 2 / 6
+    without the clean protocol's validation patients): the oversampler needs each."""
+    root = tmp_path_factory.mktemp("builtin-all") / "synthetic"
+    generate(root, n_recordings=16, seed=7, workers=1, progress=False)
+    return root
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
-def test_experiment_runs_two_steps(path, builtin_small, tmp_path):
+def test_experiment_runs_two_steps(path, builtin_small, request, tmp_path):
     # The experiment's own method, augmentation and protocol; a tiny model of the same kind (a tiny AST, or the tiny
-    # speech model of the same family) and short cycles so each runs in seconds.
+    # speech model of the same family, 64-d, so the Rep-Mask bound is its share 0.375 D rather than the absolute 288)
+    # and short cycles so each runs in seconds.
     name = load_config(path).model.name
+    if load_config(path).data.balance == "oversample":
+        builtin_small = request.getfixturevalue("builtin_all_classes")  # built only for these files
     tiny = f"{CHECKPOINTS[name].family}_tiny" if name in CHECKPOINTS else "ast_tiny"
     generated = []  # [AFT] rows train on a generated set: a small hand-made one here
     if load_config(path).data.generated:
         generated = [f"data.generated={write_generated_set(builtin_small, tmp_path / 'generated', per_recording=1)}"]
     cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", f"model.name={tiny}",
                              "model.pretrained=null", "train.epochs=1", "train.max_steps_per_epoch=2",
-                             "train.batch_size=4", f"tracking.output_dir={tmp_path}", *generated])
+                             "train.batch_size=4", f"tracking.output_dir={tmp_path}",
+                             "augment.rep_max_width_ratio=0.375", *generated])
     result = fit(cfg, progress=False, track=False)
     assert result.finished and len(result.history) == 1
     logs = result.history[0]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lungsound import grid
+from lungsound import grid, sweep
 from lungsound.cli import main
+from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.tracking import RunLogger
 
@@ -25,12 +26,13 @@ def test_plan_leaves_specaugment_out_for_waveform_models():
         grid.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml"], ["mixup"])
 
 
-def _log(experiment: str, model: str, specaug: bool, rep: str, seed: int, score: float, accs: tuple):
-    logger = RunLogger.start(experiment, f"{model}-{rep}-{seed}", {"experiment_file": "icbhi_ast_repaugment",
+def _log(experiment: str, model: str, specaug: bool, rep: str, seed: int, score: float, accs: tuple,
+         file: str = "icbhi_ast_repaugment", weighted: bool | None = None):
+    logger = RunLogger.start(experiment, f"{model}-{rep}-{seed}", {"experiment_file": file,
                                                                    "protocol": "paper", "seed": seed,
                                                                    "data_fingerprint": "d"})
     logger.log_params({"model.name": model, "augment.specaug": specaug, "augment.representation": rep,
-                       "train.seed": seed})
+                       "train.seed": seed, **({} if weighted is None else {"method.class_weighted": weighted})})
     metrics = {"final_test_score": score, "final_test_sp": 80.0, "final_test_se": 2 * score - 80.0}
     metrics |= {f"final_test_acc_{c}": a for c, a in zip(("normal", "crackle", "wheeze", "both"), accs)}
     logger.log_metrics(metrics)
@@ -72,3 +74,59 @@ def test_table_without_runs_is_a_clear_error(mlflow_store):
     RunLogger.start("grid-empty", "x", {}).end("FINISHED")
     with pytest.raises(LungsoundError, match="no finished runs in MLflow experiment 'grid-empty'"):
         grid.write_grid("grid-empty", None)
+
+
+def test_weighting_is_an_axis_and_the_specaugment_cell_draws_as_the_authors_did():
+    paper, clean = EXPERIMENTS / "icbhi_ast_repaugment.yaml", EXPERIMENTS / "icbhi_ast_repaugment_clean.yaml"
+    cells = grid.plan([paper], ["none", "specaugment"], weightings=["unweighted", "weighted"])
+    assert [c.run_name for c in cells] == ["icbhi_ast_repaugment-none", "icbhi_ast_repaugment-specaugment",
+                                           "icbhi_ast_repaugment-none-weighted",
+                                           "icbhi_ast_repaugment-specaugment-weighted"]
+    cfgs = [load_config(c.experiment, c.overrides) for c in cells]
+    assert [c.method.class_weighted for c in cfgs] == [False, False, True, True]
+    assert [c.tracking.run_name for c in cfgs] == [c.run_name for c in cells]
+    # The SpecAugment cell: one in-place draw for the whole batch with the 0.841 gate (paper), fresh per-sample
+    # masks with p = 1 (clean).
+    spec = cfgs[1].augment
+    assert (spec.specaug, spec.per, spec.semantics, spec.representation) == (True, "batch", "paper", "none")
+    spec = load_config(clean, grid.plan([clean], ["specaugment"])[0].overrides).augment
+    assert (spec.specaug, spec.per, spec.semantics) == (True, "sample", "clean")
+    # Without the axis: the file's own weighting (unweighted), named as the axis names it.
+    assert [c.run_name for c in grid.plan([paper], ["none"])] == ["icbhi_ast_repaugment-none"]
+    with pytest.raises(LungsoundError, match="unknown weighting.s. balanced; known: unweighted, weighted"):
+        grid.plan([paper], ["none"], weightings=["balanced"])
+
+
+def test_the_grid_command_takes_the_weighting_axis(monkeypatch, capsys):
+    planned = []
+    monkeypatch.setattr("lungsound.grid.run_grid", lambda cells, seeds, progress: planned.extend(cells))
+    monkeypatch.setattr("lungsound.grid.write_grid", lambda name, out: f"table of {name}")
+    args = ["grid", "-c", str(EXPERIMENTS / "icbhi_repaug_hubert.yaml"), "--cells", "rep_gen", "--seeds", "1"]
+    assert main([*args, "--weighting", "weighted,unweighted"]) == 0
+    assert [c.run_name for c in planned] == ["icbhi_repaug_hubert-rep_gen-weighted", "icbhi_repaug_hubert-rep_gen"]
+    assert main([*args, "--weighting", "both"]) == 2
+    assert "unknown weighting(s) both" in capsys.readouterr().err
+
+
+def test_a_sweep_weighting_axis_names_cells_as_the_grid_does():
+    cells = sweep.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml"], ["method.class_weighted=false,true"],
+                       augmentations=["rep_mask"])
+    assert [(c.name, c.cfg.method.class_weighted) for c in cells] == [("icbhi_ast_repaugment-rep_mask", False),
+                                                                      ("icbhi_ast_repaugment-rep_mask-weighted", True)]
+
+
+def test_grid_table_rows_per_weighting_and_wavlm_marked_an_extension(mlflow_store):
+    for seed in (1, 2):
+        _log("grid-w", "ast", False, "repaugment", seed, 60.0 + seed, (80.0, 40.0, 30.0, 20.0), weighted=False)
+        _log("grid-w", "ast", False, "repaugment", seed, 58.0 + seed, (70.0, 50.0, 40.0, 30.0), weighted=True)
+        _log("grid-w", "wavlm_base_plus", False, "rep_mask", seed, 55.0, (70.0, 30.0, 20.0, 10.0),
+             file="icbhi_repaug_wavlm", weighted=False)
+    rows, notes = grid.grid_table("grid-w")
+    assert [(r["model"], r["weighted"]) for r in rows] == [("ast", False), ("ast", True), ("wavlm_base_plus", False)]
+    md = grid.to_markdown(rows, notes)
+    assert "| ast (icbhi_ast_repaugment) | paper | – | 61.50 ± 0.50 (n=2) | 61.51 |" in md
+    assert "| ast (icbhi_ast_repaugment, weighted CE) | paper | – | 59.50 ± 0.50 (n=2) | 61.51 |" in md
+    assert ("| wavlm_base_plus (icbhi_repaug_wavlm, extension) | paper | 55.00 ± 0.00 (n=2) | – | "
+            "extension: not in the paper |") in md
+    assert "| ast (weighted CE) | paper | RepAugment | 70.00 ± 0.00 |" in md
+    assert "| wavlm_base_plus (extension) | paper | Rep-Mask |" in md

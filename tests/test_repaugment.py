@@ -40,7 +40,7 @@ def masked_fractions(draws: int, gate: bool, seed: int) -> np.ndarray:
 
 
 def test_gate_rate_and_masked_fraction_match_the_official_policy():
-    # F = 0.375 * 768 = 288. Given the mask is applied: E[fraction] = 0.3331 (enumeration below; two blocks of mean
+    # F = 288 (the absolute default). Given the mask is applied: E[fraction] = 0.3331 (enumeration below; two blocks of mean
     # width 143.5 would give 0.3737 without overlap). The gate fires with P(N(0,1) <= 1) = Phi(1) = 0.841345, so
     # overall 0.841345 * 0.3331 = 0.2803: the "about 28%" of the paper's code.
     conditional = exact_mask_fraction(768, 288)
@@ -79,7 +79,7 @@ def test_every_row_gets_the_same_positions_and_z_is_not_modified():
     torch.manual_seed(0)
     z = torch.randn(5, 32) + 10  # no zeros
     before = z.clone()
-    out = rep_mask(z, fill="zero", gate=False, generator=gen(7))
+    out = rep_mask(z, fill="zero", max_width=12, gate=False, generator=gen(7))
     assert torch.equal(z, before)
     zeros = out == 0
     assert zeros.any()
@@ -99,7 +99,7 @@ def test_each_fill_gives_the_stated_values(seed):
 
 def test_gate_off_returns_z_unchanged():
     g = gen(0)
-    results = [rep_mask(Z, generator=g) for _ in range(50)]
+    results = [rep_mask(Z, max_width=2, generator=g) for _ in range(50)]
     untouched = [r for r in results if torch.equal(r, Z)]
     assert 0 < len(untouched) < 50  # some calls gated off (prob 0.159 each), most not
 
@@ -149,7 +149,7 @@ def test_rep_gen_is_reproducible_with_a_generator():
 def test_module_modes_and_eval_is_identity():
     labels = torch.tensor([0, 2])
     z = torch.randn(2, 16) + 5
-    full = RepAugment("repaugment", gate=False, fill="zero")
+    full = RepAugment("repaugment", gate=False, fill="zero", max_width_ratio=0.375)
     out = full(z, labels, generator=gen(0))
     # The same draws by hand: Rep-Mask first, then Rep-Gen with the generator's continuing stream.
     g = gen(0)
@@ -158,8 +158,8 @@ def test_module_modes_and_eval_is_identity():
     assert (out[0] == 0).any() and not (out[1] == 0).any()  # normal row 0 masked only; row 1 masked, then noised
     only_gen = RepAugment("rep_gen")(z, labels, generator=gen(0))
     assert torch.equal(only_gen[0], z[0]) and not torch.equal(only_gen[1], z[1])
-    only_mask = RepAugment("rep_mask", gate=False)(z, labels, generator=gen(0))
-    assert torch.equal(only_mask, rep_mask(z, gate=False, generator=gen(0)))
+    only_mask = RepAugment("rep_mask", gate=False, max_width=10)(z, labels, generator=gen(0))
+    assert torch.equal(only_mask, rep_mask(z, max_width=10, gate=False, generator=gen(0)))
     assert RepAugment("none")(z, labels) is z
     full.eval()
     assert full(z, labels) is z
@@ -169,8 +169,10 @@ def test_module_modes_and_eval_is_identity():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode="specaugment"), "mode must be one of"),
     (dict(fill="mean"), "fill must be one of"),
-    (dict(max_width_ratio=0.0), "max_width_ratio must be in"),
-    (dict(max_width_ratio=1.5), "max_width_ratio must be in"),
+    (dict(max_width_ratio=0.0), "max_width_ratio must be null or in"),
+    (dict(max_width_ratio=1.5), "max_width_ratio must be null or in"),
+    (dict(max_width=0), "max_width must be an integer >= 1"),
+    (dict(max_width=0.375), "max_width must be an integer >= 1"),
     (dict(blocks=-1), "blocks must be"),
     (dict(std=-0.1), "std must be"),
     (dict(minority="crackle"), "minority must be one of"),
@@ -196,7 +198,34 @@ def test_bad_inputs_raise():
         rep_mask(torch.zeros(2, 3, 4))
     with pytest.raises(LungsoundError, match="max_width must be in"):
         rep_mask(Z, max_width=5, gate=False)
+    with pytest.raises(LungsoundError, match=r"max_width must be in \(0, D=4\], got 288"):
+        rep_mask(Z)  # the absolute default on a 4-d z: refused even when the gate would not fire
+    with pytest.raises(LungsoundError, match=r"max_width must be in \(0, D=4\], got 288"):
+        RepAugment("rep_mask")(Z)
     with pytest.raises(LungsoundError, match="one label per row"):
         rep_gen(Z, torch.tensor([0, 1, 2]))
     with pytest.raises(LungsoundError, match="needs the batch labels"):
         RepAugment("rep_gen")(Z)
+
+
+def block_widths(module: RepAugment, dim: int, draws: int, seed: int) -> list[int]:
+    """Widths of single Rep-Mask blocks drawn through the module (gate off, one block, zero fill)."""
+    g, ones = gen(seed), torch.ones(1, dim)
+    return [int((module(ones, generator=g) == 0).sum()) for _ in range(draws)]
+
+
+def test_absolute_width_bound_on_a_large_model_and_the_ratio_option():
+    # D = 1,024 (the large speech models). The authors' absolute F = 288: w = int(U(0, 288)) <= 287, never more, whatever
+    # D. The ratio option 0.375 gives F = 0.375 * 1024 = 384: P(w >= 288) = (384 - 288) / 384 = 0.25 per draw, so
+    # over 400 draws the chance of none at >= 288 is 0.75^400 (about 1e-50); the mean width is 191.5 (288 bound: 143.5).
+    absolute = RepAugment("rep_mask", gate=False, fill="zero", blocks=1)
+    ratio = RepAugment("rep_mask", gate=False, fill="zero", blocks=1, max_width_ratio=0.375)
+    assert absolute.width(1024) == 288 and absolute.width(768) == 288
+    assert ratio.width(1024) == pytest.approx(384.0) and ratio.width(768) == pytest.approx(288.0)
+    wide = block_widths(absolute, 1024, 400, seed=0)
+    assert max(wide) <= 287 and max(wide) > 250  # uniform up to 287: the top 37 values unseen in 400 has prob 1e-24
+    scaled = block_widths(ratio, 1024, 400, seed=0)
+    assert max(scaled) <= 383 and sum(w >= 288 for w in scaled) > 50  # binomial(400, 0.25): mean 100, std 8.7
+    # Means: standard error of a uniform width's mean over 400 draws is 288 / sqrt(12 * 400) = 4.2 (5.5 for 384).
+    assert np.mean(wide) == pytest.approx(143.5, abs=20) and np.mean(scaled) == pytest.approx(191.5, abs=25)
+    assert absolute.params()["max_width"] == 288 and ratio.params()["max_width_ratio"] == 0.375

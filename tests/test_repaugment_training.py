@@ -33,10 +33,11 @@ def hf_folder(tmp_path_factory) -> Path:
 
 
 def speech_cfg(root, tmp_path, folder, *extra):
+    # The tiny models are 64-d: the Rep-Mask bound is 0.375 D (24) rather than the absolute 288 of the paper files.
     return load_config(None, [f"data.root={root}", "data.duration=2.0", "data.input=waveform", "augment.specaug=false",
                               "model.name=wav2vec2_tiny", f"model.pretrained={folder}", "train.epochs=1",
                               "train.max_steps_per_epoch=2", "train.batch_size=4", f"tracking.output_dir={tmp_path}",
-                              "train.lr=1e-3", *extra])
+                              "train.lr=1e-3", "augment.rep_max_width_ratio=0.375", *extra])
 
 
 class Spy:
@@ -92,6 +93,7 @@ def test_ast_repaugment_sees_the_pooled_vector_with_each_objective(small_icbhi, 
         spy = Spy(monkeypatch)
         cfg = load_config(None, [f"data.root={small_icbhi}", "data.duration=2.0", "model.name=ast_tiny",
                                  "augment.specaug=false", "augment.representation=repaugment", f"method.name={method}",
+                                 "augment.rep_max_width_ratio=0.375",
                                  "train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=4",
                                  f"tracking.output_dir={tmp_path}"])
         fit(cfg, progress=False, track=False)
@@ -116,3 +118,16 @@ def test_specaugment_on_waveforms_is_refused_and_mixing_with_repaugment_warns(tm
     with pytest.raises(LungsoundError, match="takes waveform input"):
         fit(load_config(None, ["model.name=wav2vec2_tiny", f"tracking.output_dir={tmp_path}",
                                f"data.root={tmp_path / 'never-read'}"]), track=False)
+
+
+def test_a_width_bound_wider_than_the_representation_is_refused_before_training(small_icbhi, tmp_path):
+    # The absolute 288 of the paper protocol on the tiny AST's 64-d representation: one line naming the option.
+    cfg = load_config(None, [f"data.root={small_icbhi}", "data.duration=2.0", "model.name=ast_tiny",
+                             "augment.specaug=false", "augment.representation=rep_mask", f"tracking.output_dir={tmp_path}"])
+    with pytest.raises(LungsoundError, match=r"augment.rep_max_width=288 is wider than the 64-d representation of "
+                                             r"model 'ast_tiny': set augment.rep_max_width to at most 64"):
+        Trainer(cfg, progress=False)
+    cfg.augment.representation = "rep_gen"  # no mask, no bound
+    assert Trainer(cfg, progress=False).represent.width(64) == 288
+    cfg.augment.representation, cfg.augment.rep_max_width_ratio = "repaugment", 0.375
+    assert Trainer(cfg, progress=False).represent.width(64) == pytest.approx(24.0)

@@ -1,4 +1,5 @@
-"""BalancedOversampler: exact per-class counts, determinism per (seed, epoch), and disjoint equal rank shards."""
+"""BalancedOversampler: exact per-class counts (the authors' list built once, or fresh draws per epoch), determinism per
+(seed, epoch), and disjoint equal rank shards."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def class_counts(indices: list[int]) -> Counter:
     return Counter(LABELS[i] for i in indices)
 
 
-def test_exact_per_class_counts_drawn_from_each_class():
-    sampler = BalancedOversampler(LABELS, per_class=7, seed=0)
+@pytest.mark.parametrize("draw", ["once", "epoch"])
+def test_exact_per_class_counts_drawn_from_each_class(draw):
+    sampler = BalancedOversampler(LABELS, per_class=7, seed=0, draw=draw)
     indices = list(sampler)
     assert len(indices) == len(sampler) == 28
     assert class_counts(indices) == {0: 7, 1: 7, 2: 7, 3: 7}
@@ -79,8 +81,57 @@ def test_errors():
         BalancedOversampler([0, 1, 2, 1])
     with pytest.raises(LungsoundError, match="label 4 is outside 0..3"):
         BalancedOversampler([0, 1, 2, 3, 4])
-    with pytest.raises(LungsoundError, match="per_class must be a positive integer"):
+    with pytest.raises(LungsoundError, match="per_class must be null or a positive integer"):
         BalancedOversampler(LABELS, per_class=0)
+    with pytest.raises(LungsoundError, match="draw must be one of once, epoch"):
+        BalancedOversampler(LABELS, draw="replace")
     with pytest.raises(LungsoundError, match="rank < world_size"):
         BalancedOversampler(LABELS, rank=2, world_size=2)
     assert len(BalancedOversampler(torch.tensor([0, 1, 1]), per_class=4, num_classes=2)) == 8
+
+
+def item_counts(indices: list[int], items: list[int]) -> list[int]:
+    """How often each of `items` appears in `indices`, largest first."""
+    counts = Counter(indices)
+    return sorted((counts[i] for i in items), reverse=True)
+
+
+def test_the_authors_list_is_topped_up_with_shuffled_copies_to_the_largest_class():
+    # Histogram 5 / 2 / 2 / 1. Target T = 5 (the largest class). Class 0 (items 0 1 3 5 9): itself, each once. Class 1
+    # (items 2, 7): 2 + 2 + 1 = 5, so one item 3 times and the other 2 (T // n = 2, T mod n = 1 item once more); the same
+    # for class 2 (items 4, 8); class 3 (item 6): 5 times. 20 items an epoch, the same multiset every epoch.
+    sampler = BalancedOversampler(LABELS, seed=0)
+    first = sampler.epoch_indices(1)
+    assert len(first) == len(sampler) == 20 and class_counts(first) == {0: 5, 1: 5, 2: 5, 3: 5}
+    assert item_counts(first, [0, 1, 3, 5, 9]) == [1, 1, 1, 1, 1]
+    assert item_counts(first, [2, 7]) == [3, 2] and item_counts(first, [4, 8]) == [3, 2]
+    assert item_counts(first, [6]) == [5]
+    second = sampler.epoch_indices(2)
+    assert Counter(second) == Counter(first) and second != first  # built once; reshuffled each epoch
+    # T = 7 given: class 0 is 5 + 2 (two items twice), classes 1 and 2 are 2 + 2 + 2 + 1 (4 and 3), class 3 7 times.
+    seven = BalancedOversampler(LABELS, per_class=7, seed=3).epoch_indices(1)
+    assert item_counts(seven, [0, 1, 3, 5, 9]) == [2, 2, 1, 1, 1]
+    assert item_counts(seven, [2, 7]) == [4, 3] and item_counts(seven, [4, 8]) == [4, 3] and item_counts(seven, [6]) == [7]
+    # T = 3 below class 0's 5: three distinct items of one shuffled copy.
+    assert item_counts(BalancedOversampler(LABELS, per_class=3).epoch_indices(1), [0, 1, 3, 5, 9]) == [1, 1, 1, 0, 0]
+
+
+def test_the_authors_counts_on_the_icbhi_training_histogram():
+    # The official split's 4,142 training cycles: normal 2,063, crackle 1,215, wheeze 501, both 363 (methods.md
+    # section 1). T = 2,063. Crackle: 2,063 = 1 x 1,215 + 848, so 848 cycles twice and 367 once. Wheeze: 2,063 =
+    # 4 x 501 + 59: 59 cycles 5 times, 442 four times. Both: 2,063 = 5 x 363 + 248: 248 six times, 115 five times.
+    histogram = {0: 2063, 1: 1215, 2: 501, 3: 363}
+    labels = [c for c, n in histogram.items() for _ in range(n)]
+    order = BalancedOversampler(labels, seed=1).epoch_indices(1)
+    assert len(order) == 4 * 2063 == 8252
+    counts = Counter(order)
+    start = {0: 0, 1: 2063, 2: 3278, 3: 3779}
+    per_item = {c: Counter(counts[i] for i in range(start[c], start[c] + n)) for c, n in histogram.items()}
+    assert per_item == {0: {1: 2063}, 1: {2: 848, 1: 367}, 2: {5: 59, 4: 442}, 3: {6: 248, 5: 115}}
+
+
+def test_fresh_draws_change_the_multiset_every_epoch():
+    sampler = BalancedOversampler(LABELS, per_class=50, seed=2, draw="epoch")
+    one, two = sampler.epoch_indices(1), sampler.epoch_indices(2)
+    assert class_counts(one) == class_counts(two) == {0: 50, 1: 50, 2: 50, 3: 50}
+    assert Counter(one) != Counter(two)  # with replacement: per-item counts vary (the built-once list's never do)

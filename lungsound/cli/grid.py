@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every cell, e.g. data.root=PATH")
     p.add_argument("--cells", default=None,
                    help="comma-separated cells (default: none,specaugment,rep_mask,rep_gen,repaugment)")
+    p.add_argument("--weighting", default=None,
+                   help="class weighting as an axis: comma-separated unweighted,weighted (default: each file's "
+                        "method.class_weighted; the RepAugment files are unweighted, as the authors' code)")
     p.add_argument("--seeds", default="1-5", help="seeds per cell, e.g. 1-5 (default) or 1,2,3")
     p.add_argument("--experiment", default=None,
                    help="the MLflow experiment of the grid (default: the files' tracking.experiment)")
@@ -33,7 +36,8 @@ def run_grid_cmd(args: argparse.Namespace) -> int:
     if not args.table_only:
         if not args.config:
             raise LungsoundError("lungsound grid needs at least one -c EXPERIMENT file (or --table-only)")
-        cells = plan(args.config, args.cells.split(",") if args.cells else None, overrides)
+        cells = plan(args.config, args.cells.split(",") if args.cells else None, overrides,
+                     args.weighting.split(",") if args.weighting else None)
         run_grid(cells, parse_seeds(args.seeds, 1), progress=not args.quiet)
         name = name or load_config(args.config[0], overrides).tracking.experiment
     if name is None:

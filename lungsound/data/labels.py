@@ -71,3 +71,18 @@ def sex_group(sex: str | None, definitions: str = "clean") -> str | None:
     if definitions == "paper":
         return "M" if sex == "M" else "F"
     return sex if sex in SEXES else None
+
+
+GENERATED_DOMAIN = "generated"  # real 0 / generated 1, the flag [AFT]'s discriminator learns (lungsound.data.generated)
+
+
+def domain_size(name: str, definitions: str = "clean") -> int:
+    """How many values domain `name` takes under `definitions`: device 4, sex 2, location 7, age group 2 (paper: adult /
+    child) or 3 (clean: child / adult / elderly), generated 2 (real / generated)."""
+    _check_definitions(definitions)
+    if name == GENERATED_DOMAIN:
+        return 2
+    vocabularies = DOMAIN_VOCABULARIES[definitions]
+    if name not in vocabularies:
+        raise LungsoundError(f"unknown domain {name!r}; choose one of {', '.join([*vocabularies, GENERATED_DOMAIN])}")
+    return len(vocabularies[name])

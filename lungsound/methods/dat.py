@@ -16,9 +16,12 @@ uses) with ``grl_schedule: constant``, or the DANN ramp with ``grl_schedule: dan
     lambda(p) = 2 / (1 + exp(-gamma p)) - 1,   p = fraction of training done (``ctx.progress``),  gamma = 10.
 
 The domain d is the stethoscope (``batch.device``, 4 devices) by default; ``domain`` names another metadata domain,
-read from ``batch.domain`` (age group, sex, location, or real 0 / generated 1 for [AFT]). Samples of unknown domain
-(-1) are ignored by the domain term. CE is plain by default (``weighted_ce=False``): the reference's DAT script does
-not pass ``--weighted_loss``.
+read from ``batch.domain`` (age group, sex, location, or real 0 / generated 1 for [AFT]); the reference trains DAT with
+the age, sex, location and device domains. ``n_domains`` is the discriminator's output count: an experiment that does
+not set it gets the number of values of its domain under the protocol's definitions
+(``lungsound.training.trainer.objective_params``: 4 devices, 2 paper age groups or 3 clean ones, 2 sexes, 7 chest
+locations, 2 for real/generated). Samples of unknown domain (-1) are ignored by the domain term. CE is plain by default
+(``weighted_ce=False``): the reference's DAT script does not pass ``--weighted_loss``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ pooled ``(cls + dist) / 2`` for the AST, before the head's LayerNorm) just befor
 Rep-Mask (:func:`rep_mask`). With probability ``P(N(0,1) <= 1) = 0.841`` per batch (the SpecAugment gate), draw ``blocks``
 (default 2) contiguous blocks over the feature dimensions, for block ``k``
 
-    w_k = int(U(0, F)),  F = 0.375 D (288 for D = 768),   s_k ~ U{0, ..., D - w_k},
+    w_k = int(U(0, F)),   s_k ~ U{0, ..., D - w_k},
     M_j = 1  iff  s_k <= j < s_k + w_k  for some k      (the same M for every row; blocks may overlap)
 
 and, with ``mu = mean(z)`` the scalar mean of the whole batch's representation,
@@ -19,7 +19,13 @@ and, with ``mu = mean(z)`` the scalar mean of the whole batch's representation,
     fill "code":   z' = z (1 - M) + mu z M        (what the authors' code of the period computes; the default)
     fill "zero":   z' = z (1 - M)
 
-On average, with the gate, 28.0% of the 768 dimensions are masked (33.3% when the gate fires; see the tests).
+The width bound ``F`` is an absolute number of dimensions, as in the authors' code (methods.md section 9): ``F = 288``
+(their AST policy; 192 for 512-d CNNs), the same for a 1,024-d large speech model, whose blocks are therefore at most 287
+wide too. The option ``max_width_ratio = r`` gives ``F = r D`` instead (``r = 0.375``: 288 of 768, 384 of 1,024).
+``F <= D`` is required.
+
+On average, with the gate and F = 288, 28.0% of the 768 dimensions are masked (33.3% when the gate fires; see the
+tests).
 
 Rep-Gen (:func:`rep_gen`). Every step, without a gate, the rows of the minority classes (every abnormal class: crackle,
 wheeze, both) are replaced by noisy copies, ``z'_i = z_i + eps_i``, ``eps_i ~ N(0, std^2 I)`` with ``std = 0.2``; normal
@@ -44,6 +50,7 @@ FILLS = ("code", "paper", "zero")
 MODES = ("none", "rep_mask", "rep_gen", "repaugment")
 MINORITIES = ("abnormal", "all")
 GATE_THRESHOLD = 1.0  # the mask is applied when N(0, 1) <= 1.0: probability 0.8413
+MAX_WIDTH = 288  # the authors' absolute width bound F (their AST policy), methods.md section 9
 
 
 def _draw_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
@@ -72,24 +79,26 @@ def mask_positions(dim: int, max_width: float, blocks: int = 2,
     return mask
 
 
-def rep_mask(z: torch.Tensor, fill: str = "code", max_width: float | None = None, blocks: int = 2, gate: bool = True,
+def rep_mask(z: torch.Tensor, fill: str = "code", max_width: float = MAX_WIDTH, blocks: int = 2, gate: bool = True,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Rep-Mask of [REPAUG]: mask ``blocks`` contiguous feature blocks of ``z`` (B, D), the same for every row.
 
-    ``max_width`` is ``F`` (default ``0.375 D``); with ``gate`` the mask is applied only when ``N(0,1) <= 1`` (one draw
-    per call); ``fill`` is ``"code"``, ``"paper"`` or ``"zero"`` (module docstring). Returns a new tensor (or ``z``
-    itself when the gate does not fire); gradients flow to the unmasked entries and, for code/paper fill, through the mean.
+    ``max_width`` is ``F`` in dimensions (default 288, at most ``D``); with ``gate`` the mask is applied only when
+    ``N(0,1) <= 1`` (one draw per call); ``fill`` is ``"code"``, ``"paper"`` or ``"zero"`` (module docstring). Returns a
+    new tensor (or ``z`` itself when the gate does not fire); gradients flow to the unmasked entries and, for code/paper
+    fill, through the mean.
     """
     _check_z(z, "rep_mask")
     if fill not in FILLS:
         raise LungsoundError(f"Rep-Mask fill must be one of {', '.join(FILLS)}, got {fill!r}")
     dim = z.shape[1]
-    width = 0.375 * dim if max_width is None else max_width
+    if not 0 < max_width <= dim:  # before the gate's draw: a bound the representation cannot hold fails every call
+        raise LungsoundError(f"Rep-Mask max_width must be in (0, D={dim}], got {max_width}")
     if gate:
         draw = torch.randn((), generator=generator, device=_draw_device(generator, torch.device("cpu")))
         if draw.item() > GATE_THRESHOLD:
             return z
-    mask = mask_positions(dim, width, blocks, generator).to(z.device)
+    mask = mask_positions(dim, max_width, blocks, generator).to(z.device)
     if not mask.any():
         return z.clone()
     keep = (~mask).to(z.dtype)
@@ -127,27 +136,31 @@ def rep_gen(z: torch.Tensor, labels: torch.Tensor, std: float = 0.2, minority: s
 class RepAugment(nn.Module):
     """The representation augmentation of one experiment: ``mode`` none | rep_mask | rep_gen | repaugment.
 
-    ``aug(z, labels, generator=None)`` applies Rep-Mask (``fill``, ``F = max_width_ratio * D``, ``blocks``, ``gate``)
-    and/or Rep-Gen (``std``, ``minority``) in training mode and returns ``z`` unchanged in eval mode.
+    ``aug(z, labels, generator=None)`` applies Rep-Mask (``fill``, ``F = max_width`` dimensions, or
+    ``F = max_width_ratio * D`` when a ratio is given, ``blocks``, ``gate``) and/or Rep-Gen (``std``, ``minority``) in
+    training mode and returns ``z`` unchanged in eval mode.
     """
 
     def __init__(self, mode: Literal["none", "rep_mask", "rep_gen", "repaugment"] = "repaugment", fill: str = "code",
-                 max_width_ratio: float = 0.375, blocks: int = 2, std: float = 0.2, minority: str = "abnormal",
-                 gate: bool = True):
+                 max_width: int = MAX_WIDTH, max_width_ratio: float | None = None, blocks: int = 2, std: float = 0.2,
+                 minority: str = "abnormal", gate: bool = True):
         super().__init__()
         if mode not in MODES:
             raise LungsoundError(f"RepAugment mode must be one of {', '.join(MODES)}, got {mode!r}")
         if fill not in FILLS:
             raise LungsoundError(f"RepAugment fill must be one of {', '.join(FILLS)}, got {fill!r}")
-        if not 0 < max_width_ratio <= 1:
-            raise LungsoundError(f"RepAugment max_width_ratio must be in (0, 1], got {max_width_ratio}")
+        if isinstance(max_width, bool) or not isinstance(max_width, int) or max_width < 1:
+            raise LungsoundError(f"RepAugment max_width must be an integer >= 1 (dimensions), got {max_width!r}")
+        if max_width_ratio is not None and not 0 < max_width_ratio <= 1:
+            raise LungsoundError(f"RepAugment max_width_ratio must be null or in (0, 1], got {max_width_ratio}")
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:  # augment.rep_blocks >= 1 too
             raise LungsoundError(f"RepAugment blocks must be an integer >= 1 (0 blocks mask nothing), got {blocks!r}")
         if not std >= 0:
             raise LungsoundError(f"RepAugment std must be >= 0, got {std}")
         if minority not in MINORITIES:
             raise LungsoundError(f"RepAugment minority must be one of {', '.join(MINORITIES)}, got {minority!r}")
-        self.mode, self.fill, self.max_width_ratio, self.blocks = mode, fill, float(max_width_ratio), blocks
+        self.mode, self.fill, self.max_width, self.blocks = mode, fill, max_width, blocks
+        self.max_width_ratio = None if max_width_ratio is None else float(max_width_ratio)
         self.std, self.minority, self.gate = float(std), minority, bool(gate)
 
     @property
@@ -158,10 +171,15 @@ class RepAugment(nn.Module):
     def generates(self) -> bool:
         return self.mode in ("rep_gen", "repaugment")
 
+    def width(self, dim: int) -> float:
+        """The Rep-Mask width bound ``F`` for a ``dim``-dimensional representation."""
+        return self.max_width if self.max_width_ratio is None else self.max_width_ratio * dim
+
     def params(self) -> dict[str, object]:
         """The settings, flat, for experiment tracking."""
-        return {"mode": self.mode, "fill": self.fill, "max_width_ratio": self.max_width_ratio, "blocks": self.blocks,
-                "std": self.std, "minority": self.minority, "gate": self.gate}
+        return {"mode": self.mode, "fill": self.fill, "max_width": self.max_width,
+                "max_width_ratio": self.max_width_ratio, "blocks": self.blocks, "std": self.std,
+                "minority": self.minority, "gate": self.gate}
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -169,8 +187,8 @@ class RepAugment(nn.Module):
             return z
         if self.masks:
             _check_z(z, "RepAugment")
-            z = rep_mask(z, fill=self.fill, max_width=self.max_width_ratio * z.shape[1], blocks=self.blocks,
-                         gate=self.gate, generator=generator)
+            z = rep_mask(z, fill=self.fill, max_width=self.width(z.shape[1]), blocks=self.blocks, gate=self.gate,
+                         generator=generator)
         if self.generates:
             if labels is None and self.minority == "abnormal":
                 raise LungsoundError("RepAugment with Rep-Gen on the abnormal classes needs the batch labels")

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from lungsound.config import ExperimentConfig
 from lungsound.evaluation import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
+from lungsound.data.labels import domain_size
 from lungsound.data.sampler import BalancedOversampler
+from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
 from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
@@ -63,11 +65,29 @@ def make_augment(cfg: ExperimentConfig, generator: torch.Generator):
     return SpecAugment(SpecAugConfig(semantics=cfg.augment.semantics, per=cfg.augment.per), generator=generator)
 
 
-def make_represent(cfg: ExperimentConfig) -> RepAugment:
-    """The experiment's representation augmentation ([REPAUG]); the identity when augment.representation is none."""
+def make_represent(cfg: ExperimentConfig, feature_dim: int) -> RepAugment:
+    """The experiment's representation augmentation ([REPAUG]) for a `feature_dim`-d representation; the identity when
+    augment.representation is none. A Rep-Mask width bound wider than the representation is refused here, before
+    training (a tiny model of D < 288 takes augment.rep_max_width_ratio, or a smaller augment.rep_max_width)."""
     a = cfg.augment
-    return RepAugment(mode=a.representation, fill=a.rep_fill, max_width_ratio=a.rep_max_width, blocks=a.rep_blocks,
-                      std=a.rep_std, minority=a.rep_minority, gate=a.rep_gate)
+    rep = RepAugment(mode=a.representation, fill=a.rep_fill, max_width=a.rep_max_width,
+                     max_width_ratio=a.rep_max_width_ratio, blocks=a.rep_blocks, std=a.rep_std,
+                     minority=a.rep_minority, gate=a.rep_gate)
+    if rep.masks and rep.width(feature_dim) > feature_dim:
+        raise LungsoundError(f"augment.rep_max_width={a.rep_max_width} is wider than the {feature_dim}-d representation "
+                             f"of model {cfg.model.name!r}: set augment.rep_max_width to at most {feature_dim}, or "
+                             "augment.rep_max_width_ratio (0.375 is the AST policy's 288 of 768)", cfg.name)
+    return rep
+
+
+def objective_params(cfg: ExperimentConfig) -> dict:
+    """The method's params as its objective gets them. DAT's `n_domains`, when the file does not give one, is the number
+    of values of its domain under the protocol's definitions (`lungsound.data.labels.domain_size`: 4 devices, 2 paper
+    age groups, 2 sexes, 7 chest locations, 2 for real/generated); a value too small is refused by the config check."""
+    params = dict(cfg.method.params)
+    if cfg.method.name == "dat" and params.get("n_domains") is None:
+        params["n_domains"] = domain_size(params.get("domain", "device"), cfg.train.protocol)
+    return params
 
 
 def to_batch(sample, domains: np.ndarray | None, device: torch.device) -> Batch:
@@ -90,8 +110,9 @@ class Trainer:
         check_model_input(cfg)  # before the data is built: a wrong pairing fails at once
         self.data = data or build_run_data(cfg, progress=progress and self.rank == 0)
         self.model = build_model(cfg).to(self.device)
+        self.represent = make_represent(cfg, self.model.feature_dim)
         weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
-        params = dict(cfg.method.params)
+        params = objective_params(cfg)
         self.domains = None  # batch.domain: another metadata domain, when the method or the data config names one
         domain = params.get("domain", cfg.data.domain)
         if domain != "device":
@@ -105,16 +126,15 @@ class Trainer:
         self.blend = (MovingAverageBlend([self.model, self.objective], cfg.train.ma_beta)
                       if cfg.train.ma_beta is not None else None)
         self.tracker = tracker
-        self.represent = make_represent(cfg)
         dist_utils.broadcast_parameters([self.model, self.objective])
 
     # -- one epoch -------------------------------------------------------------------------------------------------
     def _loader(self, epoch: int) -> DataLoader:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        if self.cfg.data.balance == "oversample":  # every class drawn balance_per_class times, with replacement
+        if self.cfg.data.balance == "oversample":  # every class balance_per_class times (lungsound.data.sampler)
             sampler = BalancedOversampler(self.data.train.labels, self.cfg.data.balance_per_class,
                                           seed=self.cfg.train.seed * 100_003, rank=self.rank,
-                                          world_size=dist_utils.world_size())
+                                          world_size=dist_utils.world_size(), draw=self.cfg.data.balance_draw)
             sampler.set_epoch(epoch)
         else:
             sampler = dist_utils.epoch_sampler(len(self.data.train), g)
