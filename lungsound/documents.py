@@ -144,28 +144,35 @@ def read_json(path: str | Path, what: str) -> Any:
 
 @dataclass(frozen=True)
 class Field:
-    """What one value of a document must be: its `kind` (int, float, bool, str or dict), an inclusive or open range,
-    a list of `choices`, or None where `optional`."""
+    """What one value of a document must be: its `kind` (int, float, bool, str, dict or list), a range (each end
+    inclusive unless open), a list of `choices`, at most `max_length` characters, keys or items, or None where
+    `optional`. A bool is never an int, and a float must be finite."""
 
     kind: type
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
     choices: tuple | None = None
     optional: bool = False
-    max_length: int | None = None  # str: characters; dict: keys
+    max_length: int | None = None  # str: characters; dict: keys; list: items
+    item: Field | None = None  # list: what every item must be
 
     def describe(self) -> str:
-        words = {int: "an integer", float: "a number", bool: "true or false", str: "a text", dict: "a mapping"}
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a text", dict: "a mapping",
+                 list: "a list"}
         text = f"one of {', '.join(map(str, self.choices))}" if self.choices else words[self.kind]
         if self.low is not None and self.high is not None:
-            text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+            text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         elif self.low is not None:
             text += f" {'>' if self.low_open else '>='} {self.low:g}"
         elif self.high is not None:
-            text += f" <= {self.high:g}"
+            text += f" {'<' if self.high_open else '<='} {self.high:g}"
         if self.max_length is not None:
-            text += f" of at most {self.max_length:,} {'characters' if self.kind is str else 'keys'}"
+            unit = {str: "characters", dict: "keys"}.get(self.kind, "items")
+            text += f" of at most {self.max_length:,} {unit}"
+        if self.item is not None:
+            text += f", each {self.item.describe()}"
         return ("null or " if self.optional else "") + text
 
     def problem(self, value: Any) -> str | None:
@@ -183,15 +190,17 @@ class Field:
         if self.kind is float:
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 return False
-        elif not isinstance(value, self.kind):
+        elif not isinstance(value, (list, tuple) if self.kind is list else self.kind):
             return False
         if self.choices is not None and value not in self.choices:
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        if self.high is not None and value > self.high:
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
             return False
-        return self.max_length is None or len(value) <= self.max_length
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return self.item is None or all(self.item._fits(v) for v in value)
 
 
 def check_fields(document: dict, fields: dict[str, Field], source: str | Path, where: str = "") -> None:
