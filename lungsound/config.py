@@ -181,8 +181,9 @@ def _split(value) -> str | None:
 
 def _at_most_chars(limit: int) -> Rule:
     def rule(value):
-        return None if len(value) <= limit else f"must be at most {limit:,} characters (it is copied into config.yaml, " \
-                                                "last.pt and MLflow)"
+        if len(value) <= limit:
+            return None
+        return f"must be at most {limit:,} characters (it is copied into config.yaml, last.pt and MLflow)"
     return rule
 
 

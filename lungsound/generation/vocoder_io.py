@@ -8,8 +8,9 @@ A vocoder folder holds ``model.safetensors`` (the DiffWave weights) and ``vocode
 ``{"format": "lungsound-vocoder", "version": 1, "config": <DiffWaveConfig>, "meta": {...}}``. It is written as a
 whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder. When read,
 ``vocoder.json`` must be UTF-8 JSON of at most 1 MB, its config within ``DiffWaveConfig``'s size bounds and the
-training facts of its meta (``lungsound.data.generated.TRAINING_META``: split, duration, protocol, ...) typed and in range, each a one-line
-error naming the file and the key; so are the sizes of an imported checkpoint (its params and its class table).
+training facts of its meta (``lungsound.data.generated.TRAINING_META``: split, duration, protocol, ...) typed and in
+range, each a one-line error naming the file and the key; so are the sizes of an imported checkpoint (its params and
+its class table).
 
 The reference trainer (the DiffWave code the [AFT] authors trained with) saves a ``torch.save`` dict with ``step``,
 ``model`` (the state dict), ``optimizer``, ``params`` (sizes and noise schedules) and ``scaler``.

@@ -15,7 +15,8 @@ from lungsound.models.ast_weights import LoadReport, adapt_pos_embed, load_ast_w
 from lungsound.models.speech import SPEECH_MODELS, SpeechClassifier, SpeechConfig
 
 __all__ = [
-    "AST", "ASTConfig", "ModelSpec", "check_model_params", "model_spec", "CNNConfig", "ClassifierHead", "FeatureClassifier", "LoadReport", "PatchHook", "TimmCNN",
+    "AST", "ASTConfig", "ModelSpec", "check_model_params", "model_spec",
+    "CNNConfig", "ClassifierHead", "FeatureClassifier", "LoadReport", "PatchHook", "TimmCNN",
     "adapt_pos_embed", "create_model", "frames_for_duration", "list_models", "load_ast_weights", "model_config_keys", "patch_grid",
     "register_model", "SPEECH_MODELS", "SpeechClassifier", "SpeechConfig",
 ]

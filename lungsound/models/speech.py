@@ -339,7 +339,8 @@ def _receptive_field(kernels, strides) -> int:
 # The sizes the encoder is built from, wherever they come from (model.params.overrides, or the backbone_config a model
 # folder stores): bounded so that a config cannot ask for terabytes; absent keys take the families' base values.
 HF_SIZES = {
-    "hidden_size": Field(int, 1, 4096), "num_hidden_layers": Field(int, 1, 48), "num_attention_heads": Field(int, 1, 64),
+    "hidden_size": Field(int, 1, 4096), "num_hidden_layers": Field(int, 1, 48),
+    "num_attention_heads": Field(int, 1, 64),
     "intermediate_size": Field(int, 1, 16384), "num_conv_pos_embeddings": Field(int, 1, 1024),
     "num_conv_pos_embedding_groups": Field(int, 1, 1024), "num_feat_extract_layers": Field(int, 1, 16),
     "num_buckets": Field(int, 1, 4096), "max_bucket_distance": Field(int, 1, 100_000),

@@ -57,14 +57,15 @@ def resolve_device(name: str) -> torch.device:
         raise LungsoundError(f"train.device={name} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LungsoundError(f"train.device={name}, but CUDA is not available here (no GPU, no driver or a CPU-only "
-                                 "torch): use train.device=auto or cpu")
+            raise LungsoundError(f"train.device={name}, but CUDA is not available here (no GPU, no driver or a "
+                                 "CPU-only torch): use train.device=auto or cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise LungsoundError(f"train.device={name}, but this machine has {count} CUDA device(s): "
                                  f"cuda:0..cuda:{count - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise LungsoundError(f"train.device={name}, but Apple's MPS is not available here: use train.device=auto or cpu")
+        raise LungsoundError(f"train.device={name}, but Apple's MPS is not available here: use train.device=auto or "
+                             "cpu")
     return device
 
 
