@@ -35,7 +35,7 @@ def laughs(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- item 5: what a config file may expand to --------------------------------------------------------------------------
+# --- item 5: what a config file may expand to -------------------------------------------------------------------------
 
 def test_billion_laughs_in_model_params_is_refused_while_reading(tmp_path: Path):
     path = tmp_path / "bomb.yaml"
@@ -91,7 +91,7 @@ def test_anchors_and_merge_keys_within_the_bounds_still_load(tmp_path: Path):
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.model.params) == (2, 4, {"depth": 2, "num_heads": 2})
 
 
-# --- item 11: duplicate keys ---------------------------------------------------------------------------------------------
+# --- item 11: duplicate keys ------------------------------------------------------------------------------------------
 
 def test_a_duplicate_section_is_refused_naming_the_key_and_both_lines(tmp_path: Path):
     path = tmp_path / "twice.yaml"
@@ -103,7 +103,7 @@ def test_a_duplicate_section_is_refused_naming_the_key_and_both_lines(tmp_path: 
         load_yaml("train:\n  lr: 1.0e-4\n  lr: 1.0e-3\n", "inline.yaml")
 
 
-# --- item 9: model.params checked by the registration before anything runs ---------------------------------------------
+# --- item 9: model.params checked by the registration before anything runs --------------------------------------------
 
 BAD_PARAMS = [
     ("model.params.num_heads=0", "model.params.num_heads must be an integer in [1, 64], got 0"),
@@ -181,7 +181,7 @@ def test_a_model_folder_with_a_huge_embed_dim_is_refused_naming_its_config_yaml(
     assert not (tmp_path / "onnx").exists()
 
 
-# --- item 12: train.device -----------------------------------------------------------------------------------------------
+# --- item 12: train.device --------------------------------------------------------------------------------------------
 
 def test_a_cuda_device_this_machine_lacks_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

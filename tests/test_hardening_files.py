@@ -122,7 +122,7 @@ def test_set_json_is_read_typed(tmp_path, card, message):
         read_set_card(tmp_path)
 
 
-# --- vocoders: sizes bounded wherever they come from, meta typed --------------------------------------------------------
+# --- vocoders: sizes bounded wherever they come from, meta typed ------------------------------------------------------
 
 TINY = DiffWaveConfig(residual_layers=2, residual_channels=4)
 
