@@ -113,7 +113,8 @@ def _copy(model_dir: Path, dest: Path) -> Path:
     ("config.yaml", "model: [", "unreadable config.yaml"),
     ("config.yaml", "model:\n  name: ast_tiny\n  params:\n    embed_dim: 48\ndata:\n  duration: 2.0\n",
      "does not fit the model"),
-    ("config.yaml", "model:\n  name: ast_tiny\n  params:\n    hidden_size: 32\n", "describes no buildable model"),
+    ("config.yaml", "model:\n  name: ast_tiny\n  params:\n    hidden_size: 32\n",
+     "unknown config key\\(s\\) hidden_size"),
     ("model.safetensors", "not tensors", "corrupt model.safetensors"),
 ])
 def test_broken_model_folders_give_one_line(model_dir, tmp_path, capsys, name, content, message):

@@ -9,6 +9,17 @@ cycle's patient and device, so a clean-protocol validation split drops the clips
 per-device scores stay right; `domain_labels("generated")` is the real (0) / generated (1) flag the AFT discriminator
 learns.
 
+What is read is checked, not only what the manifest says (`read_manifest`, `load_clip`, `check_sources`):
+- every `file` entry must resolve, symlinks followed, to a file inside the set folder: an absolute path, a `..` that
+  leaves the folder, or a symlink to a file elsewhere (a test recording, /etc/passwd) is refused, naming the row;
+- a clip whose bytes are those of an audio file of the training database (any split: a byte copy of a test recording
+  placed in the set) is refused, whatever its `source_recording` says; files are compared by size first, so only
+  same-size files are hashed. (A re-encoded or resampled copy is not recognised; it cannot come from outside the set.)
+- every clip's `source_recording` must be a training recording of that patient (a clip made from a test cycle would
+  leak it), and its header must give a sample rate in [1 kHz, 384 kHz] and at most 60 s, checked before it is decoded
+  or resampled (a 1-Hz clip would ask for gigabytes at 16 kHz);
+- `manifest.csv` and `set.json` must be UTF-8; `set.json`'s facts about the source data are typed and range-checked.
+
 Model input of a clip (cycle length L = data.duration):
 - fbank models, `paper` protocol: the reference stretches the clip's fbank to L's frame count with bilinear
   interpolation (a vocoded 4-s clip, 251 mel frames x 256 = 64,256 samples, has (64256 - 400) // 160 + 1 = 400 fbank
@@ -30,13 +41,30 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from lungsound.audio import audio_info, load_audio
 from lungsound.data.cycles import CycleConfig, fix_length
 from lungsound.data.labels import CLASSES, DEVICES
+from lungsound.data.splits import SPLIT_CHOICES
+from lungsound.documents import Field, check_fields, read_json
 from lungsound.errors import LungsoundError
 from lungsound.features.fbank import FbankConfig, compute_features
 
 MANIFEST = "manifest.csv"
+SET_FILE = "set.json"  # how the set was made: vocoder, its training data and meta, seed, schedule
 COLUMNS = ("file", "class", "source_recording", "source_cycle", "patient", "device", "seed", "vocoder_sha256")
+CLIP_RATES = (1000, 384_000)  # Hz, inclusive: the sample rates a clip's header may give
+MAX_CLIP_SECONDS = 60.0
+# What a vocoder's meta (and set.json, which copies it) says about the data it was trained on; `synth` and `generate
+# evaluate` cut the source cycles from these, so each is typed and range-checked when read.
+TRAINING_META = {
+    "data_root": Field(str, optional=True, max_length=4096), "split": Field(str, choices=SPLIT_CHOICES),
+    "duration": Field(float, 0, 60, low_open=True), "protocol": Field(str, choices=("paper", "clean")),
+    "val_fraction": Field(float, 0, 1, low_open=True, high_open=True), "val_seed": Field(int, 0),
+    "step": Field(int, 0, optional=True),
+}
+SET_FIELDS = {"vocoder": Field(str, max_length=4096), "vocoder_sha256": Field(str, max_length=64),
+              "vocoder_meta": Field(dict), "seed": Field(int, 0), "schedule": Field(str, max_length=100),
+              "per_class": Field(int, 0), "counts": Field(dict)}
 
 
 @dataclass(frozen=True)
@@ -55,27 +83,79 @@ def read_manifest(folder: str | Path) -> list[GeneratedItem]:
     if not path.is_file():
         raise LungsoundError(f"not a generated set: {MANIFEST} is missing (make one with lungsound generate synth)",
                              folder)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS[:6] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LungsoundError(f"missing column(s) {', '.join(missing)}", path)
-        items = []
-        for row_no, row in enumerate(reader, start=2):
-            try:
-                label = CLASSES.index(row["class"])
-                item = GeneratedItem(row["file"], label, row["source_recording"], int(row["source_cycle"]),
-                                     int(row["patient"]), row["device"])
-            except (ValueError, TypeError):
-                raise LungsoundError(f"row {row_no}: bad class, cycle or patient in {dict(row)}", path) from None
-            if item.device not in DEVICES:
-                raise LungsoundError(f"row {row_no}: unknown device {item.device!r}", path)
-            if not (Path(folder) / item.file).is_file():
-                raise LungsoundError(f"row {row_no}: clip {item.file} is missing", path)
-            items.append(item)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            items = _read_rows(folder, csv.DictReader(fh), path)
+    except UnicodeDecodeError as exc:
+        raise LungsoundError(f"not UTF-8 text (byte {exc.start})", path) from None
+    except csv.Error as exc:
+        raise LungsoundError(f"not a readable CSV file: {exc}", path) from None
     if not items:
         raise LungsoundError("the manifest lists no clips", path)
     return items
+
+
+def _read_rows(folder: str | Path, reader: csv.DictReader, path: Path) -> list[GeneratedItem]:
+    missing = [c for c in COLUMNS[:6] if c not in (reader.fieldnames or [])]
+    if missing:
+        raise LungsoundError(f"missing column(s) {', '.join(missing)}", path)
+    items = []
+    for row_no, row in enumerate(reader, start=2):
+        try:
+            label = CLASSES.index(row["class"])
+            item = GeneratedItem(row["file"], label, row["source_recording"], int(row["source_cycle"]),
+                                 int(row["patient"]), row["device"])
+        except (ValueError, TypeError):
+            raise LungsoundError(f"row {row_no}: bad class, cycle or patient in {dict(row)}", path) from None
+        if item.device not in DEVICES:
+            raise LungsoundError(f"row {row_no}: unknown device {item.device!r}", path)
+        clip_path(folder, item.file, f"row {row_no}: ", path)
+        items.append(item)
+    return items
+
+
+def clip_path(folder: str | Path, file: str, where: str = "", source: str | Path | None = None) -> Path:
+    """Where the clip `file` of a set lies, refused unless it resolves (symlinks followed) to a file inside `folder`."""
+    folder = Path(folder)
+    source = source or folder / MANIFEST
+    if not isinstance(file, str) or not file.strip() or Path(file).is_absolute() or "\0" in file:
+        raise LungsoundError(f"{where}clip {file!r} must be a file name relative to the set folder", source)
+    inside = folder.resolve()
+    try:
+        target = (folder / file).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise LungsoundError(f"{where}clip {file!r} cannot be resolved: {exc}", source) from None
+    if not target.is_relative_to(inside):
+        raise LungsoundError(f"{where}clip {file!r} resolves to {target}, outside the set folder {inside}: refused",
+                             source)
+    if not target.is_file():
+        raise LungsoundError(f"{where}clip {file} is missing", source)
+    return target
+
+
+def load_clip(folder: str | Path, file: str, sample_rate: int = 16000) -> np.ndarray:
+    """The samples of one clip of a set at `sample_rate`, after its path and its header are checked (a rate in
+    `CLIP_RATES`, at most `MAX_CLIP_SECONDS`)."""
+    path = clip_path(folder, file)
+    rate = audio_info(path).sample_rate
+    if not CLIP_RATES[0] <= rate <= CLIP_RATES[1]:
+        raise LungsoundError(f"clip sample rate {rate} Hz is outside [{CLIP_RATES[0]}, {CLIP_RATES[1]}] Hz: refused "
+                             "before resampling", path)
+    return load_audio(path, sample_rate, max_seconds=MAX_CLIP_SECONDS)[0]
+
+
+def read_set_card(folder: str | Path) -> dict:
+    """A generated set's set.json ({} when it has none), UTF-8 JSON whose keys are typed and range-checked, each
+    problem one line naming the file and the key."""
+    path = Path(folder) / SET_FILE
+    if not path.exists():
+        return {}
+    card = read_json(path, SET_FILE)
+    if not isinstance(card, dict):
+        raise LungsoundError(f"{SET_FILE} must hold a JSON object, got {type(card).__name__}", path)
+    check_fields(card, SET_FIELDS, path)
+    check_fields(card.get("vocoder_meta", {}), TRAINING_META, path, "vocoder_meta.")
+    return card
 
 
 def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None, stretch: bool) -> np.ndarray:
@@ -107,12 +187,9 @@ def _cache_key(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, s
 
 
 def _build(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stretch: bool, progress: bool) -> np.ndarray:
-    from lungsound.audio import load_audio, resample
-
     out = None
     for i, item in enumerate(tqdm(items, desc="generated clips", unit="clip", disable=not progress, leave=False)):
-        samples, rate = load_audio(folder / item.file)
-        x = clip_input(resample(samples, rate, cycle_cfg.sample_rate), cycle_cfg, fbank_cfg, stretch)
+        x = clip_input(load_clip(folder, item.file, cycle_cfg.sample_rate), cycle_cfg, fbank_cfg, stretch)
         if out is None:
             out = np.empty((len(items),) + x.shape, dtype=np.float32)
         out[i] = x
@@ -221,7 +298,9 @@ class MixedDataset(Dataset):
 
 
 def check_sources(generated: GeneratedCycles, db) -> None:
-    """Every clip must come from a training recording of `db` (a clip made from a test cycle would leak it)."""
+    """Every clip must come from a training recording of `db` (a clip made from a test cycle would leak it), and no
+    clip may be an audio file of `db` itself (compared by content: see the module docstring)."""
+    check_not_recordings(generated.folder, generated.items, db)
     for item in generated.items:
         rec = db.find(item.source_recording)
         if rec.split != "train":
@@ -230,3 +309,22 @@ def check_sources(generated: GeneratedCycles, db) -> None:
         if rec.patient != item.patient:
             raise LungsoundError(f"clip {item.file}: patient {item.patient} does not match its source recording "
                                  f"{item.source_recording}", generated.folder)
+
+
+def check_not_recordings(folder: Path, items: list[GeneratedItem], db) -> None:
+    """Refuse a clip whose bytes are those of an audio file of `db` (same size first, then the same SHA-1)."""
+    from lungsound.features.cache import file_sha1
+
+    clips: dict[int, list[Path]] = {}
+    for item in items:
+        path = clip_path(folder, item.file)
+        clips.setdefault(path.stat().st_size, []).append(path)
+    for rec in db.recordings:
+        if rec.audio is None or not rec.audio.is_file() or rec.audio.stat().st_size not in clips:
+            continue
+        digest = file_sha1(rec.audio)
+        for path in clips[rec.audio.stat().st_size]:
+            if file_sha1(path) == digest:
+                raise LungsoundError(f"clip {path.name} is a byte copy of the recording {rec.audio} "
+                                     f"({rec.split or 'no split entry'} split of {db.root}), not a generated clip: "
+                                     "refused", folder / MANIFEST)

@@ -20,8 +20,10 @@ Sound types -> finding (the mapping the toolkit scores against):
 
 So `E W` -> wheezes, `I C` -> crackles, `I C E W` -> both, `C B` -> crackles, `N` -> normal. Unmappable (reported with
 the reason, never scored): `B` alone (bronchial breathing is abnormal, but neither crackles, wheezes nor normal), `E` or
-`I` without a sound, `N` together with an abnormal code (contradictory), any other token (unknown code), and a name that
-does not follow the pattern (not `BP`/`DP`/`EP` + subject number + `_`, or not five comma-separated fields).
+`I` without a sound, `N` together with an abnormal code (contradictory), any other token (unknown code), an age that is
+not 1-3 ASCII digits (`²` is a digit to `str.isdigit` but no number), and a name that does not follow the pattern
+(not `BP`/`DP`/`EP` + subject number in ASCII digits + `_`, or not five comma-separated fields). A name that fails in
+any other way is reported unmappable too: one bad name never stops the others.
 
 Groups for per-group figures:
 
@@ -50,7 +52,8 @@ ZONES = {"U": "upper", "M": "middle", "L": "lower"}
 UNRECOGNISED_LOCATION = "unrecognised location"
 AUDIO_SUFFIXES = (".wav",)
 
-_PREFIX = re.compile(r"^(?P<mode>[A-Za-z]{2})(?P<subject>\d+)_(?P<rest>.+)$")
+_PREFIX = re.compile(r"^(?P<mode>[A-Za-z]{2})(?P<subject>[0-9]{1,9})_(?P<rest>.+)$")  # ASCII digits only
+_AGE = re.compile(r"[0-9]{1,3}")  # str.isdigit() is true for '²', which int() refuses
 _TOKENS = re.compile(r"[\s+&/]+")
 
 
@@ -70,7 +73,11 @@ class KauhAdapter:
             raise LungsoundError("no .wav recordings under this folder", root)
         labelled, unmappable = [], []
         for path in files:
-            item = parse_recording(path)
+            try:
+                item = parse_recording(path)
+            except Exception as exc:  # one name nobody foresaw never stops the others
+                item = Unmappable(path, f"file name could not be parsed: unexpected {type(exc).__name__}: "
+                                        f"{str(exc)[:200]}")
             (labelled if isinstance(item, LabelledRecording) else unmappable).append(item)
         return ExternalSet(self.name, root, labelled, unmappable)
 
@@ -90,6 +97,8 @@ def parse_recording(path: str | Path) -> LabelledRecording | Unmappable:
         return Unmappable(path, f"file name has {len(fields)} comma-separated fields after the subject, expected 5 "
                                 "(diagnosis, sound types, chest location, age, sex)")
     diagnosis, sounds, location, age, sex = fields
+    if not _AGE.fullmatch(age):
+        return Unmappable(path, f"age {age!r} is not a number of years (ASCII digits)")
     label = map_sound_types(sounds)
     if isinstance(label, str):
         return Unmappable(path, label)
@@ -97,7 +106,7 @@ def parse_recording(path: str | Path) -> LabelledRecording | Unmappable:
     surface_zone, position = parse_location(location)
     details = {"subject": int(match["subject"]), "filter_mode": mode, "diagnosis": diagnosis, "sound_types": sounds,
                "location": location, "position": position, "bronchial": bronchial,
-               "age": int(age) if age.isdigit() else None, "sex": sex.upper() if sex.upper() in ("M", "F") else None}
+               "age": int(age), "sex": sex.upper() if sex.upper() in ("M", "F") else None}
     return LabelledRecording(path, crackle, wheeze, {"position": surface_zone, "filter_mode": FILTER_MODES[mode]},
                              details)
 

@@ -40,14 +40,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 
 EMBED_DIM, HIDDEN_DIM, UPSAMPLE = 128, 512, 256
+# Every size a config may give, wherever it comes from (an experiment file, a vocoder.json, an imported checkpoint's
+# params or the shape of its class table): bounded, so that a file cannot ask for terabytes. Dilations are
+# 2^(i mod cycle), so the cycle bounds the padding (2^15 samples at most).
+SIZE_BOUNDS = {
+    "residual_layers": Field(int, 1, 256), "residual_channels": Field(int, 1, 1024),
+    "dilation_cycle_length": Field(int, 1, 16), "n_mels": Field(int, 1, 512), "noise_steps": Field(int, 1, 10_000),
+    "num_classes": Field(int, 1, 1000, optional=True),
+}
 
 
 @dataclass
 class DiffWaveConfig:
-    """Sizes of the vocoder; the defaults are [AFT]'s (section 10)."""
+    """Sizes of the vocoder; the defaults are [AFT]'s (section 10); each within `SIZE_BOUNDS`."""
 
     residual_layers: int = 30
     residual_channels: int = 64
@@ -58,16 +67,13 @@ class DiffWaveConfig:
     num_classes: int | None = None  # class conditioning (a class embedding added to the step embedding); off by default
 
     def __post_init__(self) -> None:
-        for name in ("residual_layers", "residual_channels", "dilation_cycle_length", "n_mels", "noise_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LungsoundError(f"DiffWave {name} must be a positive integer, got {value!r}")
+        for name, spec in SIZE_BOUNDS.items():
+            problem = spec.problem(getattr(self, name))
+            if problem:
+                raise LungsoundError(f"DiffWave {name} {problem}")
         if self.hop_samples != UPSAMPLE:
             raise LungsoundError(f"DiffWave hop_samples must be {UPSAMPLE} (the mel upsampler is x16 x16), "
                                  f"got {self.hop_samples!r}")
-        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
-                                             or self.num_classes < 1):
-            raise LungsoundError(f"DiffWave num_classes must be a positive integer or null, got {self.num_classes!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

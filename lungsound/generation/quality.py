@@ -68,8 +68,7 @@ def _classifier_outputs(model, cfg, waves: list[np.ndarray], batch: int = 32) ->
 def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root: str | None = None,
                  max_real: int = 1000, track: bool = True, progress: bool = True) -> dict:
     """Per-class quality numbers of a generated set (see the module docstring); returns {"rows", "text", "run_id"}."""
-    from lungsound.audio import load_audio, resample
-    from lungsound.data.generated import read_manifest
+    from lungsound.data.generated import load_clip, read_manifest
     from lungsound.generation.train import training_clips
 
     folder = Path(folder)
@@ -91,7 +90,7 @@ def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root:
             continue
         real_idx = rng.choice(real_idx, size=min(max_real, len(real_idx)), replace=False)
         real = [np.asarray(clips.waves[clips.rows[i]]) for i in real_idx]
-        gen = [resample(*load_audio(folder / f), 16000) for f in gen_files]
+        gen = [load_clip(folder, f) for f in gen_files]
         row = {"class": name, "generated": len(gen), "real": len(real),
                "fd_logmel": frechet_distance(_logmel_features(real), _logmel_features(gen))}
         if model is not None:
@@ -108,16 +107,11 @@ def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root:
 
 
 def _vocoder_meta(folder: Path) -> dict:
-    """The vocoder's training data (root, split, cycle length) as `synth` recorded it in the set's set.json."""
-    import json
+    """The vocoder's training data (root, split, cycle length) as `synth` recorded it in the set's set.json, typed and
+    range-checked (`read_set_card`)."""
+    from lungsound.data.generated import read_set_card
 
-    from lungsound.generation.synth import SET_FILE
-
-    path = folder / SET_FILE
-    try:
-        return json.loads(path.read_text())["vocoder_meta"] if path.is_file() else {}
-    except (ValueError, KeyError, TypeError):
-        raise LungsoundError(f"corrupt {SET_FILE}", folder) from None
+    return read_set_card(folder).get("vocoder_meta", {})
 
 
 def _table(rows: list[dict]) -> str:

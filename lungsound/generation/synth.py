@@ -25,13 +25,12 @@ import torch
 from scipy.io import wavfile
 from tqdm.auto import tqdm
 
-from lungsound.data.generated import COLUMNS, MANIFEST
+from lungsound.data.generated import COLUMNS, MANIFEST, SET_FILE
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.storage import atomic_write, atomic_write_json, atomic_write_text
 
 RATE = 16000
-SET_FILE = "set.json"  # how the set was made: vocoder, its training data and meta, seed, schedule
 
 
 @dataclass(frozen=True)

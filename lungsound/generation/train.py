@@ -32,6 +32,7 @@ import torch
 
 from lungsound.config import TrackingConfig
 from lungsound.errors import LungsoundError
+from lungsound.generation.diffwave import SIZE_BOUNDS
 
 
 @dataclass
@@ -106,6 +107,10 @@ def check_vocoder_config(cfg: VocoderExperiment, source: str) -> VocoderExperime
     for key, ok in checks:
         if not ok:
             raise LungsoundError(f"{key} is out of range", source)
+    for key in ("residual_layers", "residual_channels", "dilation_cycle_length"):  # the DiffWave's own size bounds
+        problem = SIZE_BOUNDS[key].problem(getattr(cfg.model, key))
+        if problem:
+            raise LungsoundError(f"model.{key} {problem}", source)
     return cfg
 
 

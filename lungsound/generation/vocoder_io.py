@@ -6,7 +6,11 @@ DGM4H workshop, arXiv 2311.06480.
 
 A vocoder folder holds ``model.safetensors`` (the DiffWave weights) and ``vocoder.json``, i.e.
 ``{"format": "lungsound-vocoder", "version": 1, "config": <DiffWaveConfig>, "meta": {...}}``. It is written as a
-whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder.
+whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder. When read,
+``vocoder.json`` must be UTF-8 JSON of at most 1 MB, its config within ``DiffWaveConfig``'s size bounds and the
+training facts of its meta (``lungsound.data.generated.TRAINING_META``: split, duration, protocol, ...) typed and in
+range, each a one-line error naming the file and the key; so are the sizes of an imported checkpoint (its params and
+its class table).
 
 The reference trainer (the DiffWave code the [AFT] authors trained with) saves a ``torch.save`` dict with ``step``,
 ``model`` (the state dict), ``optimizer``, ``params`` (sizes and noise schedules) and ``scaler``.
@@ -30,6 +34,8 @@ import numpy as np
 import torch
 
 from lungsound.data.download import sha256_of
+from lungsound.data.generated import TRAINING_META
+from lungsound.documents import check_fields, read_json
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
@@ -90,10 +96,7 @@ def load_vocoder(folder: str | Path, device: str | torch.device = "cpu") -> tupl
     for name in (MODEL_FILE, VOCODER_FILE):
         if not (folder / name).is_file():
             raise LungsoundError(f"not a lungsound vocoder: {name} is missing", folder)
-    try:
-        document = json.loads((folder / VOCODER_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LungsoundError(f"corrupt {VOCODER_FILE}: {exc}", folder) from None
+    document = read_json(folder / VOCODER_FILE, VOCODER_FILE)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise LungsoundError(f"{VOCODER_FILE} is not a lungsound vocoder description (format {FORMAT!r})", folder)
     if document.get("version") != VERSION:
@@ -102,6 +105,7 @@ def load_vocoder(folder: str | Path, device: str | torch.device = "cpu") -> tupl
     meta = document.get("meta", {})
     if not isinstance(meta, dict):
         raise LungsoundError(f"{VOCODER_FILE}: 'meta' must be an object, got {type(meta).__name__}", folder)
+    check_fields(meta, TRAINING_META, folder / VOCODER_FILE, "meta.")  # what synth cuts the source cycles from
     config = DiffWaveConfig.from_dict(document.get("config"), folder / VOCODER_FILE)
     try:
         state = load_file(str(folder / MODEL_FILE))

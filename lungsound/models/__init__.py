@@ -6,7 +6,8 @@ small AST for tests; ``cnn`` / ``resnet18`` / ``efficientnet_b0`` are timm CNN b
 through :func:`load_ast_weights` (Hugging Face, the original AudioSet ``.pth``, or ImageNet DeiT).
 """
 
-from lungsound.models.registry import create_model, list_models, model_config_keys, register_model
+from lungsound.models.registry import (ModelSpec, check_model_params, create_model, list_models, model_config_keys,
+                                       model_spec, register_model)
 from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
 from lungsound.models.ast import AST, ASTConfig, frames_for_duration, patch_grid
 from lungsound.models.cnn import CNNConfig, TimmCNN
@@ -14,7 +15,8 @@ from lungsound.models.ast_weights import LoadReport, adapt_pos_embed, load_ast_w
 from lungsound.models.speech import SPEECH_MODELS, SpeechClassifier, SpeechConfig
 
 __all__ = [
-    "AST", "ASTConfig", "CNNConfig", "ClassifierHead", "FeatureClassifier", "LoadReport", "PatchHook", "TimmCNN",
+    "AST", "ASTConfig", "ModelSpec", "check_model_params", "model_spec",
+    "CNNConfig", "ClassifierHead", "FeatureClassifier", "LoadReport", "PatchHook", "TimmCNN",
     "adapt_pos_embed", "create_model", "frames_for_duration", "list_models", "load_ast_weights", "model_config_keys", "patch_grid",
     "register_model", "SPEECH_MODELS", "SpeechClassifier", "SpeechConfig",
 ]

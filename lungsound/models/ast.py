@@ -18,6 +18,10 @@ The forward is the HF module's own (so SDPA attention, its weight layout and its
 ``E`` after the patch projection and before the cls/dist tokens and position embeddings are added, which is where
 Patch-Mix replaces patches (methods.md section 7). ``transformers``' patch embedding transposes the input
 ``(B, T, F) -> (B, 1, F, T)`` itself.
+
+Parameters are checked by the registration before anything is built (`BOUNDS`, `lungsound.models.params`): sizes
+within `embed_dim` <= 4096, `depth` <= 48, `num_heads` <= 64, `embed_dim` divisible by `num_heads`, the fbank at least
+one patch, at most 8,192 patch tokens and 10^9 weights, `drop` in [0, 1).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import torch
 from torch import nn
 import transformers
 
+from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.models.base import FeatureClassifier, PatchHook
+from lungsound.models.params import ParamSchema, count_limit, schema_of
 from lungsound.models.registry import register_model
 
 SAMPLE_RATE = 16000
@@ -206,15 +212,55 @@ def init_tokens(model: AST, std: float = 0.02) -> None:
 
 
 TINY = dict(embed_dim=64, depth=2, num_heads=2)
+MAX_TOKENS = 8192  # patch tokens: 948 for the papers' 8 s, 5,684 with stride 4; attention grows with their square
+MAX_WEIGHTS = 1e9  # AST-base has 86 million
+BOUNDS = {
+    "embed_dim": Field(int, 1, 4096), "depth": Field(int, 1, 48), "num_heads": Field(int, 1, 64),
+    "mlp_ratio": Field(float, 0, 16, low_open=True), "input_frames": Field(int, 1, 100_000),
+    "num_mel_bins": Field(int, 1, 1024), "patch": Field(int, 1, 128), "fstride": Field(int, 1, 128),
+    "tstride": Field(int, 1, 128), "num_classes": Field(int, 1, 1000), "drop": Field(float, 0, 1, high_open=True),
+    "layer_norm_eps": Field(float, 0, 1, low_open=True), "weights": Field(str, optional=True, max_length=4096),
+}
 
 
-@register_model("ast", config_cls=ASTConfig)
+def _heads_divide(v: dict) -> str | None:
+    return None if v["embed_dim"] % v["num_heads"] == 0 else \
+        f"embed_dim {v['embed_dim']} is not divisible by num_heads {v['num_heads']}"
+
+
+def _grid_fits(v: dict) -> str | None:
+    if v["num_mel_bins"] < v["patch"] or v["input_frames"] < v["patch"]:
+        return (f"an fbank of {v['input_frames']} frames x {v['num_mel_bins']} bins is smaller than one "
+                f"{v['patch']}x{v['patch']} patch")
+    f, t = patch_grid(v["num_mel_bins"], v["input_frames"], v["patch"], v["fstride"], v["tstride"])
+    return None if f * t <= MAX_TOKENS else (f"{f} x {t} = {f * t:,} patch tokens, more than {MAX_TOKENS:,} (raise "
+                                             "fstride/tstride or shorten data.duration)")
+
+
+def _weights_bounded(v: dict) -> str | None:
+    """Blocks of 4 D^2 (attention) + 2 D^2 mlp_ratio (MLP) weights, plus the position embeddings and the patch
+    projection."""
+    d = v["embed_dim"]
+    f, t = patch_grid(v["num_mel_bins"], v["input_frames"], v["patch"], v["fstride"], v["tstride"])
+    count = int(v["depth"] * (4 + 2 * v["mlp_ratio"]) * d * d + (f * t + 2) * d + v["patch"] ** 2 * d)
+    return count_limit("this AST", count, MAX_WEIGHTS)
+
+
+def _frames(seconds: float) -> dict:
+    return {"input_frames": frames_for_duration(seconds)}
+
+
+def _schema(**defaults) -> ParamSchema:
+    return schema_of(ASTConfig, BOUNDS, defaults, derive=_frames, joint=(_heads_divide, _grid_fits, _weights_bounded))
+
+
+@register_model("ast", params=_schema())
 def ast(**config) -> AST:
     """AST of any size; defaults to the papers' DeiT-base (768-dim, 12 blocks, 12 heads) on 8 s clips."""
     return build_ast(ASTConfig(**config))
 
 
-@register_model("ast_tiny", config_cls=ASTConfig)
+@register_model("ast_tiny", params=_schema(**TINY))
 def ast_tiny(**config) -> AST:
     """A 64-dim, 2-block, 2-head AST for tests and quickstarts (any field can still be overridden)."""
     return build_ast(ASTConfig(**{**TINY, **config}))

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import timm
 import torch
 
+from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.models.base import FeatureClassifier, PatchHook
+from lungsound.models.params import schema_of
 from lungsound.models.registry import register_model
 
 
@@ -50,7 +52,16 @@ class TimmCNN(FeatureClassifier):
         return self.backbone(x.unsqueeze(1))
 
 
-@register_model("cnn", config_cls=CNNConfig)
+def _known_arch(v: dict) -> str | None:
+    return None if timm.is_model(v["arch"]) else f"arch {v['arch']!r} is not a timm model name"
+
+
+PARAMS = schema_of(CNNConfig, {"arch": Field(str, max_length=200), "num_classes": Field(int, 1, 1000),
+                               "num_mel_bins": Field(int, 1, 1024), "drop": Field(float, 0, 1, high_open=True)},
+                   joint=(_known_arch,))
+
+
+@register_model("cnn", params=PARAMS)
 def cnn(**config) -> TimmCNN:
     """Any timm CNN by ``arch`` (default ResNet-18)."""
     return TimmCNN(CNNConfig(**config))
@@ -62,13 +73,13 @@ def _named(arch: str, config: dict) -> TimmCNN:
     return TimmCNN(CNNConfig(**{**config, "arch": arch}))
 
 
-@register_model("resnet18", config_cls=CNNConfig)
+@register_model("resnet18", params=PARAMS)
 def resnet18(**config) -> TimmCNN:
     """ResNet-18 on the one-channel fbank."""
     return _named("resnet18", config)
 
 
-@register_model("efficientnet_b0", config_cls=CNNConfig)
+@register_model("efficientnet_b0", params=PARAMS)
 def efficientnet_b0(**config) -> TimmCNN:
     """EfficientNet-B0 on the one-channel fbank."""
     return _named("efficientnet_b0", config)

@@ -20,6 +20,10 @@ The checkpoints' own SpecAugment-like masking (``mask_time_prob``, ``mask_featur
 checkpoint config sets them with ``protocol_masking="checkpoint"`` (what the authors' code ran); ``"off"`` sets all three
 to 0 so that an ablation row "no augmentation" has none. ``backbone_config()`` always returns the checkpoint's values (the
 protocol is re-applied on rebuild, so the rebuilt module has the same parameters, ``masked_spec_embed`` included).
+
+Parameters are checked by the registration before anything is built (``lungsound.models.params``): the encoder sizes
+in ``overrides`` and in a stored ``backbone_config`` within ``HF_SIZES`` (e.g. ``hidden_size`` <= 4096,
+``num_hidden_layers`` <= 48), ``hidden_size`` divisible by ``num_attention_heads``, at most 2.5 x 10^9 weights.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ import torch
 import transformers
 from torch import nn
 
+from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
+from lungsound.models.params import ParamSchema, count_limit, schema_of
 from lungsound.models.registry import register_model
 
 SAMPLE_RATE = 16000
@@ -330,6 +336,47 @@ def _receptive_field(kernels, strides) -> int:
     return field_
 
 
+# The sizes the encoder is built from, wherever they come from (model.params.overrides, or the backbone_config a model
+# folder stores): bounded so that a config cannot ask for terabytes; absent keys take the families' base values.
+HF_SIZES = {
+    "hidden_size": Field(int, 1, 4096), "num_hidden_layers": Field(int, 1, 48),
+    "num_attention_heads": Field(int, 1, 64),
+    "intermediate_size": Field(int, 1, 16384), "num_conv_pos_embeddings": Field(int, 1, 1024),
+    "num_conv_pos_embedding_groups": Field(int, 1, 1024), "num_feat_extract_layers": Field(int, 1, 16),
+    "num_buckets": Field(int, 1, 4096), "max_bucket_distance": Field(int, 1, 100_000),
+    "conv_dim": Field(list, max_length=16, item=Field(int, 1, 4096)),
+    "conv_kernel": Field(list, max_length=16, item=Field(int, 1, 1024)),
+    "conv_stride": Field(list, max_length=16, item=Field(int, 1, 1024)),
+}
+BASE_SIZES = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+MAX_WEIGHTS = 2.5e9  # XLS-R 2B has 2.2 billion
+
+
+def _sizes_bounded(v: dict) -> str | None:
+    for part in ("backbone_config", "overrides"):
+        for key, spec in HF_SIZES.items():
+            problem = spec.problem((v[part] or {})[key]) if key in (v[part] or {}) else None
+            if problem:
+                return f"{part}.{key} {problem}"
+    return None
+
+
+def _encoder_fits(v: dict, arch: dict) -> str | None:
+    hf = {**BASE_SIZES, **arch, **(v["backbone_config"] or {}), **(v["overrides"] or {})}
+    h, heads = hf["hidden_size"], hf["num_attention_heads"]
+    if h % heads:
+        return f"hidden_size {h} is not divisible by num_attention_heads {heads}"
+    return count_limit("this encoder", hf["num_hidden_layers"] * (4 * h * h + 2 * h * hf["intermediate_size"]),
+                       MAX_WEIGHTS)
+
+
+def _schema(name: str) -> ParamSchema:
+    arch = CHECKPOINTS[name].arch
+    return schema_of(SpeechConfig, {"num_classes": Field(int, 1, 1000), "weights": Field(str, optional=True,
+                                                                                         max_length=4096)},
+                     joint=(_sizes_bounded, lambda v: _encoder_fits(v, arch)))
+
+
 def _factory(name: str):
     def build(**config) -> SpeechClassifier:
         return SpeechClassifier(name, SpeechConfig(**config))
@@ -341,4 +388,4 @@ def _factory(name: str):
 
 
 for _name in CHECKPOINTS:
-    register_model(_name, config_cls=SpeechConfig)(_factory(_name))
+    register_model(_name, params=_schema(_name))(_factory(_name))

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config
 from lungsound.data.labels import CLASSES
+from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
 from lungsound.storage import atomic_write, replace_dir, temp_dir_beside
 
@@ -122,12 +122,13 @@ def read_meta(folder: str | Path) -> dict:
 
 
 def read_config(folder: str | Path) -> ExperimentConfig:
-    """A model folder's config.yaml, checked like an experiment file."""
+    """A model folder's config.yaml, checked like an experiment file (its model's parameters by the model's
+    registration, so a hostile size is refused before anything is built)."""
     path = Path(folder) / CONFIG_FILE
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise LungsoundError(f"unreadable {CONFIG_FILE}: {str(exc).splitlines()[0]}", folder) from None
+        raw = load_yaml(read_text(path, CONFIG_FILE), path)  # bounded: size, depth, aliases, duplicate keys
+    except LungsoundError as exc:
+        raise LungsoundError(f"unreadable {CONFIG_FILE}: {exc.problem}", folder) from None
     if not isinstance(raw, dict) or not raw:
         raise LungsoundError(f"{CONFIG_FILE} is empty or not a mapping of sections", folder)
     return config_from_dict(raw, str(path))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config, flatten
+from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
 from lungsound.training.run import fit
 
@@ -124,8 +125,6 @@ def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) ->
 
 def resume_group(parent_run_id: str, progress: bool = True) -> dict:
     """Finish a multi-seed group: keep finished children, resume interrupted ones, train missing ones."""
-    import yaml
-
     from lungsound.tracking import RunLogger, client, download_artifacts
 
     mlf = client()
@@ -137,7 +136,8 @@ def resume_group(parent_run_id: str, progress: bool = True) -> dict:
         raise LungsoundError(f"MLflow run {parent_run_id} is not a multi-seed parent run")
     with tempfile.TemporaryDirectory() as tmp:
         path = download_artifacts(parent_run_id, "config.yaml", tmp)
-        cfg = config_from_dict(yaml.safe_load(Path(path).read_text()), f"run {parent_run_id} config.yaml")
+        source = f"run {parent_run_id} config.yaml"
+        cfg = config_from_dict(load_yaml(read_text(path, "config.yaml"), source), source)
     seeds = [int(s) for s in run.data.tags["seeds"].split(",")]
     done, interrupted = group_progress(mlf, parent_run_id)
     parent = RunLogger.resume(parent_run_id)

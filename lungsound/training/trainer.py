@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lungsound.config import ExperimentConfig
+from lungsound.errors import LungsoundError
 from lungsound.evaluation import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
 from lungsound.data.labels import domain_size
@@ -47,10 +48,27 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of `train.device`; a device this machine does not have is a one-line error (not a driver
+    traceback at the first tensor moved there)."""
     if name == "auto":
         local = dist_utils.local_rank()
         return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LungsoundError(f"train.device={name} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LungsoundError(f"train.device={name}, but CUDA is not available here (no GPU, no driver or a "
+                                 "CPU-only torch): use train.device=auto or cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise LungsoundError(f"train.device={name}, but this machine has {count} CUDA device(s): "
+                                 f"cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LungsoundError(f"train.device={name}, but Apple's MPS is not available here: use train.device=auto or "
+                             "cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
