@@ -53,7 +53,8 @@ def random_ast_exports(work: Path) -> dict[str, Path]:
 
     from lungsound.config import load_config
     from lungsound.inference.onnx_export import ONNX_FILE, export_checkpoint
-    from lungsound.training.checkpoint import build_model, save_model
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
 
     cfg = load_config(None, ["model.name=ast", "data.duration=8.0"])
     torch.manual_seed(0)

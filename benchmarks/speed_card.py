@@ -86,7 +86,8 @@ def inference(args, root: Path, work: Path) -> list[str]:
     from lungsound.data.database import open_database
     from lungsound.inference import Predictor
     from lungsound.inference.onnx_export import check_inputs, export_checkpoint
-    from lungsound.training.checkpoint import build_model, save_model
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
 
     if args.checkpoint:
         checkpoint, trained = Path(args.checkpoint), True

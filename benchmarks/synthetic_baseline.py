@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from lungsound.data.database import open_database
 from lungsound.data.dataset import CycleDataset
 from lungsound.data.default import resolve_root
-from lungsound.metrics import format_scores, icbhi_scores
+from lungsound.evaluation.metrics import format_scores, icbhi_scores
 
 
 def pooled(ds: CycleDataset) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Data flow, one sub-package per stage:
 audio I/O (`lungsound.audio`) -> dataset and cycles (`lungsound.data`) -> features and augmentation
-(`lungsound.features`) -> metrics (`lungsound.metrics`) -> command line (`lungsound.cli`).
+(`lungsound.features`) -> metrics (`lungsound.evaluation.metrics`) -> command line (`lungsound.cli`).
 """
 
 from lungsound.errors import LungsoundError

@@ -41,7 +41,8 @@ def write_tiny_model(folder: Path) -> Path:
     import torch
 
     from lungsound.config import load_config
-    from lungsound.training.checkpoint import build_model, save_model
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
 
     cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0"])
     torch.manual_seed(0)

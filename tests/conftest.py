@@ -59,7 +59,8 @@ def random_model(folder: Path, overrides: tuple[str, ...] = ("model.name=ast_tin
     import torch
 
     from lungsound.config import load_config
-    from lungsound.training.checkpoint import build_model, save_model
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
 
     torch.manual_seed(0)
     cfg = load_config(None, list(overrides))

@@ -30,7 +30,8 @@ def speech_model(tmp_path_factory) -> Path:
     import torch
 
     from lungsound.config import load_config
-    from lungsound.training.checkpoint import build_model, save_model
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
 
     cfg = load_config(None, ["model.name=wav2vec2_tiny", "data.input=waveform", "augment.specaug=false",
                              "data.duration=2.0"])
@@ -343,7 +344,8 @@ def test_model_card_shows_external_validation_and_a_non_official_split(monkeypat
     import torch
 
     from lungsound.config import load_config
-    from lungsound.training.checkpoint import build_model, save_model
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
 
     cfg = load_config(None, ["model.name=ast_tiny", "data.duration=2.0", "data.split=fold1"])
     torch.manual_seed(0)

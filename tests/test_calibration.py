@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lungsound.calibration import (calibrate_checkpoint, expected_calibration_error, fit_temperature, nll,
+from lungsound.evaluation.calibration import (calibrate_checkpoint, expected_calibration_error, fit_temperature, nll,
                                    reliability_diagram, softmax)
 from lungsound.config import load_config
 from lungsound.errors import LungsoundError
-from lungsound.training.checkpoint import META_FILE, build_model, save_model
+from lungsound.models.build import build_model
+from lungsound.models.folder import META_FILE, save_model
 
 
 def synthetic(t_true: float, n: int = 20000, classes: int = 4, seed: int = 0):

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lungsound.cli import main
-from lungsound.device_ood import device_ood, device_ood_rows
+from lungsound.results.device_ood import device_ood, device_ood_rows
 from lungsound.errors import LungsoundError
 from lungsound.tracking import RunLogger
 

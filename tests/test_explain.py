@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lungsound.errors import LungsoundError
-from lungsound.explain import (attention_rollout, explain_input, explanation_method, frame_sums, grad_cam,
+from lungsound.inference.explain import (attention_rollout, explain_input, explanation_method, frame_sums, grad_cam,
                                gradient_x_input, normalize01, patch_relevance, patches_to_fbank, rollout,
                                waveform_saliency)
 from lungsound.models import create_model, frames_for_duration

@@ -17,7 +17,7 @@ from lungsound.external import FINDINGS, LabelledRecording, get_adapter
 from lungsound.external.kauh import map_sound_types, parse_location, parse_recording
 from lungsound.external.stats import binary_scores, finding_confusion, wilson_interval
 from lungsound.external.validate import summarise
-from lungsound.training.checkpoint import read_meta
+from lungsound.models.folder import read_meta
 from tests.conftest import random_model
 
 REPO = Path(__file__).resolve().parents[1]

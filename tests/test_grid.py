@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lungsound import grid, sweep
+from lungsound.sweeps import grid, sweep
 from lungsound.cli import main
 from lungsound.config import load_config
 from lungsound.errors import LungsoundError
@@ -99,8 +99,8 @@ def test_weighting_is_an_axis_and_the_specaugment_cell_draws_as_the_authors_did(
 
 def test_the_grid_command_takes_the_weighting_axis(monkeypatch, capsys):
     planned = []
-    monkeypatch.setattr("lungsound.grid.run_grid", lambda cells, seeds, progress: planned.extend(cells))
-    monkeypatch.setattr("lungsound.grid.write_grid", lambda name, out: f"table of {name}")
+    monkeypatch.setattr("lungsound.sweeps.grid.run_grid", lambda cells, seeds, progress: planned.extend(cells))
+    monkeypatch.setattr("lungsound.sweeps.grid.write_grid", lambda name, out: f"table of {name}")
     args = ["grid", "-c", str(EXPERIMENTS / "icbhi_repaug_hubert.yaml"), "--cells", "rep_gen", "--seeds", "1"]
     assert main([*args, "--weighting", "weighted,unweighted"]) == 0
     assert [c.run_name for c in planned] == ["icbhi_repaug_hubert-rep_gen-weighted", "icbhi_repaug_hubert-rep_gen"]

@@ -15,7 +15,7 @@ from lungsound.config import load_config
 from lungsound.documents import MAX_BYTES, load_yaml
 from lungsound.errors import LungsoundError
 from lungsound.models import check_model_params, create_model
-from lungsound.training.checkpoint import load_model
+from lungsound.models.folder import load_model
 from lungsound.training.trainer import resolve_device
 from tests.conftest import random_model
 

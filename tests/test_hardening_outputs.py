@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 
 from lungsound.cli import main
-from lungsound.compare import collect_runs, summarise, to_markdown
+from lungsound.results.compare import collect_runs, summarise, to_markdown
 from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
 from lungsound.tracking import RunLogger
-from lungsound.training.checkpoint import load_model
+from lungsound.models.folder import load_model
 from tests.conftest import random_model
 
 

@@ -20,7 +20,8 @@ from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.storage import atomic_write_text, exclusive_dir
 from lungsound.training import run as run_mod
-from lungsound.training.checkpoint import load_model, load_state
+from lungsound.models.folder import load_model
+from lungsound.training.checkpoint import load_state
 from lungsound.training.run import fit
 from lungsound.training.seeds import fit_seeds, resume_group
 from lungsound.training.trainer import Trainer
@@ -230,7 +231,7 @@ def test_a_real_state_loads_weights_only(small_icbhi, tmp_path, mlflow_store):
 
 def test_each_epoch_is_evaluated_once_and_the_report_is_that_evaluation(small_icbhi, tmp_path, mlflow_store,
                                                                          monkeypatch):
-    import lungsound.evaluation as evaluation
+    import lungsound.evaluation.evaluate as evaluation
 
     calls = []
     real = evaluation.predict

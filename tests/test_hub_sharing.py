@@ -29,7 +29,8 @@ from lungsound.sharing.card import NOTICE
 from lungsound.sharing.hub import HubRef
 from lungsound.sharing.push import hub_api, push, stage
 from lungsound.sharing.references import references_for
-from lungsound.training.checkpoint import build_model, save_model
+from lungsound.models.build import build_model
+from lungsound.models.folder import save_model
 
 REPO_ID = "alice/lung-ast"
 RECORDING = "104_1b1_Ll_sc_Litt3200"  # 18.5 s at 4 kHz, with its annotation

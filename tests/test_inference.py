@@ -20,7 +20,8 @@ from lungsound.errors import LungsoundError
 from lungsound.features.fbank import compute_features_batch
 from lungsound.inference import Predictor
 from lungsound.inference.explaining import fold_samples
-from lungsound.training.checkpoint import META_FILE, build_model, save_model
+from lungsound.models.build import build_model
+from lungsound.models.folder import META_FILE, save_model
 from tests.test_segmentation import breathing
 
 SR = 16000

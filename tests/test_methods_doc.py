@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lungsound.config import ExperimentConfig
-from lungsound.published import PUBLISHED, PUBLISHED_TWO_CLASS
+from lungsound.results.published import PUBLISHED, PUBLISHED_TWO_CLASS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "methods.md"
@@ -176,6 +176,6 @@ def test_published_numbers_are_in_their_papers_sections(sections):
                 if metric in values:
                     checked += 1
                     assert f"{values[metric]:.2f}" in body, (
-                        f"{name} {metric} {values[metric]:.2f} (lungsound/published.py) is not in section "
+                        f"{name} {metric} {values[metric]:.2f} (lungsound/results/published.py) is not in section "
                         f"{PAPER_SECTION[tag]} of docs/methods.md")
     assert checked >= 20

@@ -10,7 +10,7 @@ import torch
 
 from lungsound.data.labels import DEVICES
 from lungsound.errors import LungsoundError
-from lungsound.metrics import (
+from lungsound.evaluation.metrics import (
     confusion_matrix,
     format_scores,
     icbhi_scores,

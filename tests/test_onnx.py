@@ -23,7 +23,8 @@ from lungsound.inference import Predictor
 from lungsound.inference.batching import available_cores, batch_size_for, working_bytes
 from lungsound.inference.onnx_export import FP32_TOLERANCE, MIN_AGREEMENT, check_inputs, export_checkpoint
 from lungsound.inference.onnx_runtime import OnnxModel
-from lungsound.training.checkpoint import build_model, save_model
+from lungsound.models.build import build_model
+from lungsound.models.folder import save_model
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 RECORDINGS = ("104_1b1_Ll_sc_Litt3200", "107_2b3_Al_mc_AKGC417L")
@@ -64,7 +65,7 @@ def exports(ast_checkpoint, icbhi_dir) -> dict[str, Path]:
 
 
 def torch_logits(checkpoint: Path, x: torch.Tensor) -> np.ndarray:
-    from lungsound.training.checkpoint import load_model
+    from lungsound.models.folder import load_model
 
     model, _, _ = load_model(checkpoint)
     with torch.inference_mode():

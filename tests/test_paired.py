@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from lungsound.cli import main
-from lungsound.paired import paired_stats
+from lungsound.results.paired import paired_stats
 from lungsound.tracking import RunLogger
 
 A = [60.0, 62.0, 61.0, 63.0, 64.0]

@@ -1,10 +1,10 @@
-"""The published table (lungsound.published) and how `compare --published` shows it: the [AFT] 5-s baseline is set
+"""The published table (lungsound.results.published) and how `compare --published` shows it: the [AFT] 5-s baseline is set
 beside the 8-s 59.55 of [PMCL] with a note that they are not like for like (methods.md sections 5 and 10)."""
 
 from __future__ import annotations
 
-from lungsound.compare import DEVICE_METRICS, METRICS, published_notes, summarise, to_markdown
-from lungsound.published import PUBLISHED, published_for
+from lungsound.results.compare import DEVICE_METRICS, METRICS, published_notes, summarise, to_markdown
+from lungsound.results.published import PUBLISHED, published_for
 
 NOTE = "not like for like: it is the [PMCL] AST baseline on 8-s cycles"
 

@@ -16,7 +16,7 @@ from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
 from lungsound.methods.repaugment import RepAugment
 from lungsound.models.speech import TINY
-from lungsound.training.checkpoint import load_model
+from lungsound.models.folder import load_model
 from lungsound.training.run import fit
 from lungsound.training.trainer import Trainer
 

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from lungsound.config import load_config
 from lungsound.data.labels import DEVICES
-from lungsound.evaluation import Evaluation
-from lungsound.metrics import icbhi_scores, per_group_scores
+from lungsound.evaluation.evaluate import Evaluation
+from lungsound.evaluation.metrics import icbhi_scores, per_group_scores
 from lungsound.training.data import build_run_data
 from lungsound.training.run import _selection_key, fit
 from lungsound.training.trainer import Trainer

@@ -10,7 +10,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from lungsound import sweep, sweep_backends
+from lungsound.sweeps import backends as sweep_backends
+from lungsound.sweeps import sweep
 from lungsound.cli import main
 from lungsound.errors import LungsoundError
 from lungsound.tracking import RunLogger
@@ -217,7 +218,7 @@ def test_an_unreachable_ray_address_is_a_prompt_one_line_error(monkeypatch):
     """ray.init retries a dead address for minutes; the sweep asks the port first (a closed port on 127.0.0.1)."""
     import socket
 
-    from lungsound.sweep_backends import RayBackend
+    from lungsound.sweeps.backends import RayBackend
 
     with socket.socket() as sock:  # a port nobody listens on once this socket is closed
         sock.bind(("127.0.0.1", 0))

@@ -9,8 +9,8 @@ import pytest
 
 from lungsound.cli import main
 from lungsound.config import load_config
-from lungsound.evaluation import evaluate_checkpoint
-from lungsound.training.checkpoint import load_model
+from lungsound.evaluation.evaluate import evaluate_checkpoint
+from lungsound.models.folder import load_model
 from lungsound.training.run import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

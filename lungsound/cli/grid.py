@@ -1,4 +1,4 @@
-"""`lungsound grid`: an augmentation grid (experiment files x cells x seeds) and its table (`lungsound.grid`)."""
+"""`lungsound grid`: an augmentation grid (experiment files x cells x seeds) and its table (`lungsound.sweeps.grid`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_grid_cmd(args: argparse.Namespace) -> int:
     from lungsound.config import load_config
     from lungsound.errors import LungsoundError
-    from lungsound.grid import plan, run_grid, write_grid
+    from lungsound.sweeps.grid import plan, run_grid, write_grid
     from lungsound.training.seeds import parse_seeds
 
     overrides = list(args.overrides) + ([f"tracking.experiment={args.experiment}"] if args.experiment else [])

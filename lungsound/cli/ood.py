@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lungsound.config import load_config
-    from lungsound.device_ood import device_ood
+    from lungsound.results.device_ood import device_ood
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("outputs/device_ood") / cfg.name

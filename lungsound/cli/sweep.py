@@ -1,5 +1,5 @@
 """`lungsound sweep`: experiment files x grid x seeds as independent runs, one after another or on Ray
-(`lungsound.sweep`), then the comparison table of the sweep's MLflow experiment(s) (`lungsound.compare`)."""
+(`lungsound.sweeps.sweep`), then the comparison table of the sweep's MLflow experiment(s) (`lungsound.results.compare`)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
-    from lungsound.compare import compare
+    from lungsound.results.compare import compare
     from lungsound.errors import LungsoundError
-    from lungsound.sweep import plan, report, run_sweep
+    from lungsound.sweeps.sweep import plan, report, run_sweep
     from lungsound.training.seeds import parse_seeds
 
     if args.backend == "local" and (args.cpus_per_run is not None or args.gpus_per_run is not None):

@@ -153,7 +153,7 @@ def _summary_line(metrics: dict, suffix: str) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from lungsound.evaluation import evaluate_checkpoint
+    from lungsound.evaluation.evaluate import evaluate_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="lungsound-evaluate-") as tmp:
         checkpoint = args.checkpoint
@@ -168,7 +168,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from lungsound.compare import compare
+    from lungsound.results.compare import compare
 
     table = compare(args.experiment, args.out, published=args.published,
                     paired=tuple(args.paired) if args.paired else None)

@@ -7,7 +7,7 @@ groups it belongs to for per-group figures, and what else its label says) or an 
 Every recording found is one or the other: nothing is dropped silently.
 
 Findings use the summary's vocabulary, in the order of the class indices (normal, crackle, wheeze, both), so a
-confusion table of findings is `lungsound.metrics.confusion_matrix` over these indices.
+confusion table of findings is `lungsound.evaluation.metrics.confusion_matrix` over these indices.
 """
 
 from __future__ import annotations

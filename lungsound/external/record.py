@@ -2,7 +2,7 @@
 
 - meta.json: `meta["evaluations"]["external:<dataset>"]` = `meta_entry(result)` (counts, sensitivity, specificity,
   their Wilson intervals, the confusion table, n scored, the date), written atomically like the calibration record of
-  `lungsound.calibration.calibrate_checkpoint`. The app's model card shows it (app/evaluations.py). A model loaded by
+  `lungsound.evaluation.calibration.calibrate_checkpoint`. The app's model card shows it (app/evaluations.py). A model loaded by
   MLflow run id is a downloaded copy, so its figures go to the run only.
 - MLflow: metrics `external_<dataset>_{recordings,scored,unmappable}` and
   `external_<dataset>_{crackle,wheeze}_{sensitivity,specificity}[_ci_low|_ci_high]` (fractions; an undefined one, n = 0,
@@ -44,7 +44,7 @@ def meta_entry(result: dict, date: str | None = None) -> dict:
 def save_to_meta(folder: str | Path, result: dict) -> Path:
     """Store `meta_entry(result)` under evaluations["external:<dataset>"] in the folder's meta.json (atomic)."""
     from lungsound.storage import atomic_write_json
-    from lungsound.training.checkpoint import META_FILE, read_meta
+    from lungsound.models.folder import META_FILE, read_meta
 
     folder = Path(folder)
     folder = folder.parent if folder.is_file() else folder

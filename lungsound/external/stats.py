@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from lungsound.external.base import FINDINGS
-from lungsound.metrics import confusion_matrix
+from lungsound.evaluation.metrics import confusion_matrix
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 INTERVAL = "Wilson score 95% interval"

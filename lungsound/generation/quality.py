@@ -78,7 +78,7 @@ def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root:
                            "paper", progress=progress)
     model = cfg = None
     if classifier is not None:
-        from lungsound.training.checkpoint import load_model
+        from lungsound.models.folder import load_model
 
         model, cfg, _ = load_model(classifier, device="cuda" if torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(0)

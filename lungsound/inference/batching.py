@@ -24,7 +24,6 @@ execution: one model, one request at a time).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -32,12 +31,12 @@ from typing import Iterator
 import torch
 
 from lungsound.config import ExperimentConfig
+from lungsound.models.registry import model_spec
 
 MAX_BATCH = 64
 DEFAULT_BUDGET_MB = 1024
 BUDGET_ENV = "LUNGSOUND_BATCH_MB"
 THREADS_ENV = "LUNGSOUND_THREADS"
-CNN_FACTOR = 64
 
 
 def available_cores() -> int:
@@ -79,42 +78,9 @@ def batch_budget() -> int:
 
 
 def working_bytes(cfg: ExperimentConfig) -> int:
-    """Estimated peak working memory (bytes) of one segment in a forward pass of the model `cfg` describes."""
-    from lungsound.models import SPEECH_MODELS
-
-    name, params = cfg.model.name, dict(cfg.model.params)
-    length = int(cfg.data.duration * 16000)
-    if name in ("ast", "ast_tiny"):
-        from lungsound.models.ast import TINY, ASTConfig, frames_for_duration
-
-        keys = {f.name for f in dataclasses.fields(ASTConfig)}
-        given = {k: v for k, v in params.items() if k in keys}
-        given.setdefault("input_frames", frames_for_duration(cfg.data.duration))
-        ast = ASTConfig(**{**(TINY if name == "ast_tiny" else {}), **given})
-        f, t = ast.grid
-        n = f * t + 2
-        return 4 * (2 * ast.num_heads * n * n + 12 * n * ast.embed_dim)
-    if name in SPEECH_MODELS:
-        hf = _speech_config(name, params)
-        frames = length
-        for stride in hf.conv_stride:
-            frames //= stride
-        first = 2 * hf.conv_dim[0] * length // hf.conv_stride[0]
-        return 4 * (first + 2 * hf.num_attention_heads * frames ** 2 + 12 * frames * hf.hidden_size)
-    frames = 1 + (length - 400) // 160
-    return CNN_FACTOR * 4 * frames * 128
-
-
-def _speech_config(name: str, params: dict):
-    """The HF config of a speech model from its saved backbone_config, else its registered architecture."""
-    from lungsound.models.speech import CHECKPOINTS, FAMILIES
-
-    spec = CHECKPOINTS[name]
-    config_cls = FAMILIES[spec.family][0]
-    fields = dict(params.get("backbone_config") or spec.arch)
-    fields.update(params.get("overrides") or {})
-    fields.pop("num_feat_extract_layers", None)
-    return config_cls.from_dict(fields)
+    """Estimated peak working memory (bytes) of one segment in a forward pass of the model `cfg` describes (the
+    model's own estimate, `ModelSpec.memory`)."""
+    return model_spec(cfg.model.name).working_bytes(dict(cfg.model.params), cfg.data.duration)
 
 
 def batch_size_for(cfg: ExperimentConfig, budget: int | None = None) -> int:

@@ -4,7 +4,7 @@ The model sees the segment cut and padded to its fixed length L (methods.md sect
 samples when longer, tiled (`repeat`, with a fade-out) or centred in zeros (`zero`) when shorter. The heatmap over that
 input is folded back onto the n samples of the segment (the first L of a longer one):
 
-- time-frequency heatmaps (attention rollout, Grad-CAM; `lungsound.explain`) per fbank frame: each input frame's centre
+- time-frequency heatmaps (attention rollout, Grad-CAM; `lungsound.inference.explain`) per fbank frame: each input frame's centre
   sample is mapped to the segment's sample it shows (repeat: modulo n; zero: minus the left padding) and each of the
   segment's frames takes the mean of the input frames landing on it (a frame no input frame lands on takes its nearest
   neighbour's), then min-max normalised;
@@ -24,7 +24,7 @@ from torch import nn
 
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.labels import CLASSES
-from lungsound.explain import explain_input, frame_sums, gradient_x_input, normalize01
+from lungsound.inference.explain import explain_input, frame_sums, gradient_x_input, normalize01
 from lungsound.features.fbank import FbankConfig, kaldi_fbank, num_frames
 from lungsound.inference.result import Explanation
 

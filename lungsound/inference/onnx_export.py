@@ -93,7 +93,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     """
     from lungsound.inference.batching import batch_size_for
     from lungsound.storage import replace_dir, temp_dir_beside
-    from lungsound.training.checkpoint import CONFIG_FILE, META_FILE, MODEL_FILE, load_model
+    from lungsound.models.folder import CONFIG_FILE, META_FILE, MODEL_FILE, load_model
 
     checkpoint = Path(checkpoint)
     if not 0.0 <= min_agreement <= 1.0:

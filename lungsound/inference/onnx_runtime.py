@@ -89,7 +89,8 @@ class OnnxModel:
 
 def load_exported(folder: str | Path, threads: int | None = None):
     """(OnnxModel, config, meta, export info) of an exported folder; each problem is a one-line `LungsoundError`."""
-    from lungsound.training.checkpoint import CONFIG_FILE, check_model_input, read_config, read_meta
+    from lungsound.models.build import check_model_input
+    from lungsound.models.folder import CONFIG_FILE, read_config, read_meta
 
     folder = Path(folder)
     if folder.is_file():

@@ -4,7 +4,7 @@ A recording (a file, an upload's bytes, or an array) is decoded to float mono an
 then cut and padded exactly as the training cycles were (methods.md section 2: fade-in/out of the whole recording,
 samples [int(start sr), int(end sr)), fixed length L = duration sr with the model's `repeat` or `zero` padding) and turned
 into the model's input (Kaldi fbank with the AST normalisation, methods.md section 3, or the waveform for waveform
-models). Class probabilities are softmax(logits / T) with the temperature T stored by `lungsound.calibration`
+models). Class probabilities are softmax(logits / T) with the temperature T stored by `lungsound.evaluation.calibration`
 (T = 1 when the checkpoint is uncalibrated). The recording-level rule is in `lungsound.inference.result`.
 
 Segments: "cycles" (the annotated cycles, as in training), "breath" (detected breathing cycles covering the recording,
@@ -18,7 +18,7 @@ scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning. Warnings 
 truncated WAV) go into `Prediction.warnings` as well (without the file name), not to Python's warnings.
 
 Explanations (`explain`, built by `lungsound.inference.explaining`): attention rollout (AST) or Grad-CAM (CNN) over the
-spectrogram, or a gradient x input time saliency for waveform models (`lungsound.explain`).
+spectrogram, or a gradient x input time saliency for waveform models (`lungsound.inference.explain`).
 
 Runtimes: `runtime="torch"` runs the PyTorch model of a checkpoint folder; `runtime="onnx"` runs the `model.onnx` of a
 folder written by `lungsound export` with ONNX Runtime (`lungsound.inference.onnx_runtime`), fp32 or int8. Either way
@@ -48,7 +48,7 @@ from lungsound.config import ExperimentConfig
 from lungsound.data.cycles import CycleConfig, cycle_bounds, fade_recording, fix_length
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.explain import METHODS, explanation_method
+from lungsound.inference.explain import METHODS, explanation_method
 from lungsound.features.fbank import FbankConfig, compute_features_batch
 from lungsound.inference.batching import batch_size_for, default_threads, torch_threads
 from lungsound.inference.explaining import explain_segment
@@ -112,10 +112,10 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         runtime: str = "torch", **kwargs) -> "Predictor":
-        """Load a model folder written by `lungsound.training.checkpoint.save_model` (runtime "torch"), or one written
+        """Load a model folder written by `lungsound.models.folder.save_model` (runtime "torch"), or one written
         by `lungsound export` (runtime "onnx"; with "torch" its PyTorch weights, when it holds them)."""
         from lungsound.inference.onnx_runtime import is_exported, load_exported
-        from lungsound.training.checkpoint import MODEL_FILE, load_model
+        from lungsound.models.folder import MODEL_FILE, load_model
 
         if runtime not in RUNTIMES:
             raise LungsoundError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -177,7 +177,7 @@ class Predictor:
 
     @property
     def explanation_method(self) -> str | None:
-        """The explanation `explain` gives (a key of `lungsound.explain.METHODS`), or None when there is none."""
+        """The explanation `explain` gives (a key of `lungsound.inference.explain.METHODS`), or None when there is none."""
         if self.runtime == "torch":
             return explanation_method(self.model)
         if self._explainer is None:

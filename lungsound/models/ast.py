@@ -254,13 +254,24 @@ def _schema(**defaults) -> ParamSchema:
     return schema_of(ASTConfig, BOUNDS, defaults, derive=_frames, joint=(_heads_divide, _grid_fits, _weights_bounded))
 
 
-@register_model("ast", params=_schema())
+def _working_bytes(v: dict, seconds: float) -> int:
+    """Attention maps (2 per head, N x N over N = patches + 2 tokens) and about 12 activations of width D per token."""
+    f, t = patch_grid(v["num_mel_bins"], v["input_frames"], v["patch"], v["fstride"], v["tstride"])
+    n = f * t + 2
+    return 4 * (2 * v["num_heads"] * n * n + 12 * n * v["embed_dim"])
+
+
+AST_SPEC = dict(input="fbank", explanation="attention-rollout", memory=_working_bytes, paper="AST",
+                architecture="Audio Spectrogram Transformer (AST)")
+
+
+@register_model("ast", params=_schema(), **AST_SPEC)
 def ast(**config) -> AST:
     """AST of any size; defaults to the papers' DeiT-base (768-dim, 12 blocks, 12 heads) on 8 s clips."""
     return build_ast(ASTConfig(**config))
 
 
-@register_model("ast_tiny", params=_schema(**TINY))
+@register_model("ast_tiny", params=_schema(**TINY), **AST_SPEC)
 def ast_tiny(**config) -> AST:
     """A 64-dim, 2-block, 2-head AST for tests and quickstarts (any field can still be overridden)."""
     return build_ast(ASTConfig(**{**TINY, **config}))

@@ -18,7 +18,7 @@ from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.models.base import FeatureClassifier, PatchHook
 from lungsound.models.params import schema_of
-from lungsound.models.registry import register_model
+from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
 
 
 @dataclass
@@ -61,7 +61,18 @@ PARAMS = schema_of(CNNConfig, {"arch": Field(str, max_length=200), "num_classes"
                    joint=(_known_arch,))
 
 
-@register_model("cnn", params=PARAMS)
+CNN_FACTOR = 64  # activation bytes per fbank value in a forward pass, measured on ResNet-18
+
+
+def _working_bytes(v: dict, seconds: float) -> int:
+    frames = 1 + (int(seconds * DEFAULT_SAMPLE_RATE) - 400) // 160
+    return CNN_FACTOR * 4 * frames * 128
+
+
+CNN_SPEC = dict(input="fbank", explanation="grad-cam", memory=_working_bytes)
+
+
+@register_model("cnn", params=PARAMS, architecture="convolutional network (timm)", **CNN_SPEC)
 def cnn(**config) -> TimmCNN:
     """Any timm CNN by ``arch`` (default ResNet-18)."""
     return TimmCNN(CNNConfig(**config))
@@ -73,13 +84,14 @@ def _named(arch: str, config: dict) -> TimmCNN:
     return TimmCNN(CNNConfig(**{**config, "arch": arch}))
 
 
-@register_model("resnet18", params=PARAMS)
+@register_model("resnet18", params=PARAMS, architecture="ResNet (timm)", paper="RESNET", **CNN_SPEC)
 def resnet18(**config) -> TimmCNN:
     """ResNet-18 on the one-channel fbank."""
     return _named("resnet18", config)
 
 
-@register_model("efficientnet_b0", params=PARAMS)
+@register_model("efficientnet_b0", params=PARAMS, architecture="EfficientNet (timm)", paper="EFFICIENTNET",
+                **CNN_SPEC)
 def efficientnet_b0(**config) -> TimmCNN:
     """EfficientNet-B0 on the one-channel fbank."""
     return _named("efficientnet_b0", config)

@@ -5,8 +5,10 @@ A factory takes keyword config values only (e.g. ``create_model("ast", num_class
 factory and the :class:`~lungsound.models.params.ParamSchema` of its parameters, which :func:`check_model_params` runs
 on a plain ``model.params`` dict before anything is built (from config validation and when a model folder is read), so
 an unknown key, a value of the wrong type, out of range or too large is a :class:`~lungsound.errors.LungsoundError`
-naming the key (and the known keys); ``create_model`` runs it too. The spec is where further facts about a model
-(input kind, sample rate, ...) are meant to be attached.
+naming the key (and the known keys); ``create_model`` runs it too. The spec also carries what the model *is*: its
+input kind, sample rate, fbank frame rate, explanation method, working-memory estimate, card words and paper. Every
+stage that would otherwise decide by name (the data pipeline, inference batching, the app's explanation, model cards)
+reads these; an unknown name is an error, never a fallback.
 """
 
 from __future__ import annotations
@@ -19,26 +21,68 @@ from typing import Any, Callable, TypeVar
 from torch import nn
 
 from lungsound.errors import LungsoundError
+from lungsound.registry import Registry
 from lungsound.models.params import ParamSchema, any_keys, schema_of
 
 Factory = Callable[..., nn.Module]
 F = TypeVar("F", bound=Factory)
 
 
+INPUTS = ("fbank", "waveform")  # what the pipeline feeds a model: the Kaldi fbank, or the cycle's waveform
+EXPLANATIONS = ("attention-rollout", "grad-cam", "gradient-x-input")  # lungsound.inference.explain
+DEFAULT_SAMPLE_RATE = 16000  # Hz: every model registered so far takes 16-kHz cycles (docs/methods.md section 2)
+FBANK_FRAMES_PER_SECOND = 100.0  # the Kaldi fbank's 10-ms frame shift (docs/methods.md section 3)
+
+# Peak working memory (bytes) of one segment's forward pass, from the merged parameter values (defaults, what the clip
+# length derives, the given params) and the clip length in seconds: what inference sizes its batches by.
+MemoryEstimate = Callable[[dict, float], int]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registered model: its name, its factory and the schema of its parameters."""
+    """What a registered model is, read by every stage instead of its name.
+
+    ``input``: ``"fbank"`` or ``"waveform"``; ``sample_rate``: the rate the pipeline resamples cycles to;
+    ``frames_per_second``: fbank frames per second of audio (``None`` for waveform models); ``explanation``: how the
+    app explains it (one of ``EXPLANATIONS``); ``memory``: the working-memory estimate; ``architecture``: the words a
+    model card uses; ``paper``: the key of the paper that introduced it in ``lungsound.sharing.references.PAPERS``
+    (``None`` for the toolkit's own baselines).
+    """
 
     name: str
     factory: Factory
     params: ParamSchema
+    input: str
+    explanation: str
+    memory: MemoryEstimate
+    architecture: str
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    frames_per_second: float | None = FBANK_FRAMES_PER_SECOND
+    paper: str | None = None
+
+    def __post_init__(self):
+        if self.input not in INPUTS:
+            raise ValueError(f"model {self.name!r}: input must be one of {', '.join(INPUTS)}, got {self.input!r}")
+        if self.explanation not in EXPLANATIONS:
+            raise ValueError(f"model {self.name!r}: explanation must be one of {', '.join(EXPLANATIONS)}, "
+                             f"got {self.explanation!r}")
+        if self.input == "waveform" and self.frames_per_second is not None:
+            raise ValueError(f"model {self.name!r}: a waveform model has no fbank frames per second")
+
+    def working_bytes(self, params: dict, seconds: float) -> int:
+        """Estimated peak working memory (bytes) of one ``seconds``-long segment's forward pass."""
+        return int(self.memory(self.params.check(self.name, params, seconds=seconds), seconds))
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def register_model(name: str, config_cls: type | None = None, params: ParamSchema | None = None) -> Callable[[F], F]:
-    """Decorator registering ``factory`` under ``name``; a name can be registered once.
+def register_model(name: str, *, input: str, explanation: str, memory: MemoryEstimate, architecture: str,
+                   params: ParamSchema | None = None, config_cls: type | None = None,
+                   sample_rate: int = DEFAULT_SAMPLE_RATE, frames_per_second: float | None = FBANK_FRAMES_PER_SECOND,
+                   paper: str | None = None) -> Callable[[F], F]:
+    """Decorator registering ``factory`` under ``name`` with what the model is (:class:`ModelSpec`); a name can be
+    registered once.
 
     ``params`` is the schema of the factory's keys (see :mod:`lungsound.models.params`). Without it, a factory that
     forwards ``**config`` to a config dataclass passes that class as ``config_cls`` (its fields and types, no ranges);
@@ -46,10 +90,11 @@ def register_model(name: str, config_cls: type | None = None, params: ParamSchem
     """
 
     def decorate(factory: F) -> F:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
         schema = params or (schema_of(config_cls) if config_cls is not None else any_keys(_signature_keys(factory)))
-        _REGISTRY[name] = ModelSpec(name, factory, schema)
+        fps = None if input == "waveform" else frames_per_second
+        MODELS.add(name, ModelSpec(name, factory, schema, input=input, explanation=explanation, memory=memory,
+                                   architecture=architecture, sample_rate=sample_rate, frames_per_second=fps,
+                                   paper=paper))
         return factory
 
     return decorate
@@ -57,14 +102,12 @@ def register_model(name: str, config_cls: type | None = None, params: ParamSchem
 
 def list_models() -> list[str]:
     """The registered model names, sorted."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def model_spec(name: str) -> ModelSpec:
     """The registration of ``name``; an unknown name is a one-line error listing the known ones."""
-    if name not in _REGISTRY:
-        raise LungsoundError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def model_config_keys(name: str) -> set[str]:

@@ -41,7 +41,7 @@ from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
 from lungsound.models.params import ParamSchema, count_limit, schema_of
-from lungsound.models.registry import register_model
+from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
 
 SAMPLE_RATE = 16000
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
@@ -377,6 +377,35 @@ def _schema(name: str) -> ParamSchema:
                      joint=(_sizes_bounded, lambda v: _encoder_fits(v, arch)))
 
 
+def hf_config(name: str, params: dict):
+    """The HF config of a speech model from its saved ``backbone_config``, else its registered architecture, with the
+    ``overrides`` applied."""
+    spec = CHECKPOINTS[name]
+    config_cls = FAMILIES[spec.family][0]
+    fields = dict(params.get("backbone_config") or spec.arch)
+    fields.update(params.get("overrides") or {})
+    fields.pop("num_feat_extract_layers", None)
+    return config_cls.from_dict(fields)
+
+
+def _memory(name: str):
+    def working_bytes(v: dict, seconds: float) -> int:
+        """The first conv layer's output (2 x channels x samples / stride) plus attention maps (2 per head) and about
+        12 activations of the hidden width per encoder frame."""
+        hf = hf_config(name, v)
+        length = int(seconds * DEFAULT_SAMPLE_RATE)
+        frames = length
+        for stride in hf.conv_stride:
+            frames //= stride
+        first = 2 * hf.conv_dim[0] * length // hf.conv_stride[0]
+        return 4 * (first + 2 * hf.num_attention_heads * frames ** 2 + 12 * frames * hf.hidden_size)
+    return working_bytes
+
+
+WORDS = {"wav2vec2": "wav2vec 2.0", "hubert": "HuBERT", "wavlm": "WavLM"}
+PAPERS = {"wav2vec2": "WAV2VEC2", "hubert": "HUBERT", "wavlm": "WAVLM"}
+
+
 def _factory(name: str):
     def build(**config) -> SpeechClassifier:
         return SpeechClassifier(name, SpeechConfig(**config))
@@ -387,5 +416,8 @@ def _factory(name: str):
     return build
 
 
-for _name in CHECKPOINTS:
-    register_model(_name, params=_schema(_name))(_factory(_name))
+for _name, _checkpoint in CHECKPOINTS.items():
+    _xlsr = _name.startswith("xls_r")
+    register_model(_name, params=_schema(_name), input="waveform", explanation="gradient-x-input",
+                   memory=_memory(_name), architecture="XLS-R (wav2vec 2.0)" if _xlsr else WORDS[_checkpoint.family],
+                   paper="XLSR" if _xlsr else PAPERS[_checkpoint.family])(_factory(_name))

@@ -40,7 +40,7 @@ def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | Non
     """The README.md text for the model folder `folder` pushed as `repo_id` (see the module docstring)."""
     from lungsound.inference.onnx_runtime import is_exported, read_export
     from lungsound.inference.predictor import trained_on_synthetic
-    from lungsound.training.checkpoint import read_config, read_meta
+    from lungsound.models.folder import read_config, read_meta
 
     folder = Path(folder)
     cfg, meta = read_config(folder), read_meta(folder)

@@ -47,7 +47,7 @@ class PushResult:
 def model_files(folder: str | Path) -> list[str]:
     """The files of `folder` that a push carries (see the module docstring), after checking that the folder loads."""
     from lungsound.inference.onnx_runtime import OnnxModel, is_exported, read_export
-    from lungsound.training.checkpoint import load_model, read_config, read_meta
+    from lungsound.models.folder import load_model, read_config, read_meta
 
     folder = Path(folder)
     if not folder.is_dir():

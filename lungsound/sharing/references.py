@@ -43,6 +43,23 @@ PAPERS: dict[str, Reference] = {
     "ICBHI": Reference("ICBHI", 'Rocha et al., "An open access database for the evaluation of respiratory sound '
                        'classification algorithms", Physiological Measurement 40 (2019) 035001 (ICBHI 2017)',
                        "https://doi.org/10.1088/1361-6579/ab03ea"),
+    # The backbones' own papers (a model's `ModelSpec.paper`):
+    "AST": Reference("AST", 'Gong, Chung, Glass, "AST: Audio Spectrogram Transformer", Interspeech 2021, '
+                     'arXiv 2104.01778', "https://arxiv.org/abs/2104.01778"),
+    "WAV2VEC2": Reference("WAV2VEC2", 'Baevski, Zhou, Mohamed, Auli, "wav2vec 2.0: A Framework for Self-Supervised '
+                          'Learning of Speech Representations", NeurIPS 2020, arXiv 2006.11477',
+                          "https://arxiv.org/abs/2006.11477"),
+    "HUBERT": Reference("HUBERT", 'Hsu et al., "HuBERT: Self-Supervised Speech Representation Learning by Masked '
+                        'Prediction of Hidden Units", IEEE/ACM TASLP 2021, arXiv 2106.07447',
+                        "https://arxiv.org/abs/2106.07447"),
+    "WAVLM": Reference("WAVLM", 'Chen et al., "WavLM: Large-Scale Self-Supervised Pre-Training for Full Stack Speech '
+                       'Processing", IEEE JSTSP 2022, arXiv 2110.13900', "https://arxiv.org/abs/2110.13900"),
+    "XLSR": Reference("XLSR", 'Babu et al., "XLS-R: Self-supervised Cross-lingual Speech Representation Learning at '
+                      'Scale", Interspeech 2022, arXiv 2111.09296', "https://arxiv.org/abs/2111.09296"),
+    "RESNET": Reference("RESNET", 'He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, '
+                        'arXiv 1512.03385', "https://arxiv.org/abs/1512.03385"),
+    "EFFICIENTNET": Reference("EFFICIENTNET", 'Tan, Le, "EfficientNet: Rethinking Model Scaling for Convolutional '
+                              'Neural Networks", ICML 2019, arXiv 1905.11946', "https://arxiv.org/abs/1905.11946"),
 }
 
 OBJECTIVES = {

@@ -29,11 +29,12 @@ import torch
 
 from lungsound.config import ExperimentConfig, dump_config, flatten
 from lungsound.errors import LungsoundError
-from lungsound.evaluation import Evaluation
+from lungsound.evaluation.evaluate import Evaluation
 from lungsound.storage import exclusive_dir
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import (checkpoint_config, load_model, load_state, rng_state, save_model, save_state,
-                                           set_rng_state)
+from lungsound.models.build import checkpoint_config
+from lungsound.models.folder import load_model, save_model
+from lungsound.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 from lungsound.training.trainer import RunResult, Trainer
 
 EVAL_FILE = "evaluation.npz"
@@ -207,7 +208,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
 
 def _calibrate(folder: Path, arrays: dict[str, np.ndarray], logger) -> dict[str, float]:
     """Temperature scaling of the selected model on the validation split of its own epoch's evaluation."""
-    from lungsound.calibration import calibrate_checkpoint, reliability_diagram, softmax
+    from lungsound.evaluation.calibration import calibrate_checkpoint, reliability_diagram, softmax
 
     logits, labels = arrays["val_logits"], arrays["val_labels"]
     record = calibrate_checkpoint(folder, logits, labels)
@@ -256,7 +257,7 @@ def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool) -> d
 def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str, np.ndarray], epoch: int) -> None:
     """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables),
     from the selected epoch's own evaluation."""
-    from lungsound.reports import write_run_report
+    from lungsound.results.reports import write_run_report
 
     ev = Evaluation.from_arrays(arrays["test_logits"], arrays["test_labels"], arrays["test_devices"])
     with tempfile.TemporaryDirectory() as tmp:

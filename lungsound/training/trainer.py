@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from lungsound.config import ExperimentConfig
 from lungsound.errors import LungsoundError
-from lungsound.evaluation import Evaluation, evaluate
+from lungsound.evaluation.evaluate import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
 from lungsound.data.labels import domain_size
 from lungsound.data.sampler import BalancedOversampler
@@ -32,7 +32,7 @@ from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
 from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import build_model, check_model_input
+from lungsound.models.build import build_model, check_model_input
 from lungsound.training.data import RunData, build_run_data
 from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr
 

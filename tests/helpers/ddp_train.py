@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 cfg = load_config(None, overrides)
 result = fit(cfg, progress=False, track=False)
 if dist_utils.rank() == 0:
-    from lungsound.training.checkpoint import load_model
+    from lungsound.models.folder import load_model
 
     model, _, _ = load_model(result.checkpoint)
     torch.save({"world_size": dist_utils.world_size(), "state": model.state_dict(), "history": result.history}, out)

@@ -9,7 +9,7 @@ has several rows (other overrides, other data), the row label names what differs
 and is shown as such. The std is the population std over the row's seeds (ddof=0, dividing by n, as the `_std` metrics
 of multi-seed parent runs); every row says how many seeds it uses and the Markdown says which std. Writes
 `comparison.md`, `comparison.csv` and `comparison.png` (Score with std error bars, the published Score as a marker where
-one exists). `paired=(A, B)` adds a seed-by-seed comparison of two rows (`lungsound.paired`).
+one exists). `paired=(A, B)` adds a seed-by-seed comparison of two rows (`lungsound.results.paired`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.errors import LungsoundError
-from lungsound.published import published_for
+from lungsound.results.published import published_for
 
 METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]
 DEVICE_METRICS = [f"score_{d}" for d in DEVICES]  # test Score on one stethoscope's cycles (NaN where it has none)
@@ -121,7 +121,7 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
             if np.isnan(values).any():
                 notes.append(f"{title}: {k} is NaN in {int(np.isnan(values).sum())} of {len(values)} seeds")
-        for k in DEVICE_METRICS:  # kept for lungsound.device_ood; a device without test cycles is NaN, not a note
+        for k in DEVICE_METRICS:  # kept for lungsound.results.device_ood; a device without test cycles is NaN, not a note
             values = np.array([r[k] for r in chosen], dtype=float)
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
         pub = published_for(name)
@@ -172,7 +172,7 @@ def to_markdown(table: list[dict], published: bool = False, notes: list[str] | N
 
 
 def published_notes(table: list[dict]) -> list[str]:
-    """One note per shown row whose published number comes from another recipe (`lungsound.published`'s `note`)."""
+    """One note per shown row whose published number comes from another recipe (`lungsound.results.published`'s `note`)."""
     return [f"{row_name(r)} ({r['protocol']}): published Score {r['published_score']:.2f}* is {r['published_note']}"
             for r in table if r.get("published_note")]
 
@@ -217,7 +217,7 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
     md = to_markdown(table, published, notes)
     pair = None
     if paired is not None:  # before anything is written: an unknown row name leaves the folder as it was
-        from lungsound.paired import paired_report
+        from lungsound.results.paired import paired_report
 
         pair = paired_report(table, *paired)
     if out is not None:

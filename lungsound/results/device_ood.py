@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungsound.compare import METRICS, collect_runs, summarise
+from lungsound.results.compare import METRICS, collect_runs, summarise
 from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.data.splits import DEVICE_OUT
 from lungsound.errors import LungsoundError

@@ -103,7 +103,7 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path,
 def calibrate_checkpoint(folder: str | Path, logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
     """Fit T on held-out logits/labels and store the calibration under "calibration" in the folder's meta.json."""
     from lungsound.storage import atomic_write_json
-    from lungsound.training.checkpoint import META_FILE, read_meta
+    from lungsound.models.folder import META_FILE, read_meta
 
     logits, labels = _check(logits, labels)
     meta_path = Path(folder) / META_FILE

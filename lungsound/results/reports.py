@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lungsound.data.labels import CLASSES
-from lungsound.evaluation import Evaluation
+from lungsound.evaluation.evaluate import Evaluation
 from lungsound.storage import atomic_write, atomic_write_text
 
 

@@ -1,12 +1,12 @@
 """Sweeps: experiment files x grid cells x seeds, every seed one independent `fit`, run here or on Ray.
 
 `plan` expands `--grid section.key=v1,v2` axes (their cartesian product; optionally also the augmentation cells of
-`lungsound.grid`) over one or more experiment files into cells, and loads and validates every cell's config before
+`lungsound.sweeps.grid`) over one or more experiment files into cells, and loads and validates every cell's config before
 anything runs. `run_sweep` opens one MLflow parent run per cell (`training.seeds.start_parent`: the same multi-seed group
 `lungsound train --seeds` makes), hands each (cell, seed) to a backend as one `fit` carrying the parent's run id, and
 when all have returned logs the mean and std over the seeds on each parent (`training.seeds.finish_parent`).
 
-Backends (`lungsound.sweep_backends`): `local` runs the tasks one after another in this process. `ray` submits each
+Backends (`lungsound.sweeps.backends`): `local` runs the tasks one after another in this process. `ray` submits each
 as a Ray task with `num_cpus=cpus_per_run` (also its torch threads, `train.threads`, unless the config sets them) and
 `num_gpus=gpus_per_run`, on the cluster at `$RAY_ADDRESS` or on a Ray started here on all of the machine's cores. A
 task gets the driver's MLflow tracking URI, cache folders and working directory explicitly, so every task logs to the
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungsound.compare import NOT_COMPARED
+from lungsound.results.compare import NOT_COMPARED
 from lungsound.config import ExperimentConfig, flatten, load_config
 from lungsound.errors import LungsoundError
-from lungsound.grid import cell_name
-from lungsound.grid import plan as grid_plan
-from lungsound.sweep_backends import LocalBackend, RayBackend, execute
+from lungsound.sweeps.grid import cell_name
+from lungsound.sweeps.grid import plan as grid_plan
+from lungsound.sweeps.backends import LocalBackend, RayBackend, execute
 
 BACKENDS = ("local", "ray")
 # Config keys that do not make another group (compare's list, but a different data folder does).
@@ -119,7 +119,7 @@ def _label(value: str) -> str:
 
 def plan(experiments: list[str | Path], grid: list[str] | tuple[str, ...] = (),
          overrides: list[str] | tuple[str, ...] = (), augmentations: list[str] | None = None) -> list[Cell]:
-    """The sweep's cells: every experiment file (times `lungsound.grid`'s augmentation cells when `augmentations`
+    """The sweep's cells: every experiment file (times `lungsound.sweeps.grid`'s augmentation cells when `augmentations`
     names some) times the cartesian product of the grid's axes, each config loaded and validated now. A cell's run name
     is its base name and its multi-valued grid settings (`quickstart-train.lr=0.001-data.duration=2.0`)."""
     if not experiments:
@@ -129,7 +129,7 @@ def plan(experiments: list[str | Path], grid: list[str] | tuple[str, ...] = (),
         bases = [(c.experiment, c.augmentation, c.overrides) for c in grid_plan(experiments, augmentations, overrides)]
     else:
         bases = [(Path(path), None, list(overrides)) for path in experiments]
-    # A grid cell's name carries its weighting (`lungsound.grid.cell_name`), so a method.class_weighted axis names
+    # A grid cell's name carries its weighting (`lungsound.sweeps.grid.cell_name`), so a method.class_weighted axis names
     # its cells as `lungsound grid --weighting` does.
     named = [key for key, values in axes if len(values) > 1
              and not (augmentations is not None and key == "method.class_weighted")]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from lungsound.compare import METRICS, row_name, seed_order
+from lungsound.results.compare import METRICS, row_name, seed_order
 from lungsound.errors import LungsoundError
 
 CONFIDENCE = 0.95

@@ -14,7 +14,7 @@ same cells under the same names.
 The table pivots the finished runs of the grid's MLflow experiment: one row per backbone, protocol and weighting, one
 column per cell, mean +- std of the Score over distinct seeds; a second table gives the per-class accuracies, since the
 paper's claim is about the minority classes (crackle, wheeze, both); the picture shows both. The published number sits
-beside its row; a backbone the paper has no row for is marked an extension (`lungsound.published.EXTENSIONS`).
+beside its row; a backbone the paper has no row for is marked an extension (`lungsound.results.published.EXTENSIONS`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.published import extension_for, published_for
+from lungsound.results.published import extension_for, published_for
 
 AUGMENTATIONS: dict[str, list[str]] = {
     "none": ["augment.specaug=false", "augment.representation=none"],
@@ -126,7 +126,7 @@ def _weighted(config: dict) -> bool:
 
 def grid_table(tracking_experiment: str) -> tuple[list[dict], list[str]]:
     """One row per (experiment file, protocol, model, weighting) with each cell's numbers, and `compare`'s notes."""
-    from lungsound.compare import collect_runs, summarise
+    from lungsound.results.compare import collect_runs, summarise
 
     notes: list[str] = []
     rows: dict[tuple, dict] = {}

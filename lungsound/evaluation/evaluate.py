@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lungsound.data.labels import DEVICES
-from lungsound.metrics import icbhi_scores, per_group_scores
+from lungsound.evaluation.metrics import icbhi_scores, per_group_scores
 
 
 @dataclass
@@ -78,8 +78,8 @@ def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, s
     from lungsound.data.dataset import CycleDataset
     from lungsound.data.default import resolve_root
     from lungsound.features.fbank import FbankConfig
-    from lungsound.metrics import format_scores
-    from lungsound.training.checkpoint import load_model
+    from lungsound.evaluation.metrics import format_scores
+    from lungsound.models.folder import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         if run_id is not None:
@@ -93,7 +93,7 @@ def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, s
                                       fbank_cfg=FbankConfig() if cfg.data.input == "fbank" else None)
     ev = evaluate(model, dataset, device, cfg.train.eval_batch_size, progress=True)
     if out is not None:
-        from lungsound.reports import write_run_report
+        from lungsound.results.reports import write_run_report
 
         write_run_report(ev, Path(out), title=f"{cfg.name} on {db.root} (test split)")
     lines = [f"{cfg.name} ({meta.get('protocol', cfg.train.protocol)} protocol, epoch {meta.get('selected_epoch')}) "

@@ -1,0 +1,56 @@
+"""Building a classifier from an experiment config: the one place that turns `cfg.model` into an `nn.Module`.
+
+`build_model(cfg)` checks that the model exists and takes the experiment's input (`ModelSpec.input`), fills in what the
+pipeline derives (the class count, an AST's `input_frames` from the clip length, a speech model's protocol-dependent
+masking) and loads pretrained weights only when asked: rebuilding a saved model folder (`lungsound.models.folder`)
+never fetches anything. `checkpoint_config` adds what rebuilds a model offline (a speech model's backbone config).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from lungsound.config import ExperimentConfig
+from lungsound.data.labels import CLASSES
+from lungsound.errors import LungsoundError
+from lungsound.models.ast import frames_for_duration
+from lungsound.models.registry import create_model, model_config_keys, model_spec
+
+
+def check_model_input(cfg: ExperimentConfig) -> None:
+    """A one-line error unless the model exists and data.input is what its spec says it takes."""
+    wants = model_spec(cfg.model.name).input  # an unknown name is a one-line error listing the known ones
+    if cfg.data.input != wants:
+        raise LungsoundError(f"model {cfg.model.name!r} takes {wants} input, but data.input is {cfg.data.input!r}: set "
+                             f"data.input={wants}" + (" and augment.specaug=false" if wants == "waveform" else ""))
+
+
+def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
+    """The model of an experiment; pretrained weights (cfg.model.pretrained or model.params.weights) are loaded only when
+    `load_weights`: a checkpoint's config never makes `load_model` fetch or read anything but its own weights file."""
+    check_model_input(cfg)
+    keys = model_config_keys(cfg.model.name)
+    params = {"num_classes": len(CLASSES), **cfg.model.params}
+    if "protocol_masking" in keys:  # [REPAUG]: paper keeps the checkpoint's masking/layer drop, clean turns them off
+        params.setdefault("protocol_masking", "checkpoint" if cfg.train.protocol == "paper" else "off")
+    if "input_frames" in keys:
+        params.setdefault("input_frames", frames_for_duration(cfg.data.duration))
+    if not load_weights:
+        params.pop("weights", None)
+    elif cfg.model.pretrained:
+        if "weights" not in keys:
+            raise LungsoundError(f"model {cfg.model.name!r} cannot load pretrained weights ({cfg.model.pretrained})")
+        params.update(weights=cfg.model.pretrained, pos_embed=cfg.model.pos_embed, strict_weights=cfg.model.strict)
+    return create_model(cfg.model.name, **params)
+
+
+def checkpoint_config(cfg: ExperimentConfig, model: nn.Module) -> ExperimentConfig:
+    """The config to store with `model`'s weights: with what rebuilds it offline (a speech model's backbone config)."""
+    rebuild = getattr(model, "rebuild_params", None)
+    if rebuild is None:
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.model.params = {**out.model.params, **rebuild()}
+    return out

@@ -1,0 +1,8 @@
+"""Results across runs: what a researcher reads after training.
+
+- `compare`: the comparison table of an MLflow experiment (mean +- std over seeds, comparable runs only).
+- `paired`: seed-by-seed differences between two rows with a t interval and the paired t-test.
+- `published`: the papers' figures each experiment file is compared with, and the rows that are extensions.
+- `reports`: one run's evaluation written as Markdown, CSV and a confusion-matrix picture.
+- `device_ood`: the leave-one-stethoscope-out table.
+"""
