@@ -9,7 +9,12 @@ Decoding uses soundfile (libsndfile), never `torchaudio.load` (which needs torch
 
 - Integer PCM of b bits is scaled by libsndfile to x = q / 2^(b-1), so x lies in [-1, 1).
 - Float WAV data is returned as stored. A float file whose peak exceeds 1 is *not* normalised or clipped (either would
-  change the signal silently); its values must only be finite. Lossy decoders (Vorbis, MP3) may overshoot 1 slightly.
+  change the signal silently); its values must be finite, and lossy decoders (Vorbis, MP3) may overshoot 1 slightly.
+  A sample beyond +-`HEADROOM` (16, i.e. 24 dB above full scale) is no sound but a corrupt value: no recording chain
+  leaves that much headroom, and a few such values (1e30) overflow the float32 filterbank to inf and the model's
+  output to NaN. When at most `CORRUPT_FRACTION` (1%) of the samples are such values they are clipped to +-1 with a
+  warning naming the file, how many and the largest; more of them is not [-1, 1] audio at all (e.g. integer-scaled
+  float data, +-32768) and is refused. `check_levels` applies the same rule to an array.
 - Multichannel audio is downmixed to mono by the mean of the channels: x[n] = (1/C) sum_c x_c[n].
 
 Resampling is windowed-sinc band-limited interpolation, `torchaudio.transforms.Resample` with its defaults
@@ -30,8 +35,8 @@ kernel each).
 A WAV file whose data chunk declares more frames than the file holds (a cut-off download or copy) is decoded as far as
 it goes, with a warning (`warnings.warn`) naming the file and both lengths.
 
-Every failure (missing file, directory, empty file, unknown format, truncated header, zero frames, NaN/inf samples, too
-long) raises `LungsoundError` naming the file and the problem; no soundfile/libsndfile exception escapes.
+Every failure (missing file, directory, empty file, unknown format, truncated header, zero frames, NaN/inf samples,
+mostly corrupt sample values, too long) raises `LungsoundError` naming the file and the problem; no soundfile/libsndfile exception escapes.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ _ZERO_CROSSINGS, _ROLLOFF = 6, 0.99
 _MAX_KERNEL_VALUES = 1 << 20
 _CHUNK_VALUES = 1 << 20  # filter weights used at once by `_sinc_resample`
 _TABLE_VALUES = 1 << 23  # the largest table of its weights by phase (64 MB)
+
+# Float samples beyond +-HEADROOM are corrupt values; up to CORRUPT_FRACTION of them are clipped, more are refused.
+HEADROOM, CORRUPT_FRACTION = 16.0, 0.01
 
 # libsndfile's public error code for "Format not recognised" (SF_ERR_UNRECOGNISED_FORMAT in sndfile.h).
 _SF_ERR_UNRECOGNISED_FORMAT = 1
@@ -259,6 +267,7 @@ def _decode(
         raise LungsoundError("contains no audio (0 frames decoded)", label)
     _check_duration(data.shape[0] / info.sample_rate, max_seconds, label)  # headers of lossy formats may estimate
     _check_finite(data, label)
+    data = check_levels(data, label)
     if info.format in ("WAV", "WAVEX"):
         _warn_if_truncated(reopen, data.shape[0], info.sample_rate, label)
 
@@ -325,6 +334,26 @@ def _check_finite(data: np.ndarray, label: str | Path) -> None:
     raise LungsoundError(
         f"non-finite samples: {n_nan} NaN and {n_inf} infinite of {data.size} sample values", label
     )
+
+
+def check_levels(data: np.ndarray, label: str | Path) -> np.ndarray:
+    """`data` (finite float samples) with corrupt values beyond +-`HEADROOM` clipped to +-1 and a warning naming
+    `label`, when they are at most `CORRUPT_FRACTION` of the samples; more of them is a `LungsoundError` (see the
+    module docstring). Data within +-`HEADROOM` is returned as it is, without a copy."""
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if peak <= HEADROOM:
+        return data
+    corrupt = np.abs(data) > HEADROOM
+    n = int(corrupt.sum())
+    if n > CORRUPT_FRACTION * data.size:
+        raise LungsoundError(f"{n} of {data.size} sample values lie beyond +-{HEADROOM:g} (up to {peak:.3g}): not "
+                             "audio scaled to [-1, 1] (integer-scaled float data must be divided by its full scale, "
+                             "e.g. 32768)", label)
+    data = data.copy()
+    data[corrupt] = np.sign(data[corrupt])
+    warnings.warn(f"{label}: {n} corrupt sample value(s) beyond +-{HEADROOM:g} (up to {peak:.3g}) were clipped to "
+                  "+-1; the rest of the recording is used as it is", stacklevel=4)
+    return data
 
 
 def _positive_rate(sr: int, what: str) -> int:

@@ -1,5 +1,6 @@
-"""Reading a recording for inference: a path, uploaded bytes or an array, decoded to float32 mono at its native rate,
-with the decoder's warnings about that file and the signal checks (too short, silent, flat, clipped) as messages."""
+"""Reading a recording for inference: a path, uploaded bytes or an array, decoded to float32 mono at its native rate
+(corrupt sample values clipped or refused as `lungsound.audio.check_levels` says), with the decoder's warnings about
+that file and the signal checks (too short, silent, flat, clipped) as messages."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import warnings as pywarnings
 
 import numpy as np
 
-from lungsound.audio import decode_bytes, load_audio
+from lungsound.audio import check_levels, decode_bytes, load_audio
 from lungsound.errors import LungsoundError
 
 MIN_SECONDS = 1.0
@@ -39,7 +40,7 @@ def _read(source, sample_rate: int | None, name: str | None, max_seconds: float 
         if max_seconds is not None and source.size / sample_rate > max_seconds:
             raise LungsoundError(f"too long: {source.size / sample_rate:.2f} s exceeds the limit of "
                                  f"max_seconds={max_seconds:g} s", label)
-        return label, source.astype(np.float32), int(sample_rate)
+        return label, check_levels(source.astype(np.float32), label), int(sample_rate)
     raise LungsoundError(f"cannot analyse a {type(source).__name__}: give a file path, the file's bytes or a 1-D array")
 
 
