@@ -83,6 +83,47 @@ def test_a_model_that_returns_nan_is_an_error_for_the_file(model, tmp_path, caps
     assert "no finding can be made from them" in line
 
 
+def _wav_bytes(x: np.ndarray, sr: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def _app_page(model_folder: Path, upload: bytes, monkeypatch, tmp_path):
+    """The app on `model_folder` after uploading `upload` (a WAV file's bytes)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app_support import APP, TIMEOUT
+
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(model_folder))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.file_uploader(key="upload").set_value(("upload.wav", upload, "audio/wav"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_the_app_shows_the_clipping_warning_and_no_finding_from_nan(model, tmp_path, monkeypatch):
+    x = noise(3.0, 16000)
+    x[1000] = 1e30
+    at = _app_page(model, _wav_bytes(x, 16000), monkeypatch, tmp_path)
+    assert any(w.value.startswith("1 corrupt sample value(s) beyond +-16") for w in at.warning)
+    assert not any("nan" in str(m.value).lower() for m in list(at.markdown) + list(at.metric))
+    net, cfg, meta = load_model(model)
+    with torch.no_grad():
+        next(p for name, p in net.named_parameters() if name.endswith("bias")).fill_(float("nan"))
+    at = _app_page(save_model(tmp_path / "nan-model", net, cfg, meta), _wav_bytes(noise(3.0, 16000), 16000),
+                   monkeypatch, tmp_path)
+    assert any("cannot be analysed" in e.value and "non-finite (NaN or infinite) probabilities" in e.value
+               for e in at.error), [e.value for e in at.error]
+    assert not any(m.value.startswith("### ") for m in at.markdown)  # no result, no "No crackles or wheezes"
+
+
 def test_a_calibration_temperature_of_1e_300_is_refused_when_the_folder_is_read(model, tmp_path, capsys):
     folder = Path(shutil.copytree(model, tmp_path / "hot"))
     meta = json.loads((folder / "meta.json").read_text())
@@ -123,6 +164,42 @@ def test_a_long_recording_is_featurised_in_bounded_chunks_with_unchanged_probabi
     expected = torch.softmax(logits, dim=1).numpy()
     got = np.array([list(pred.segments[i].probabilities.values()) for i in picked])
     assert np.abs(got - expected).max() < 1e-5
+
+
+def test_resampling_runs_in_bounded_blocks_and_equals_torchaudio(monkeypatch):
+    import torchaudio
+
+    import lungsound.audio as audio
+
+    x = noise(5 * 60, 4000)
+    reference = torchaudio.transforms.Resample(4000, 16000)(torch.from_numpy(x)).numpy()
+    monkeypatch.setattr(audio, "_BLOCK_VALUES", 1 << 16)
+    lengths, real = [], torch.nn.functional.conv1d
+    monkeypatch.setattr(torch.nn.functional, "conv1d",
+                        lambda x, *a, **k: lengths.append(x.shape[-1]) or real(x, *a, **k))
+    y = audio.resample(x, 4000, 16000)
+    assert np.array_equal(y, reference)  # bit for bit
+    steps = (1 << 16) // 15  # output steps per block: the kernel has 15 taps (4 kHz -> 16 kHz), one step per sample
+    assert len(lengths) == -(-(len(x) + 1) // steps) and max(lengths) == steps + 14  # N + 1 steps in all
+
+
+def test_the_breath_band_is_filtered_in_bounded_blocks_with_the_same_cycles(monkeypatch):
+    from scipy import signal
+
+    import lungsound.inference.segmentation as segmentation
+
+    t = np.arange(90 * 16000) / 16000
+    x = noise(90, 16000) * (0.2 + np.maximum(0, np.sin(2 * np.pi * t / 3.7))).astype(np.float32)  # 3.7-s breaths
+    monkeypatch.setattr(segmentation, "BLOCK_SECONDS", 1000.0)  # one pass over the whole recording, as before
+    one_pass = segmentation.detect_breath_cycles(x, 16000)
+    energy = segmentation._band_energy(x, 16000, segmentation.BreathConfig())
+    monkeypatch.setattr(segmentation, "BLOCK_SECONDS", 10.0)
+    lengths, real = [], signal.sosfiltfilt
+    monkeypatch.setattr(segmentation.signal, "sosfiltfilt", lambda sos, y: lengths.append(len(y)) or real(sos, y))
+    assert segmentation.detect_breath_cycles(x, 16000) == one_pass and len(one_pass) > 15
+    blocked = segmentation._band_energy(x, 16000, segmentation.BreathConfig())
+    assert np.abs(blocked - energy).max() <= 1e-12 * energy.max()
+    assert len(lengths) == 18 and max(lengths) == 14 * 16000  # 9 blocks of 10 s with 2-s margins, per call
 
 
 # --- 13. hub snapshots lie inside the cache --------------------------------------------------------------------------
@@ -231,7 +308,7 @@ def test_a_model_giving_another_number_of_scores_is_refused_before_a_finding(mod
     three = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))  # its width shows only when it runs
     predictor = Predictor(three, cfg, meta, "cpu", source="three-class model")
     with pytest.raises(LungsoundError, match=r"^three-class model: the model gives outputs of shape \[\d+, 3\] for "
-                                             r"\d+ segments; a lungsound classifier gives 4 per segment, one per class"):
+                                             r"\d+ segments; a lungsound classifier gives 4 per segment"):
         predictor.predict(noise(3.0, 16000), 16000)
 
 

@@ -11,11 +11,13 @@ Segments: "cycles" (the annotated cycles, as in training), "breath" (detected br
 `lungsound.inference.segmentation`), "windows" (sliding windows of the model's duration, hop half a window, the last one
 ending at the end), "auto" (cycles with an annotation, else breath, else windows).
 
-Input checks (each a `LungsoundError` naming the file): not audio / empty / corrupt (from `lungsound.audio`), longer
-than `max_seconds` (120 s by default), shorter than 1 s, digital silence (peak amplitude below 1e-6), a constant level
-(a DC offset with no sound: every sample within 1e-6 of the mean). A recording with more than 1% of its samples at full
-scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning. Warnings the decoder raises about the file (a
-truncated WAV) go into `Prediction.warnings` as well (without the file name), not to Python's warnings.
+Input checks (each a `LungsoundError` naming the file): not audio / empty / corrupt / non-finite or mostly absurd
+sample values (from `lungsound.audio`; a few corrupt float values beyond +-16 are clipped to +-1 with a warning),
+longer than `max_seconds` (120 s by default), shorter than 1 s, digital silence (peak amplitude below 1e-6), a constant
+level (a DC offset with no sound: every sample within 1e-6 of the mean). A recording with more than 1% of its samples
+at full scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning. Warnings the decoder raises about the
+file (a truncated WAV, clipped corrupt values) go into `Prediction.warnings` as well (without the file name), not to
+Python's warnings.
 
 Explanations (`explain`, built by `lungsound.inference.explaining`): attention rollout (AST) or Grad-CAM (CNN) over the
 spectrogram, or a gradient x input time saliency for waveform models (`lungsound.explain`).
@@ -24,9 +26,11 @@ Runtimes: `runtime="torch"` runs the PyTorch model of a checkpoint folder; `runt
 folder written by `lungsound export` with ONNX Runtime (`lungsound.inference.onnx_runtime`), fp32 or int8. Either way
 the segments of a recording are featurised a bounded chunk at a time and classified in batches sized to memory, on
 intra-op threads = cores (`lungsound.inference.batching`), so memory does not grow with the recording beyond its
-waveform. Non-finite probabilities (a model that returns NaN) are an error for that recording, never a finding. An ONNX model has no gradients or attention maps: its explanation is computed
-with the folder's PyTorch weights, loaded on first use, for the one segment asked for; a folder exported without them
-has no explanation (`can_explain` is False and `explain` says so in one line).
+waveform (resampling and the breath detector work in bounded blocks too). Logits of another shape than (segments,
+classes) and non-finite probabilities (a model that returns NaN) are an error for that recording, never a finding.
+An ONNX model has no gradients or attention maps: its explanation is computed with the folder's PyTorch weights,
+loaded on first use, for the one segment asked for; a folder exported without them has no explanation (`can_explain`
+is False and `explain` says so in one line).
 
 Sources: `from_checkpoint` (a folder), `from_mlflow` (an MLflow run or registered model) and `from_pretrained` (a
 folder or a Hugging Face hub id pushed by `lungsound push`, cached by `huggingface_hub`; see docs/sharing.md).
