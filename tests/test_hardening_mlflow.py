@@ -114,6 +114,23 @@ def test_a_failed_write_after_a_run_starts_ends_it(small_icbhi, tmp_path, mlflow
     assert list(mlflow.search_runs(experiment_names=["guarded-parent"])["status"]) == ["FAILED"]
 
 
+def test_a_sweep_whose_second_cell_cannot_open_ends_the_first_cells_parent(mlflow_store, monkeypatch):
+    from lungsound import sweep
+
+    real = sweep.open_group
+
+    def second_fails(cell, seeds):
+        if cell.name == "b":
+            raise RuntimeError("the store went away")
+        return real(cell, seeds)
+
+    monkeypatch.setattr(sweep, "open_group", second_fails)
+    cfg = load_config(None, ["tracking.experiment=guarded-sweep"])
+    with pytest.raises(RuntimeError, match="the store went away"):
+        sweep.run_sweep([sweep.Cell("a", cfg), sweep.Cell("b", cfg)], [1])
+    assert list(mlflow.search_runs(experiment_names=["guarded-sweep"])["status"]) == ["FAILED"]
+
+
 # --- 16. deleted runs ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
