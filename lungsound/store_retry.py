@@ -69,6 +69,8 @@ class RetryingClient:
         self._client = client
 
     def __getattr__(self, name: str):
+        if name == "_client" or name.startswith("__"):  # not set yet (a copy being unpickled): no recursion
+            raise AttributeError(name)
         value = getattr(self._client, name)
         if not callable(value):
             return value
