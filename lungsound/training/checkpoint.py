@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lungsound.calibration import check_temperature
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config
 from lungsound.data.labels import CLASSES
 from lungsound.documents import load_yaml, read_text
@@ -97,7 +97,8 @@ def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], c
 
 
 def read_meta(folder: str | Path) -> dict:
-    """A model folder's meta.json, checked: a JSON object whose calibration temperature (if any) is a positive number."""
+    """A model folder's meta.json, checked: a JSON object whose calibration temperature (if any) is a number in
+    `lungsound.calibration.TEMPERATURE_RANGE`."""
     path = Path(folder) / META_FILE
     if not path.exists():
         return {}
@@ -110,11 +111,10 @@ def read_meta(folder: str | Path) -> dict:
     for key in ("metrics", "calibration", "evaluations"):  # evaluations: lungsound.external.record
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise LungsoundError(f"{META_FILE}: {key!r} must be an object, got {type(meta[key]).__name__}", folder)
-    temperature = (meta.get("calibration") or {}).get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not (math.isfinite(temperature) and temperature > 0):
-        raise LungsoundError(f"{META_FILE}: the calibration temperature must be a positive number, got "
-                             f"{temperature!r}", folder)
+    try:
+        check_temperature((meta.get("calibration") or {}).get("temperature", 1.0))
+    except LungsoundError as exc:
+        raise LungsoundError(f"{META_FILE}: {exc}", folder) from None
     classes = meta.get("classes", list(CLASSES))
     if not isinstance(classes, list) or classes != list(CLASSES):
         raise LungsoundError(f"{META_FILE}: classes {classes!r} are not the lungsound classes {list(CLASSES)}", folder)
