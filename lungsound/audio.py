@@ -9,7 +9,12 @@ Decoding uses soundfile (libsndfile), never `torchaudio.load` (which needs torch
 
 - Integer PCM of b bits is scaled by libsndfile to x = q / 2^(b-1), so x lies in [-1, 1).
 - Float WAV data is returned as stored. A float file whose peak exceeds 1 is *not* normalised or clipped (either would
-  change the signal silently); its values must only be finite. Lossy decoders (Vorbis, MP3) may overshoot 1 slightly.
+  change the signal silently); its values must be finite, and lossy decoders (Vorbis, MP3) may overshoot 1 slightly.
+  A sample beyond +-`HEADROOM` (16, i.e. 24 dB above full scale) is no sound but a corrupt value: no recording chain
+  leaves that much headroom, and a few such values (1e30) overflow the float32 filterbank to inf and the model's
+  output to NaN. When at most `CORRUPT_FRACTION` (1%) of the samples are such values they are clipped to +-1 with a
+  warning naming the file, how many and the largest; more of them is not [-1, 1] audio at all (e.g. integer-scaled
+  float data, +-32768) and is refused. `check_levels` applies the same rule to an array.
 - Multichannel audio is downmixed to mono by the mean of the channels: x[n] = (1/C) sum_c x_c[n].
 
 Resampling is windowed-sinc band-limited interpolation, `torchaudio.transforms.Resample` with its defaults
@@ -20,7 +25,8 @@ w = ceil(6 o / c) input samples either side of j o / t (zero padding at the edge
 torchaudio stores one kernel row per output phase, each spanning a whole block of o input samples: t (2w + o) values,
 which is tiny for related rates (44.1 kHz -> 16 kHz: 76,000) but grows with the product of the reduced rates
 (7,919 Hz -> 16 kHz: 127 million, gigabytes while it is built). So the torchaudio module is used, bit for bit, only
-when its kernel has at most 2^20 values (to 16 kHz: every rate ICBHI ships, and 8, 11.025, 22.05, 32, 48, 96, 192 kHz);
+when its kernel has at most 2^20 values (to 16 kHz: every rate ICBHI ships, and 8, 11.025, 22.05, 32, 48, 96, 192 kHz;
+its convolution is run over blocks of the signal, `_blocked_resample`, which gives the same values in bounded memory);
 any other pair evaluates the same formula directly (`_sinc_resample`: per output sample only the 2 ceil(6 orig / c') + 2
 taps around it, with c' = 0.99 min(orig, target) in Hz, in chunks, in float64), which needs about 100 MB at most for any
 rates and agrees with torchaudio's formula evaluated in float64 to float32 rounding (torchaudio's own float32
@@ -30,8 +36,9 @@ kernel each).
 A WAV file whose data chunk declares more frames than the file holds (a cut-off download or copy) is decoded as far as
 it goes, with a warning (`warnings.warn`) naming the file and both lengths.
 
-Every failure (missing file, directory, empty file, unknown format, truncated header, zero frames, NaN/inf samples, too
-long) raises `LungsoundError` naming the file and the problem; no soundfile/libsndfile exception escapes.
+Every failure (missing file, directory, empty file, unknown format, truncated header, zero frames, NaN/inf samples,
+mostly corrupt sample values, too long) raises `LungsoundError` naming the file and the problem; no soundfile/libsndfile
+exception escapes.
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ _ZERO_CROSSINGS, _ROLLOFF = 6, 0.99
 _MAX_KERNEL_VALUES = 1 << 20
 _CHUNK_VALUES = 1 << 20  # filter weights used at once by `_sinc_resample`
 _TABLE_VALUES = 1 << 23  # the largest table of its weights by phase (64 MB)
+_BLOCK_VALUES = 1 << 22  # input values one convolution of `_blocked_resample` reads at most (16 MB)
+
+# Float samples beyond +-HEADROOM are corrupt values; up to CORRUPT_FRACTION of them are clipped, more are refused.
+HEADROOM, CORRUPT_FRACTION = 16.0, 0.01
 
 # libsndfile's public error code for "Format not recognised" (SF_ERR_UNRECOGNISED_FORMAT in sndfile.h).
 _SF_ERR_UNRECOGNISED_FORMAT = 1
@@ -128,9 +139,7 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return x
     if _torchaudio_kernel_size(orig_sr, target_sr) > _MAX_KERNEL_VALUES:
         return _sinc_resample(x, orig_sr, target_sr)
-    with torch.no_grad():
-        y = _resampler(orig_sr, target_sr)(torch.from_numpy(np.ascontiguousarray(x)))
-    return y.numpy()
+    return _blocked_resample(x, _resampler(orig_sr, target_sr))
 
 
 def _torchaudio_kernel_size(orig_sr: int, target_sr: int) -> int:
@@ -153,6 +162,38 @@ def _resampler(orig_sr: int, target_sr: int) -> torchaudio.transforms.Resample:
     Only called for kernels of at most `_MAX_KERNEL_VALUES` (4 MB as float32), so the cache holds at most 32 MB.
     """
     return torchaudio.transforms.Resample(orig_sr, target_sr)
+
+
+def _blocked_resample(x: np.ndarray, module: torchaudio.transforms.Resample) -> np.ndarray:
+    """`module(x)` bit for bit, its strided convolution run over blocks of outputs of `_BLOCK_VALUES` input values.
+
+    torchaudio pads the signal by w zeros before and w + o after, convolves it at stride o with its t kernel rows of
+    K = 2w + o taps (output step k reads padded samples [k o, k o + K)) and keeps ceil(t N / o) outputs. Its one
+    convolution over the whole signal needs a buffer of about K / o values per input sample (1 GB for two hours at
+    44.1 kHz); each block here reads only the padded samples its steps need, so besides the input and the output
+    memory stays near `_BLOCK_VALUES` whatever the length, with the same sums per output (the same kernel row times
+    the same samples).
+    """
+    o, t = module.orig_freq // module.gcd, module.new_freq // module.gcd
+    kernel, width = module.kernel, module.width
+    taps = kernel.shape[-1]
+    rows = torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, x.shape[-1])
+    n = rows.shape[1]
+    steps = (n + 2 * width + o - taps) // o + 1
+    kept = int(torch.ceil(torch.as_tensor(t * n / o)).long())  # as torchaudio computes it
+    out = torch.empty(rows.shape[0], steps * t, dtype=rows.dtype)
+    block = max(1, _BLOCK_VALUES // taps)
+    with torch.no_grad():
+        for k0 in range(0, steps, block):
+            k1 = min(steps, k0 + block)
+            lo, hi = k0 * o - width, (k1 - 1) * o + taps - width  # in input samples; outside [0, n) is padding
+            piece = torch.zeros(rows.shape[0], hi - lo, dtype=rows.dtype)
+            a, b = max(lo, 0), min(hi, n)
+            if b > a:
+                piece[:, a - lo:b - lo] = rows[:, a:b]
+            y = torch.nn.functional.conv1d(piece[:, None], kernel, stride=o)  # (rows, t, k1 - k0)
+            out[:, k0 * t:k1 * t] = y.transpose(1, 2).reshape(rows.shape[0], -1)
+    return out[:, :kept].reshape(*x.shape[:-1], kept).numpy()
 
 
 def _sinc_resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -259,6 +300,7 @@ def _decode(
         raise LungsoundError("contains no audio (0 frames decoded)", label)
     _check_duration(data.shape[0] / info.sample_rate, max_seconds, label)  # headers of lossy formats may estimate
     _check_finite(data, label)
+    data = check_levels(data, label)
     if info.format in ("WAV", "WAVEX"):
         _warn_if_truncated(reopen, data.shape[0], info.sample_rate, label)
 
@@ -325,6 +367,26 @@ def _check_finite(data: np.ndarray, label: str | Path) -> None:
     raise LungsoundError(
         f"non-finite samples: {n_nan} NaN and {n_inf} infinite of {data.size} sample values", label
     )
+
+
+def check_levels(data: np.ndarray, label: str | Path) -> np.ndarray:
+    """`data` (finite float samples) with corrupt values beyond +-`HEADROOM` clipped to +-1 and a warning naming
+    `label`, when they are at most `CORRUPT_FRACTION` of the samples; more of them is a `LungsoundError` (see the
+    module docstring). Data within +-`HEADROOM` is returned as it is, without a copy."""
+    peak = max(float(data.max()), -float(data.min())) if data.size else 0.0  # no |data| copy of a long recording
+    if peak <= HEADROOM:
+        return data
+    corrupt = np.abs(data) > HEADROOM
+    n = int(corrupt.sum())
+    if n > CORRUPT_FRACTION * data.size:
+        raise LungsoundError(f"{n} of {data.size} sample values lie beyond +-{HEADROOM:g} (up to {peak:.3g}): not "
+                             "audio scaled to [-1, 1] (integer-scaled float data must be divided by its full scale, "
+                             "e.g. 32768)", label)
+    data = data.copy()
+    data[corrupt] = np.sign(data[corrupt])
+    warnings.warn(f"{label}: {n} corrupt sample value(s) beyond +-{HEADROOM:g} (up to {peak:.3g}) were clipped to "
+                  "+-1; the rest of the recording is used as it is", stacklevel=4)
+    return data
 
 
 def _positive_rate(sr: int, what: str) -> int:

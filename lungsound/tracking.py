@@ -10,7 +10,12 @@ Every run gets the flattened config as params, metrics per epoch, its data as an
 `mlflow.source.git.commit` (only when the package runs from a git checkout) and `mlflow.source.name`, lungsound's git
 commit and dirty flag, package versions, hardware, protocol, method, data fingerprint.
 `register_model` adds a run's model to the Model Registry as a new version. The explicit `MlflowClient` API is used
-throughout, so nothing depends on a global active run.
+throughout, so nothing depends on a global active run, and every call of it is tried again when it loses a race with
+another process (`lungsound.store_retry`: sqlite's "database is locked", a UNIQUE key another process took first).
+
+Deleted runs (MLflow's trash, `lifecycle_stage` "deleted", until `mlflow gc`): `live_run` refuses one in one line for
+what would write to it (resume, push, logging an external validation) and warns, naming it, where it is only read
+(predict, evaluate, export: `download_artifacts`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from lungsound.errors import LungsoundError
+from lungsound.store_retry import RetryingClient
 
 PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's experiment kind (GenAI or model training)
@@ -73,8 +80,9 @@ def _sqlite_lock() -> Path | None:
 
 
 def client():
-    """An `MlflowClient` on `tracking_uri()`. A new sqlite store is created under a lock: two processes starting on a
-    fresh store at once would otherwise both run its schema migrations."""
+    """An `MlflowClient` on `tracking_uri()` whose calls are retried after a lost race (`RetryingClient`). A new
+    sqlite store is created under a lock: two processes starting on a fresh store at once would otherwise both run its
+    schema migrations."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -84,9 +92,32 @@ def client():
     mlflow.set_tracking_uri(uri)
     lock = _sqlite_lock()
     with file_lock(lock) if lock else contextlib.nullcontext():
-        mlf = MlflowClient(tracking_uri=uri)
+        mlf = RetryingClient(MlflowClient(tracking_uri=uri))
         mlf.search_experiments(max_results=1)  # opens (and if needed creates) the store while the lock is held
     return mlf
+
+
+def live_run(mlf, run_id: str, use: str, refuse: bool = True):
+    """The MLflow run `run_id` (a one-line error when there is none). A deleted run (in the store's trash) is refused
+    in one line saying it cannot be used to `use` when `refuse`, else used with a warning naming it."""
+    try:
+        run = mlf.get_run(run_id)
+    except Exception as exc:  # mlflow raises its own exception types
+        raise LungsoundError(f"no MLflow run {run_id} in {tracking_uri()}: {_first_line(exc)}") from None
+    return check_live(run, use, refuse)
+
+
+def check_live(run, use: str, refuse: bool = True):
+    """`run` itself unless it is deleted: then refused or warned about as `live_run` says."""
+    run_id = run.info.run_id
+    if run.info.lifecycle_stage == "deleted":
+        restore = f"`mlflow runs restore --run-id {run_id}`"
+        if refuse:
+            raise LungsoundError(f"MLflow run {run_id} is deleted (in the trash of {tracking_uri()}): cannot {use} it; "
+                                 f"restore it first with {restore}")
+        warnings.warn(f"MLflow run {run_id} is deleted (in the trash of {tracking_uri()}); used anyway to {use} "
+                      f"(restore it with {restore}, or `mlflow gc` removes it for good)", stacklevel=3)
+    return run
 
 
 def experiment_id(mlf, name: str, create: bool = True) -> str | None:
@@ -219,11 +250,9 @@ class RunLogger:
 
     @classmethod
     def resume(cls, run_id: str) -> "RunLogger":
+        """Reopen run `run_id` (status RUNNING again); a missing or deleted run is a one-line error."""
         mlf = client()
-        try:
-            mlf.get_run(run_id)
-        except Exception as exc:  # mlflow raises its own exception types
-            raise LungsoundError(f"cannot resume MLflow run {run_id} in {tracking_uri()}: {exc}") from None
+        live_run(mlf, run_id, "resume")
         mlf.update_run(run_id, status="RUNNING")
         return cls(mlf, run_id)
 
@@ -283,12 +312,19 @@ class RunLogger:
 
 
 def download_artifacts(run_id: str, path: str, dest: str | Path) -> Path:
-    """Fetch an artifact folder of a run (e.g. 'model') to `dest`."""
+    """Fetch an artifact folder of a run (e.g. 'model') to `dest`; a deleted run gives a warning (`live_run`)."""
     mlf = client()
     try:
-        return Path(mlf.download_artifacts(run_id, path, str(dest)))
+        run = mlf.get_run(run_id)
     except Exception as exc:
-        raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {_first_line(exc)}") from None
+        run, missing = None, exc
+    if run is not None:
+        check_live(run, f"read its artifact '{path}'", refuse=False)
+        try:
+            return Path(mlf.download_artifacts(run_id, path, str(dest)))
+        except Exception as exc:
+            missing = exc
+    raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {_first_line(missing)}")
 
 
 def register_model(run_id: str, name: str, artifact: str = "model", description: str | None = None,

@@ -18,6 +18,7 @@ import torch
 
 from lungsound.cli import main
 from lungsound.config import load_config
+from lungsound.data.download import sha256_of
 from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
 from lungsound.inference.batching import available_cores, batch_size_for, working_bytes
@@ -264,6 +265,11 @@ def test_bad_inputs_give_one_line_errors(ast_checkpoint, exports, tmp_path, caps
     assert f"{ast_checkpoint}: no model.onnx here" in line
     broken = shutil.copytree(exports["fp32"], tmp_path / "broken")
     (broken / "model.onnx").write_bytes(b"not an onnx model")
+    line = _one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
+    assert "model.onnx is not the file this folder was exported with" in line  # its digest is checked first
+    info = json.loads((broken / "export.json").read_text())
+    info["weights_sha256"]["model.onnx"] = sha256_of(broken / "model.onnx")
+    (broken / "export.json").write_text(json.dumps(info))
     line = _one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
     assert "cannot load model.onnx with ONNX Runtime" in line
     (broken / "export.json").write_text("{}")

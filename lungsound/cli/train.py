@@ -117,12 +117,14 @@ def _resume(args: argparse.Namespace) -> int:
 
     target = args.resume
     if not Path(target).exists() and re.fullmatch(r"[0-9a-f]{32}", target):
-        from lungsound.tracking import client
+        from lungsound.tracking import client, live_run
 
+        mlf = client()
         try:
-            run = client().get_run(target)
+            mlf.get_run(target)
         except Exception:  # mlflow raises its own exception types
             raise LungsoundError(f"--resume {target}: no such file, and no MLflow run with that id") from None
+        run = live_run(mlf, target, "resume")  # a deleted run: one line, before anything is built
         if run.data.tags.get("role") == "parent":
             out = resume_group(target, progress=not args.quiet)
             print(f"parent run {out['parent_run_id']}: {len(out['seeds'])} seeds")

@@ -16,7 +16,10 @@ c_i = max_k p_ik, prediction yhat_i = argmax_k p_ik and bins B_m = ((m-1)/M, m/M
     ECE = sum_m |B_m| / N * | acc(B_m) - conf(B_m) |,   acc(B_m) = mean 1[yhat_i = y_i],  conf(B_m) = mean c_i.
 
 `calibrate_checkpoint` stores {"temperature", "ece_before", "ece_after", "n"} under "calibration" in a model folder's
-meta.json; `lungsound.inference.Predictor` divides logits by that temperature.
+meta.json; `lungsound.inference.Predictor` divides logits by that temperature. A stored temperature must lie in
+`TEMPERATURE_RANGE` = [0.01, 100] (checked where meta.json is read, `check_temperature`): it holds every value the fit
+can give (0.05 to 20) with room for one set by hand, while T -> 0 turns z / T into infinities and softmax into NaN
+(1e-300 does), and T -> inf makes every probability 1/C whatever the model says.
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ from scipy.special import log_softmax
 from lungsound.errors import LungsoundError
 
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
+TEMPERATURE_RANGE = (0.01, 100.0)
+
+
+def check_temperature(value, where: str = "the calibration temperature") -> float:
+    """`value` as a float when it is a number in `TEMPERATURE_RANGE`, else a one-line error naming `where`."""
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise LungsoundError(f"{where} must be a positive number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

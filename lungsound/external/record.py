@@ -77,13 +77,10 @@ def metrics_of(result: dict) -> dict[str, float]:
 
 def log_to_run(run_id: str, result: dict) -> str:
     """Log the metrics and the JSON artifact to an existing MLflow run; returns the artifact's path in the run."""
-    from lungsound.tracking import RunLogger, client, tracking_uri
+    from lungsound.tracking import RunLogger, client, live_run
 
     mlf = client()
-    try:
-        mlf.get_run(run_id)
-    except Exception as exc:  # mlflow's own exception types
-        raise LungsoundError(f"MLflow run {run_id} not found in {tracking_uri()}: {_one_line(exc)}") from None
+    live_run(mlf, run_id, "log an external validation to")  # a missing or deleted run: one line
     logger = RunLogger(mlf, run_id)  # not RunLogger.resume: the run keeps its status (FINISHED)
     logger.log_metrics(metrics_of(result))
     name = f"{result['dataset']}.json"

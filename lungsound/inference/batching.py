@@ -1,6 +1,8 @@
 """How many segments go through the classifier at once, and on how many threads (both runtimes).
 
-A recording's segments are featurised in one pass and classified in batches of
+A recording's segments are cut and featurised `chunk_size(B)` at a time (the largest multiple of B up to `CHUNK`
+= 64 segments, at least B: about 50 MB of 8-s inputs, however long the recording) and each chunk is classified in
+batches of
 
     B = clamp(floor(budget / w), 1, MAX_BATCH),   budget = min(LUNGSOUND_BATCH_MB (default 1024) MiB, MemAvailable / 4)
 
@@ -34,6 +36,7 @@ from lungsound.config import ExperimentConfig
 from lungsound.models.registry import model_spec
 
 MAX_BATCH = 64
+CHUNK = 64  # segments cut and featurised at once
 DEFAULT_BUDGET_MB = 1024
 BUDGET_ENV = "LUNGSOUND_BATCH_MB"
 THREADS_ENV = "LUNGSOUND_THREADS"
@@ -87,6 +90,12 @@ def batch_size_for(cfg: ExperimentConfig, budget: int | None = None) -> int:
     """Segments per batch for the model of `cfg` within `budget` bytes (default `batch_budget()`)."""
     budget = batch_budget() if budget is None else int(budget)
     return int(min(MAX_BATCH, max(1, budget // max(1, working_bytes(cfg)))))
+
+
+def chunk_size(batch: int) -> int:
+    """Segments featurised at once for batches of `batch`: the largest multiple of `batch` up to `CHUNK`, at least
+    `batch` (whole batches, so a chunked recording is classified in the same batches as it would be in one pass)."""
+    return batch * max(1, CHUNK // batch)
 
 
 @contextmanager

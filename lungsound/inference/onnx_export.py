@@ -19,7 +19,8 @@ logit difference must be at most 1e-4. int8: the share of cycles given the same 
 least `min_agreement` (default 0.95: int8 noise flips a cycle whose two best logits are nearly tied, and with the
 default 64 check cycles 0.95 allows 3 such flips, where the acceptance target for a trained AST-base is 99% on real
 recordings); the agreement and the largest difference of a calibrated probability are printed and stored.
-What was measured goes to `export.json` in the folder.
+What was measured goes to `export.json` in the folder, with the SHA-256 of every weight file written (`weights_sha256`),
+which every load verifies.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 
 from lungsound.errors import LungsoundError
-from lungsound.inference.onnx_runtime import EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel
+from lungsound.inference.onnx_runtime import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
+                                              weight_digests)
 
 FP32_TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.95
@@ -226,6 +228,7 @@ def _export_info(checkpoint: Path, source: str | None, cfg, folder: Path, int8: 
         "torch_weights": torch_weights, "calibration_temperature": temperature,
         "sizes_bytes": {f.name: f.stat().st_size for f in sorted(folder.iterdir())
                         if f.suffix in (".onnx", ".safetensors")},
+        DIGESTS: weight_digests(folder),  # checked on every load (lungsound.inference.onnx_runtime.verify_weights)
         "check": check,
         "versions": {"lungsound": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},

@@ -3,8 +3,16 @@
 An exported folder is self-contained: `model.onnx` (the classifier, input `input` of shape (batch, T, 128) fbanks or
 (batch, L) waveforms, output `logits` (batch, 4); the batch axis is dynamic), the source checkpoint's `config.yaml` and
 `meta.json` (classes, calibration temperature) read with the checkpoint's own readers, `export.json` (precision, the
-check measured at export) and, unless exported with `--no-torch-weights`, the PyTorch `model.safetensors`, used only to
-explain a segment (see docs/onnx.md).
+check measured at export, and `weights_sha256`: the SHA-256 of every weight file the export wrote, model.onnx, any
+external data file and model.safetensors) and, unless exported with `--no-torch-weights`, the PyTorch
+`model.safetensors`, used only to explain a segment (see docs/onnx.md).
+
+Checks on loading, before any prediction (`load_exported`), each a one-line `LungsoundError`: every weight file that
+export.json records and the folder holds must have its recorded digest (a swapped or damaged model.onnx is named);
+the graph has one input and one output, and that output gives one score per class (`len(CLASSES)`, 4) where the graph
+states its size (a 3- or 5-class graph is refused; the predictor checks the shape of every batch as well). A folder
+exported before digests were recorded (no `weights_sha256`) is loaded with a warning that its weights cannot be
+checked: it was written by lungsound itself, and exporting again adds the digests.
 
 The session runs on the CPU with intra-op threads = the cores this process may use (`lungsound.inference.batching`),
 one inter-op thread, sequential execution and every graph optimisation.
@@ -13,13 +21,18 @@ one inter-op thread, sequential execution and every graph optimisation.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from lungsound.data.download import sha256_of
+from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 
 ONNX_FILE, EXPORT_FILE = "model.onnx", "export.json"
+DIGESTS = "weights_sha256"  # export.json: {file name: SHA-256} of the weight files the export wrote
+NOT_WEIGHTS = ("config.yaml", "meta.json", EXPORT_FILE)  # read and checked by their own readers
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PRECISIONS = ("fp32", "int8")
 
@@ -45,10 +58,40 @@ def read_export(folder: str | Path) -> dict:
     return info
 
 
-class OnnxModel:
-    """An ONNX Runtime session of an exported classifier: `logits(x)` for a float32 batch, in one call."""
+def weight_digests(folder: Path) -> dict[str, str]:
+    """{file name: SHA-256} of the weight files in an exported folder: every file but config.yaml, meta.json and
+    export.json (model.onnx, its external data files, model.safetensors)."""
+    return {f.name: sha256_of(f) for f in sorted(Path(folder).iterdir()) if f.is_file() and f.name not in NOT_WEIGHTS}
 
-    def __init__(self, path: str | Path, threads: int | None = None, precision: str = "fp32"):
+
+def verify_weights(folder: str | Path, info: dict) -> None:
+    """Every weight file export.json records (`DIGESTS`) that the folder holds has its recorded SHA-256, else a
+    one-line error naming the file; an export without digests only warns (see the module docstring)."""
+    folder = Path(folder)
+    recorded = info.get(DIGESTS)
+    if recorded is None:
+        warnings.warn(f"{folder}: {EXPORT_FILE} records no digest of {ONNX_FILE} (exported by an older lungsound), so "
+                      "a swapped or damaged graph cannot be told: export the checkpoint again to have it checked",
+                      stacklevel=3)
+        return
+    if not isinstance(recorded, dict) or ONNX_FILE not in recorded or not all(
+            isinstance(k, str) and Path(k).name == k and k not in ("", ".", "..") and isinstance(v, str)
+            for k, v in recorded.items()):
+        raise LungsoundError(f"{EXPORT_FILE}: {DIGESTS!r} must map the folder's weight file names (model.onnx among "
+                             "them) to SHA-256 digests", folder)
+    for name, digest in recorded.items():
+        path = folder / name
+        if path.is_file() and sha256_of(path) != digest.lower():
+            raise LungsoundError(f"{name} is not the file this folder was exported with: its SHA-256 differs from the "
+                                 f"one {EXPORT_FILE} records (swapped or damaged; export the checkpoint again)", folder)
+
+
+class OnnxModel:
+    """An ONNX Runtime session of an exported classifier: `logits(x)` for a float32 batch, in one call. The graph must
+    have one input and one output giving `classes` scores per item (where its shape says so)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, precision: str = "fp32",
+                 classes: int = len(CLASSES)):
         import onnxruntime as ort
 
         from lungsound.inference.batching import default_threads
@@ -72,6 +115,14 @@ class OnnxModel:
             raise LungsoundError(f"{self.path.name} takes {len(inputs)} inputs; a lungsound export takes one",
                                  self.path.parent)
         self.input_name, self.input_shape = inputs[0].name, list(inputs[0].shape)
+        outputs = self.session.get_outputs()
+        if len(outputs) != 1:
+            raise LungsoundError(f"{self.path.name} gives {len(outputs)} outputs; a lungsound export gives one, "
+                                 f"{OUTPUT_NAME!r} (batch, {classes})", self.path.parent)
+        shape = list(outputs[0].shape)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != classes):
+            raise LungsoundError(f"{self.path.name} gives outputs of shape {shape}; a lungsound classifier gives "
+                                 f"(batch, {classes}), one score per class ({', '.join(CLASSES)})", self.path.parent)
 
     def logits(self, x) -> np.ndarray:
         """(B, C) float32 logits of a float32 batch (numpy array or CPU tensor) of the model's input shape."""
@@ -103,6 +154,7 @@ def load_exported(folder: str | Path, threads: int | None = None):
     if not (folder / CONFIG_FILE).is_file():
         raise LungsoundError(f"not an exported model folder: {CONFIG_FILE} is missing", folder)
     info = read_export(folder)
+    verify_weights(folder, info)
     cfg, meta = read_config(folder), read_meta(folder)
     try:
         check_model_input(cfg)

@@ -11,21 +11,26 @@ Segments: "cycles" (the annotated cycles, as in training), "breath" (detected br
 `lungsound.inference.segmentation`), "windows" (sliding windows of the model's duration, hop half a window, the last one
 ending at the end), "auto" (cycles with an annotation, else breath, else windows).
 
-Input checks (each a `LungsoundError` naming the file): not audio / empty / corrupt (from `lungsound.audio`), longer
-than `max_seconds` (120 s by default), shorter than 1 s, digital silence (peak amplitude below 1e-6), a constant level
-(a DC offset with no sound: every sample within 1e-6 of the mean). A recording with more than 1% of its samples at full
-scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning. Warnings the decoder raises about the file (a
-truncated WAV) go into `Prediction.warnings` as well (without the file name), not to Python's warnings.
+Input checks (each a `LungsoundError` naming the file): not audio / empty / corrupt / non-finite or mostly absurd
+sample values (from `lungsound.audio`; a few corrupt float values beyond +-16 are clipped to +-1 with a warning),
+longer than `max_seconds` (120 s by default), shorter than 1 s, digital silence (peak amplitude below 1e-6), a constant
+level (a DC offset with no sound: every sample within 1e-6 of the mean). A recording with more than 1% of its samples
+at full scale (|x| >= 0.999) is analysed but gets a "heavily clipped" warning. Warnings the decoder raises about the
+file (a truncated WAV, clipped corrupt values) go into `Prediction.warnings` as well (without the file name), not to
+Python's warnings.
 
 Explanations (`explain`, built by `lungsound.inference.explaining`): attention rollout (AST) or Grad-CAM (CNN) over the
 spectrogram, or a gradient x input time saliency for waveform models (`lungsound.inference.explain`).
 
 Runtimes: `runtime="torch"` runs the PyTorch model of a checkpoint folder; `runtime="onnx"` runs the `model.onnx` of a
 folder written by `lungsound export` with ONNX Runtime (`lungsound.inference.onnx_runtime`), fp32 or int8. Either way
-every segment of a recording is featurised in one pass and classified in batches sized to memory, on intra-op threads =
-cores (`lungsound.inference.batching`). An ONNX model has no gradients or attention maps: its explanation is computed
-with the folder's PyTorch weights, loaded on first use, for the one segment asked for; a folder exported without them
-has no explanation (`can_explain` is False and `explain` says so in one line).
+the segments of a recording are featurised a bounded chunk at a time and classified in batches sized to memory, on
+intra-op threads = cores (`lungsound.inference.batching`), so memory does not grow with the recording beyond its
+waveform (resampling and the breath detector work in bounded blocks too). Logits of another shape than (segments,
+classes) and non-finite probabilities (a model that returns NaN) are an error for that recording, never a finding.
+An ONNX model has no gradients or attention maps: its explanation is computed with the folder's PyTorch weights,
+loaded on first use, for the one segment asked for; a folder exported without them has no explanation (`can_explain`
+is False and `explain` says so in one line).
 
 Sources: `from_checkpoint` (a folder), `from_mlflow` (an MLflow run or registered model) and `from_pretrained` (a
 folder or a Hugging Face hub id pushed by `lungsound push`, cached by `huggingface_hub`; see docs/sharing.md).
@@ -33,7 +38,6 @@ folder or a Hugging Face hub id pushed by `lungsound push`, cached by `huggingfa
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import warnings as pywarnings
@@ -44,13 +48,14 @@ import torch
 from torch import nn
 
 from lungsound.audio import resample
+from lungsound.evaluation.calibration import check_temperature
 from lungsound.config import ExperimentConfig
 from lungsound.data.cycles import CycleConfig, cycle_bounds, fade_recording, fix_length
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.inference.explain import METHODS, explanation_method
 from lungsound.features.fbank import FbankConfig, compute_features_batch
-from lungsound.inference.batching import batch_size_for, default_threads, torch_threads
+from lungsound.inference.batching import batch_size_for, chunk_size, default_threads, torch_threads
 from lungsound.inference.explaining import explain_segment
 from lungsound.inference.model_uri import resolve_model_uri
 from lungsound.inference.onnx_runtime import OnnxModel
@@ -102,10 +107,10 @@ class Predictor:
             self.batch_size = 1  # one activation scale per batch tensor: see lungsound.inference.onnx_export
         if self.batch_size < 1:
             raise LungsoundError(f"batch_size must be at least 1, got {batch_size!r}", source)
-        calibration = self.meta.get("calibration") or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise LungsoundError(f"calibration temperature must be a positive number, got {self.temperature!r}", source)
+        try:
+            self.temperature = check_temperature((self.meta.get("calibration") or {}).get("temperature", 1.0))
+        except LungsoundError as exc:
+            raise LungsoundError(exc.problem, source) from None
 
     # --- loading -----------------------------------------------------------------------------------------------------
 
@@ -237,9 +242,10 @@ class Predictor:
             label, native, native_sr = _read(source, sample_rate, name, max_seconds)
         warnings = _about_file(caught, label) + _check_signal(native, native_sr, label)
         x = resample(native, native_sr, SAMPLE_RATE)
+        del native  # the recording at its own rate is not needed any more (a long one is large)
         duration = len(x) / SAMPLE_RATE
         used, spans, more = self._segments(x, duration, annotation, segmentation, label)
-        probs = self._classify(x, spans)
+        probs = self._classify(x, spans, label)
         segments = [Segment(float(a), float(b), {c: float(p) for c, p in zip(CLASSES, row)})
                     for (a, b), row in zip(spans, probs)]
         return Prediction(file=label, duration=float(duration), sample_rate=int(native_sr), segmentation=used,
@@ -263,16 +269,37 @@ class Predictor:
 
     def model_inputs(self, x: np.ndarray, spans: list[Span]) -> torch.Tensor:
         """The model's input for each span of a 16 kHz recording: (n, T, 128) fbanks, or (n, L) waveforms."""
-        faded = fade_recording(x, self.cycle_cfg)
+        return self._inputs(fade_recording(x, self.cycle_cfg), spans)
+
+    def _inputs(self, faded: np.ndarray, spans: list[Span]) -> torch.Tensor:
         waves = np.stack([fix_length(_cut(faded, a, b), self.cycle_cfg) for a, b in spans])
         if self.fbank_cfg is None:
             return torch.from_numpy(waves)
         return compute_features_batch(waves, self.fbank_cfg)
 
-    def _classify(self, x: np.ndarray, spans: list[Span]) -> np.ndarray:
-        """Calibrated class probabilities (n, C) of every span: all inputs made in one pass, then `logits`."""
-        logits = torch.from_numpy(self.logits(self.model_inputs(x, spans)))
-        return torch.softmax(logits / self.temperature, dim=1).numpy().astype(np.float64)
+    def _classify(self, x: np.ndarray, spans: list[Span], label: str = "") -> np.ndarray:
+        """Calibrated class probabilities (n, C) of every span, made and classified `chunk_size(batch_size)` spans at a
+        time, so memory does not grow with the recording. Logits of the wrong shape, and probabilities that are not
+        finite (a NaN from the model), are a one-line error naming the file: never a finding."""
+        faded = fade_recording(x, self.cycle_cfg)
+        chunk = chunk_size(self.batch_size)
+        probs = []
+        for i in range(0, len(spans), chunk):
+            part = spans[i:i + chunk]
+            logits = self.logits(self._inputs(faded, part))
+            if logits.shape != (len(part), len(CLASSES)):
+                raise LungsoundError(f"the model gives outputs of shape {list(logits.shape)} for {len(part)} segments; "
+                                     f"a lungsound classifier gives {len(CLASSES)} per segment, one per class "
+                                     f"({', '.join(CLASSES)})", self.source)
+            probs.append(torch.softmax(torch.from_numpy(logits) / self.temperature, dim=1).numpy().astype(np.float64))
+        probs = np.concatenate(probs)
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+        if len(bad):
+            a, b = spans[bad[0]]
+            raise LungsoundError(f"the model gives non-finite (NaN or infinite) probabilities for {len(bad)} of "
+                                 f"{len(spans)} segments, the first at {a:.1f}-{b:.1f} s: no finding can be made from "
+                                 "them", label)
+        return probs
 
     def logits(self, inputs: torch.Tensor | np.ndarray) -> np.ndarray:
         """(n, C) float32 logits of n model inputs, in batches of `batch_size`, on `threads` intra-op threads."""

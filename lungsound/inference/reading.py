@@ -1,5 +1,6 @@
-"""Reading a recording for inference: a path, uploaded bytes or an array, decoded to float32 mono at its native rate,
-with the decoder's warnings about that file and the signal checks (too short, silent, flat, clipped) as messages."""
+"""Reading a recording for inference: a path, uploaded bytes or an array, decoded to float32 mono at its native rate
+(corrupt sample values clipped or refused as `lungsound.audio.check_levels` says), with the decoder's warnings about
+that file and the signal checks (too short, silent, flat, clipped) as messages."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import warnings as pywarnings
 
 import numpy as np
 
-from lungsound.audio import decode_bytes, load_audio
+from lungsound.audio import check_levels, decode_bytes, load_audio
 from lungsound.errors import LungsoundError
 
 MIN_SECONDS = 1.0
@@ -39,7 +40,7 @@ def _read(source, sample_rate: int | None, name: str | None, max_seconds: float 
         if max_seconds is not None and source.size / sample_rate > max_seconds:
             raise LungsoundError(f"too long: {source.size / sample_rate:.2f} s exceeds the limit of "
                                  f"max_seconds={max_seconds:g} s", label)
-        return label, source.astype(np.float32), int(sample_rate)
+        return label, check_levels(source.astype(np.float32), label), int(sample_rate)
     raise LungsoundError(f"cannot analyse a {type(source).__name__}: give a file path, the file's bytes or a 1-D array")
 
 
@@ -61,15 +62,16 @@ def _check_signal(x: np.ndarray, sr: int, label: str) -> list[str]:
     seconds = len(x) / sr
     if seconds < MIN_SECONDS:
         raise LungsoundError(f"too short: {seconds:.2f} s of audio; at least {MIN_SECONDS:g} s is needed", label)
-    peak = float(np.max(np.abs(x)))
+    high, low = float(x.max()), float(x.min())  # extremes, not |x| copies: a long recording is large
+    peak = max(high, -low)
     if peak < SILENCE_PEAK:
         raise LungsoundError(f"silent: the recording is digital silence (peak amplitude {peak:.1e})", label)
     mean = float(np.mean(x, dtype=np.float64))
-    swing = float(np.max(np.abs(x.astype(np.float64) - mean)))
+    swing = max(high - mean, mean - low)
     if swing < SILENCE_PEAK:
         raise LungsoundError(f"constant: the recording is a flat level of {mean:.3g} (a DC offset) with no sound "
                              f"(every sample within {swing:.1e} of it)", label)
-    clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
+    clipped = (np.count_nonzero(x >= CLIP_LEVEL) + np.count_nonzero(x <= -CLIP_LEVEL)) / len(x)
     if clipped > CLIP_FRACTION:
         return [f"heavily clipped: {100 * clipped:.1f}% of the samples are at full scale; the sound is distorted and "
                 "the probabilities may be unreliable"]

@@ -10,6 +10,8 @@ Recording-level rule (documented for clinicians and tested):
   two findings), and min_i p_i(normal) for normal (the least normal-looking segment).
 - `probabilities`: the mean of the segment probabilities (each segment weighs the same; sums to 1).
 - `crackle_segments` / `wheeze_segments`: how many segments have c_i > 0.5 / w_i > 0.5.
+- Probabilities that are not finite are no evidence of anything: `summarize` refuses them (a NaN fails every
+  threshold and would otherwise read as "normal").
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lungsound.data.labels import CLASSES
+from lungsound.errors import LungsoundError
 
 THRESHOLD = 0.5
 UNITS = {  # segmentation -> (singular, plural) name of a segment in the summary sentence
@@ -83,6 +86,8 @@ class Explanation:
 def summarize(segments: list[Segment], segmentation: str) -> dict:
     """The recording-level summary of the module docstring, with a one-sentence `text` for a clinician."""
     probs = np.array([[s.probabilities[c] for c in CLASSES] for s in segments], dtype=np.float64)
+    if not np.isfinite(probs).all():  # NaN > 0.5 is False: it would read as "normal"
+        raise LungsoundError("segment probabilities contain NaN or infinite values: no finding can be made from them")
     normal, crackle, wheeze, both = (CLASSES.index(c) for c in ("normal", "crackle", "wheeze", "both"))
     c = probs[:, crackle] + probs[:, both]
     w = probs[:, wheeze] + probs[:, both]

@@ -51,6 +51,7 @@ from lungsound.data.annotations import Cycle, read_annotation
 from lungsound.errors import LungsoundError
 
 Span = tuple[float, float]  # (start, end) in seconds
+BLOCK_SECONDS, MARGIN_SECONDS = 60.0, 2.0  # the breath band is filtered in blocks of this length, with these margins
 
 
 @dataclass(frozen=True)
@@ -129,13 +130,29 @@ def _quiet_centre(envelope: np.ndarray, k: int, tolerance_db: float) -> float:
 
 
 def _band_energy(x: np.ndarray, sr: int, cfg: BreathConfig) -> np.ndarray:
-    """Mean square of the band-passed signal per frame of sr / cfg.rate samples."""
+    """Mean square of the band-passed signal per frame of sr / cfg.rate samples.
+
+    The zero-phase filter runs over blocks of `BLOCK_SECONDS` (whole frames) read with `MARGIN_SECONDS` of the signal
+    on either side, so its float64 buffers stay bounded however long the recording: the filter's response to the
+    block's own ends has died out within the margin (what is left is float64 rounding, about 1e-14 of the energy),
+    which is cut off again, and the recording's own ends are filtered as in one pass over it.
+    """
     hop = max(1, int(round(sr / cfg.rate)))
     high = min(cfg.high_hz, 0.45 * sr)  # a 4 kHz recording has nothing above 2 kHz
     sos = signal.butter(4, [cfg.low_hz, high], btype="bandpass", fs=sr, output="sos")
-    y = signal.sosfiltfilt(sos, np.asarray(x, dtype=np.float64))
-    n_frames = len(y) // hop
-    return np.mean(y[:n_frames * hop].reshape(n_frames, hop) ** 2, axis=1) if n_frames else np.zeros(0)
+    n_frames = len(x) // hop
+    if not n_frames:
+        return np.zeros(0)
+    block = hop * max(1, int(BLOCK_SECONDS * sr) // hop)
+    margin = int(MARGIN_SECONDS * sr)
+    energy = np.empty(n_frames)
+    for start in range(0, n_frames * hop, block):
+        stop = min(start + block, n_frames * hop)
+        lo = 0 if start <= margin else start - margin
+        hi = len(x) if stop + margin >= len(x) else stop + margin
+        y = signal.sosfiltfilt(sos, np.asarray(x[lo:hi], dtype=np.float64))[start - lo:stop - lo]
+        energy[start // hop:stop // hop] = np.mean(y.reshape(-1, hop) ** 2, axis=1)
+    return energy
 
 
 def _smooth_db(energy: np.ndarray, seconds: float, rate: int) -> np.ndarray:
@@ -154,7 +171,8 @@ def breath_period(envelope: np.ndarray, cfg: BreathConfig = BreathConfig()) -> f
     lo, hi = int(cfg.min_cycle * cfg.rate), min(int(cfg.max_cycle * cfg.rate), len(e) // 2)
     if hi <= lo + 2 or not np.any(e):
         return None
-    acf = np.correlate(e, e, mode="full")[len(e) - 1:len(e) + hi + 1]
+    # Lags 0..hi+1 only (a full autocorrelation costs len(e)^2: minutes for a long recording); the same dot products.
+    acf = np.array([np.dot(e[:len(e) - k], e[k:]) for k in range(min(hi + 2, len(e)))])
     acf = acf / acf[0]
     peaks, _ = signal.find_peaks(acf)
     peaks = peaks[(peaks >= lo) & (peaks <= hi)]

@@ -11,7 +11,6 @@ own (`lungsound.training.checkpoint`).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from lungsound.config import ExperimentConfig, config_from_dict, dump_config
 from lungsound.data.labels import CLASSES
 from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
+from lungsound.evaluation.calibration import check_temperature
 from lungsound.models.build import build_model, checkpoint_config
 from lungsound.storage import replace_dir, temp_dir_beside
 
@@ -56,7 +56,8 @@ def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], c
 
 
 def read_meta(folder: str | Path) -> dict:
-    """A model folder's meta.json, checked: a JSON object whose calibration temperature (if any) is a positive number."""
+    """A model folder's meta.json, checked: a JSON object whose calibration temperature (if any) is a number in
+    `lungsound.evaluation.calibration.TEMPERATURE_RANGE`."""
     path = Path(folder) / META_FILE
     if not path.exists():
         return {}
@@ -69,11 +70,10 @@ def read_meta(folder: str | Path) -> dict:
     for key in ("metrics", "calibration", "evaluations"):  # evaluations: lungsound.external.record
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise LungsoundError(f"{META_FILE}: {key!r} must be an object, got {type(meta[key]).__name__}", folder)
-    temperature = (meta.get("calibration") or {}).get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not (math.isfinite(temperature) and temperature > 0):
-        raise LungsoundError(f"{META_FILE}: the calibration temperature must be a positive number, got "
-                             f"{temperature!r}", folder)
+    try:
+        check_temperature((meta.get("calibration") or {}).get("temperature", 1.0))
+    except LungsoundError as exc:
+        raise LungsoundError(f"{META_FILE}: {exc}", folder) from None
     classes = meta.get("classes", list(CLASSES))
     if not isinstance(classes, list) or classes != list(CLASSES):
         raise LungsoundError(f"{META_FILE}: classes {classes!r} are not the lungsound classes {list(CLASSES)}", folder)

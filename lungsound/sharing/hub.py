@@ -13,6 +13,12 @@ the repository; later calls find it there, and with `HF_HUB_OFFLINE=1` (or no ne
 revision's ref is used without any request. A hub model that is not in the cache while the hub cannot be reached, a
 repository that does not exist (or is private without a token), an unknown revision, and a repository that holds no
 lungsound model (config.yaml with model.safetensors or model.onnx) are each a one-line `LungsoundError`.
+
+The folder `snapshot_download` names is only used when it lies inside the cache, where huggingface_hub lays it out:
+resolved (symbolic links and `..` followed), it must be a folder `snapshots/<commit>` of the repository's own cache
+folder `models--USER--NAME`, and every file in it must resolve inside that repository folder (its blobs). A ref file
+(`refs/main`) or a revision whose text walks out of the cache (`../../..`), or a snapshot file linking elsewhere, is
+a one-line error: a model is never loaded from outside the cache.
 """
 
 from __future__ import annotations
@@ -111,8 +117,26 @@ def download(ref: HubRef) -> Path:
     except (HfHubHTTPError, OSError, ValueError) as exc:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LungsoundError(f"{where}: could not be downloaded: {detail[:300]}") from None
+    folder = _inside_cache(folder, ref, Path(constants.HF_HUB_CACHE))
     if not (folder / "config.yaml").is_file() or not any((folder / f).is_file()
                                                          for f in ("model.safetensors", "model.onnx")):
         raise LungsoundError(f"{where}: the repository holds no lungsound model (config.yaml with model.safetensors "
                              "or model.onnx; push one with `lungsound push`)", folder)
     return folder
+
+
+def _inside_cache(folder: Path, ref: HubRef, cache: Path) -> Path:
+    """`folder` resolved, when it is a snapshot of `ref`'s repository in `cache` whose files all lie inside that
+    repository's cache folder; else a one-line error (see the module docstring)."""
+    repo = (cache / f"models--{ref.repo_id.replace('/', '--')}").resolve()
+    resolved = folder.resolve()
+    where = f"hub model {ref}"
+    if resolved.parent != repo / "snapshots":
+        raise LungsoundError(f"{where}: the hub cache names {resolved} as its snapshot, which is not a snapshot folder "
+                             f"of {repo} (a ref or revision walking out of the cache): refused", folder)
+    for path in sorted(resolved.rglob("*")):
+        target = path.resolve()
+        if target != repo and repo not in target.parents:
+            raise LungsoundError(f"{where}: {path.relative_to(resolved)} in its cached snapshot leads to {target}, "
+                                 f"outside the cache folder {repo}: refused", folder)
+    return resolved

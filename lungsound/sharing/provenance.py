@@ -55,15 +55,12 @@ class Provenance:
 
 
 def provenance_for_run(run_id: str) -> Provenance:
-    """The run's facts from the tracking store of `lungsound.tracking` (a one-line error when there is no such run)."""
-    from lungsound.tracking import client, tracking_uri
+    """The run's facts from the tracking store of `lungsound.tracking` (a one-line error when there is no such run, or
+    when it is deleted)."""
+    from lungsound.tracking import client, live_run
 
     mlf = client()
-    try:
-        run = mlf.get_run(run_id)
-    except Exception as exc:  # mlflow's own exception types
-        raise LungsoundError(f"no MLflow run {run_id} in {tracking_uri()}: {_one_line(exc)}") from None
-    return _facts(mlf, run)
+    return _facts(mlf, live_run(mlf, run_id, "push"))  # a deleted run is not published
 
 
 def provenance_for_folder(folder: str | Path) -> Provenance:

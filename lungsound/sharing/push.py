@@ -46,7 +46,7 @@ class PushResult:
 
 def model_files(folder: str | Path) -> list[str]:
     """The files of `folder` that a push carries (see the module docstring), after checking that the folder loads."""
-    from lungsound.inference.onnx_runtime import OnnxModel, is_exported, read_export
+    from lungsound.inference.onnx_runtime import OnnxModel, is_exported, read_export, verify_weights
     from lungsound.models.folder import load_model, read_config, read_meta
 
     folder = Path(folder)
@@ -54,6 +54,7 @@ def model_files(folder: str | Path) -> list[str]:
         raise LungsoundError("no such model folder", folder)
     if is_exported(folder):
         info = read_export(folder)
+        verify_weights(folder, info)  # a swapped model.onnx is not published
         read_config(folder), read_meta(folder)
         OnnxModel(folder / "model.onnx", threads=1, precision=info["precision"])
         names = EXPORT_FILES

@@ -200,6 +200,21 @@ def open_group(cell: Cell, seeds: list[int]) -> Group:
     return Group(cell, parent.run_id, "new", parent)
 
 
+def open_all(cells: list[Cell], seeds: list[int]) -> list[Group]:
+    """`open_group` of every cell; when one fails, the parents opened before it end too (FAILED, or KILLED on Ctrl-C,
+    by `ends_on_error`), so none is left RUNNING."""
+    from lungsound.tracking import ends_on_error
+
+    groups: list[Group] = []
+    try:
+        for cell in cells:
+            groups.append(open_group(cell, seeds))
+    except BaseException:
+        with ends_on_error(*(g.parent for g in groups)):
+            raise  # the guard ends the opened parents, then the exception goes on
+    return groups
+
+
 def close_group(group: Group, seeds: list[int]) -> None:
     """After every task: the mean and std on the parent, or (a seed failed) the failure recorded and the parent FAILED.
     A child still RUNNING now lost its worker: it ends FAILED."""
@@ -248,7 +263,7 @@ def run_sweep(cells: list[Cell], seeds: list[int], backend: str = "local", cpus_
                 cell.cfg.train.device = "cpu"  # given none: it must not take one it was not given
     runner = RayBackend(cpus_per_run, gpus_per_run) if backend == "ray" else LocalBackend()
     try:
-        groups = [open_group(cell, seeds) for cell in cells]
+        groups = open_all(cells, seeds)
         tasks = [Task(i, seed, g.cell.cfg, g.run_id, str(g.interrupted[seed]) if seed in g.interrupted else None,
                       progress and backend == "local", f"{g.cell.name} seed {seed}")
                  for i, g in enumerate(groups) if g.parent is not None for seed in seeds if seed not in g.done]

@@ -113,7 +113,7 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
     trainer = Trainer(cfg, data=data, progress=progress)
     main = dist_utils.rank() == 0
     run_name = state["run_name"] if state else (cfg.tracking.run_name or f"{cfg.name}-seed{cfg.train.seed}")
-    logger = None
+    logger, tags = None, None
     if main and track:
         if state is not None and state.get("run_id"):
             logger = RunLogger.resume(state["run_id"])
@@ -123,12 +123,13 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
                     "data_root": str(trainer.data.db.root), "data_fingerprint": _fingerprint(trainer),
                     "world_size": dist_utils.world_size()}
             logger = RunLogger.start(cfg.tracking.experiment, run_name, tags, parent_run_id)
+    with ends_on_error(logger):  # from the run's creation on: no write can leave it RUNNING
+        if tags is not None:  # a new run
             logger.log_params(flatten(cfg.to_dict()))
             logger.log_dataset(**_dataset_input(cfg, trainer, tags["data_fingerprint"]))
             masking = getattr(trainer.model, "speech_masking_params", None)
             if masking is not None:  # the speech checkpoint's own masking and layer drop, as in effect
                 logger.log_params({f"model.effective.{k}": v for k, v in masking().items()})
-    with ends_on_error(logger):
         return _train(cfg, trainer, state, logger, run_name, main, stop_after)
 
 

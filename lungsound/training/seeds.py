@@ -71,7 +71,7 @@ def child_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
 
 def start_parent(cfg: ExperimentConfig, seeds: list[int]):
     """Open the group's parent run (a `RunLogger`): tags, the config as params and as a `config.yaml` artifact."""
-    from lungsound.tracking import RunLogger, environment_tags
+    from lungsound.tracking import RunLogger, ends_on_error, environment_tags
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise LungsoundError("under torchrun, train one seed per launch: drop --seeds and set train.seed=N")
@@ -79,8 +79,8 @@ def start_parent(cfg: ExperimentConfig, seeds: list[int]):
                              {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
                               "model": cfg.model.name, "experiment_file": cfg.name, "seeds": ",".join(map(str, seeds)),
                               "role": "parent"})
-    parent.log_params(flatten(cfg.to_dict()))
-    with tempfile.TemporaryDirectory() as tmp:
+    with ends_on_error(parent), tempfile.TemporaryDirectory() as tmp:  # a failed write ends the parent FAILED
+        parent.log_params(flatten(cfg.to_dict()))
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
         parent.log_artifact(path)
@@ -115,7 +115,7 @@ def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: boo
         for seed in seeds:
             if seed not in done:
                 done[seed] = fit_child(cfg, seed, parent.run_id, interrupted.get(seed), progress).metrics
-    return finish_parent(parent, seeds, done)
+        return finish_parent(parent, seeds, done)
 
 
 def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict:
@@ -125,13 +125,10 @@ def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) ->
 
 def resume_group(parent_run_id: str, progress: bool = True) -> dict:
     """Finish a multi-seed group: keep finished children, resume interrupted ones, train missing ones."""
-    from lungsound.tracking import RunLogger, client, download_artifacts
+    from lungsound.tracking import RunLogger, client, download_artifacts, live_run
 
     mlf = client()
-    try:
-        run = mlf.get_run(parent_run_id)
-    except Exception as exc:  # mlflow raises its own exception types
-        raise LungsoundError(f"no MLflow run {parent_run_id}: {str(exc).splitlines()[0]}") from None
+    run = live_run(mlf, parent_run_id, "resume")
     if run.data.tags.get("role") != "parent":
         raise LungsoundError(f"MLflow run {parent_run_id} is not a multi-seed parent run")
     with tempfile.TemporaryDirectory() as tmp:
