@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lungsound.limits import SEEDS_RULE
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grid", help="train an augmentation grid (e.g. the RepAugment ablation) and print its table")
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every cell, e.g. data.root=PATH")
     p.add_argument("--cells", default=None,
                    help="comma-separated cells (default: none,specaugment,rep_mask,rep_gen,repaugment)")
-    p.add_argument("--seeds", default="1-5", help="seeds per cell, e.g. 1-5 (default) or 1,2,3")
+    p.add_argument("--seeds", default="1-5", help=f"seeds per cell, e.g. 1-5 (default) or 1,2,3; {SEEDS_RULE}")
     p.add_argument("--experiment", default=None,
                    help="the MLflow experiment of the grid (default: the files' tracking.experiment)")
     p.add_argument("--table-only", action="store_true", help="train nothing: print (and write) the table")
@@ -26,8 +28,11 @@ def run_grid_cmd(args: argparse.Namespace) -> int:
     from lungsound.config import load_config
     from lungsound.errors import LungsoundError
     from lungsound.grid import plan, run_grid, write_grid
+    from lungsound.storage import check_output_dir
     from lungsound.training.seeds import parse_seeds
 
+    if args.out is not None:
+        check_output_dir(args.out)  # before the grid trains, not after
     overrides = list(args.overrides) + ([f"tracking.experiment={args.experiment}"] if args.experiment else [])
     name = args.experiment
     if not args.table_only:

@@ -26,10 +26,15 @@ from tqdm.auto import tqdm
 from lungsound.data.generated import COLUMNS, MANIFEST
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.storage import atomic_write, atomic_write_json, atomic_write_text
+from lungsound.limits import MAX_BATCH, MAX_PER_CLASS, MAX_SEED, check_int
+from lungsound.storage import FolderKind, atomic_write, atomic_write_json, atomic_write_text, claim_output_dir
 
 RATE = 16000
 SET_FILE = "set.json"  # how the set was made: vocoder, its training data and meta, seed, schedule
+# --out must be new, empty or a set written before (an interrupted run continues there): its clips and three files only;
+# no marker is required, since an interrupted run may have written clips before its first manifest
+GENERATED_SET = FolderKind("generated set", (), tuple(f"{name}_*.wav" for name in CLASSES) + (MANIFEST, SET_FILE,
+                                                                                               "README.md"))
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,12 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
     from lungsound.generation.train import training_clips
     from lungsound.generation.vocoder_io import load_vocoder, vocoder_sha256
 
-    if per_class < 1:
-        raise LungsoundError(f"--per-class must be at least 1, got {per_class}")
+    per_class = check_int("--per-class", per_class, 1, MAX_PER_CLASS)
+    batch_size = check_int("--batch-size", batch_size, 1, MAX_BATCH)
+    seed = check_int("--seed", seed, 0, MAX_SEED)
     if classes is not None and (bad := [c for c in classes if c not in CLASSES]):
         raise LungsoundError(f"unknown class(es) {', '.join(bad)}; classes are {', '.join(CLASSES)}")
+    out = claim_output_dir(out, GENERATED_SET, vocoder)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config, meta = load_vocoder(vocoder, device=dev)
     sha = vocoder_sha256(vocoder)
@@ -102,7 +109,6 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
                            meta.get("protocol", "paper"), meta.get("val_fraction", 0.2), meta.get("val_seed", 0),
                            progress=progress)
     todo = plan(clips.labels, per_class, seed, classes)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = _read_done(out, seed, sha)
     kept, rows = len(done), list(done.values())

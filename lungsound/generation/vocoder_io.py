@@ -33,18 +33,22 @@ from lungsound.data.download import sha256_of
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
-from lungsound.storage import atomic_write_text, replace_dir, temp_dir_beside
+from lungsound.storage import FolderKind, atomic_write_text, claim_output_dir, replace_dir, temp_dir_beside
 
 MODEL_FILE, VOCODER_FILE, FORMAT, VERSION = "model.safetensors", "vocoder.json", "lungsound-vocoder", 1
+VOCODER_FOLDER = FolderKind("vocoder folder", (MODEL_FILE, VOCODER_FILE), (MODEL_FILE, VOCODER_FILE))
 RESAVE_HINT = ("re-save it in the reference environment with torch.save({**ckpt, 'params': dict(ckpt['params'])}, "
                "path), where ckpt = torch.load(path), and import that file")
 
 
-def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, meta: dict[str, Any]) -> Path:
-    """Write `folder` (model.safetensors + vocoder.json) atomically as a whole; returns the folder."""
+def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, meta: dict[str, Any],
+                 source: str | Path | None = None) -> Path:
+    """Write `folder` (model.safetensors + vocoder.json) atomically as a whole; returns the folder. It must be new, empty
+    or a vocoder folder (`VOCODER_FOLDER`), and not hold or lie inside `source` (what it is made from)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    claim_output_dir(folder, VOCODER_FOLDER, source)
     document = json.dumps({"format": FORMAT, "version": VERSION, "config": config.to_dict(), "meta": meta}, indent=2,
                           default=float) + "\n"
     tmp = temp_dir_beside(folder)
@@ -52,7 +56,7 @@ def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, me
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / MODEL_FILE))
         atomic_write_text(tmp / VOCODER_FILE, document)
-        return replace_dir(tmp, folder)
+        return replace_dir(tmp, folder, VOCODER_FOLDER, source)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -206,6 +210,7 @@ def import_reference(path: str | Path, out: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise LungsoundError("no such reference checkpoint file", path)
+    claim_output_dir(out, VOCODER_FOLDER, path)  # before the checkpoint is read: a refused --out costs nothing
     ckpt = _read_reference(path)
     state = dict(ckpt["model"])
     if state and all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
@@ -224,5 +229,5 @@ def import_reference(path: str | Path, out: str | Path) -> Path:
     meta = {"source": "reference checkpoint", "source_file": path.name, "source_sha256": sha256_of(path),
             "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
             "reference_params": _plain(params)}
-    return save_vocoder(out, model, config, meta)
+    return save_vocoder(out, model, config, meta, source=path)
 
