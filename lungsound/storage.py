@@ -100,7 +100,7 @@ class FolderKind:
     with no marker (a generated set, written clip by clip) is recognised by its names alone.
     """
 
-    label: str  # what the refusal calls it: "model folder", "ONNX export", ...
+    label: str  # what the refusal calls it, with its article: "a model folder", "an ONNX export", ...
     marker: tuple[str, ...]
     files: tuple[str, ...]
 
@@ -158,11 +158,11 @@ def claim_output_dir(target: str | Path, kind: FolderKind, source: str | Path | 
     foreign = kind.foreign(target)
     if foreign:
         shown = ", ".join(display_path(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise LungsoundError(f"exists and holds other files ({shown}), not only a {kind.label} this toolkit wrote: "
+        raise LungsoundError(f"exists and holds other files ({shown}), not only {kind.label} this toolkit wrote: "
                              "choose a new or empty folder", target)
     missing = [name for name in kind.marker if not (target / name).is_file()]
     if missing:
-        raise LungsoundError(f"is not a {kind.label} this toolkit wrote ({missing[0]} is missing): choose a new or "
+        raise LungsoundError(f"is not {kind.label} this toolkit wrote ({missing[0]} is missing): choose a new or "
                              "empty folder", target)
     return target
 

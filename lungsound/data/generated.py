@@ -132,7 +132,7 @@ def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: Cycle
         tmp = temp_dir_beside(target)
         np.save(tmp / "arrays.npy", arrays)
         if not (target / "arrays.npy").is_file():  # another process may have finished first: keep its copy
-            replace_dir(tmp, target, FolderKind("generated-set input cache", ("arrays.npy",), ("arrays.npy",)))
+            replace_dir(tmp, target, FolderKind("a generated-set input cache", ("arrays.npy",), ("arrays.npy",)))
     return np.load(target / "arrays.npy", mmap_mode="r")
 
 

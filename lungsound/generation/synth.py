@@ -7,7 +7,7 @@ the validation patients), so a generated clip never comes from a test or validat
 
 Output folder: `<class>_<i>.wav` (16 kHz, 16-bit), `manifest.csv` (file, class, source recording, source cycle, patient,
 device, seed, vocoder checkpoint SHA-256), `set.json` (the vocoder and how it was trained) and `README.md` (a short data
-card).
+card). It must be new, empty or a set made before (`GENERATED_SET`); anything else is refused before work starts.
 The work is cut into fixed batches whose noise depends only on (seed, batch number), and every file and the manifest
 are written atomically, so an interrupted run continues where it stopped and gives the same bytes as an uninterrupted one.
 """
@@ -31,10 +31,10 @@ from lungsound.storage import FolderKind, atomic_write, atomic_write_json, atomi
 
 RATE = 16000
 SET_FILE = "set.json"  # how the set was made: vocoder, its training data and meta, seed, schedule
-# --out must be new, empty or a set written before (an interrupted run continues there): its clips and three files only;
-# no marker is required, since an interrupted run may have written clips before its first manifest
-GENERATED_SET = FolderKind("generated set", (), tuple(f"{name}_*.wav" for name in CLASSES) + (MANIFEST, SET_FILE,
-                                                                                               "README.md"))
+# --out must be new, empty or a set written before (an interrupted run continues there): its manifest (written first,
+# before any clip), its clips and its two other files, nothing else
+GENERATED_SET = FolderKind("a generated set", (MANIFEST,),
+                           tuple(f"{name}_*.wav" for name in CLASSES) + (MANIFEST, SET_FILE, "README.md"))
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
     out.mkdir(parents=True, exist_ok=True)
     done = _read_done(out, seed, sha)
     kept, rows = len(done), list(done.values())
+    _write_manifest(out, rows)  # first: it marks the folder as this set's (lungsound.storage.claim_output_dir)
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), initial=kept, desc="vocoding", unit="clip", disable=not progress, dynamic_ncols=True)
     for b, batch in enumerate(batches):

@@ -98,7 +98,8 @@ def check_vocoder_config(cfg: VocoderExperiment, source: str) -> VocoderExperime
     for key, ok in checks:
         if not ok:
             raise LungsoundError(f"{key} is out of range", source)
-    names = {"name": cfg.name, "tracking.experiment": cfg.tracking.experiment, "tracking.run_name": cfg.tracking.run_name}
+    names = {"name": cfg.name, "tracking.experiment": cfg.tracking.experiment,
+             "tracking.run_name": cfg.tracking.run_name}
     for key, value in names.items():  # the classifier's rules: names of folders and MLflow experiments, not paths
         problem = RULES[key](value)
         if problem:

@@ -6,7 +6,9 @@ DGM4H workshop, arXiv 2311.06480.
 
 A vocoder folder holds ``model.safetensors`` (the DiffWave weights) and ``vocoder.json``, i.e.
 ``{"format": "lungsound-vocoder", "version": 1, "config": <DiffWaveConfig>, "meta": {...}}``. It is written as a
-whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder.
+whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder; the target
+must be new, empty or a vocoder folder (`VOCODER_FOLDER`, `lungsound.storage.claim_output_dir`), never a folder of
+other files or the one holding the imported checkpoint.
 
 The reference trainer (the DiffWave code the [AFT] authors trained with) saves a ``torch.save`` dict with ``step``,
 ``model`` (the state dict), ``optimizer``, ``params`` (sizes and noise schedules) and ``scaler``.
@@ -36,15 +38,15 @@ from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
 from lungsound.storage import FolderKind, atomic_write_text, claim_output_dir, replace_dir, temp_dir_beside
 
 MODEL_FILE, VOCODER_FILE, FORMAT, VERSION = "model.safetensors", "vocoder.json", "lungsound-vocoder", 1
-VOCODER_FOLDER = FolderKind("vocoder folder", (MODEL_FILE, VOCODER_FILE), (MODEL_FILE, VOCODER_FILE))
+VOCODER_FOLDER = FolderKind("a vocoder folder", (MODEL_FILE, VOCODER_FILE), (MODEL_FILE, VOCODER_FILE))
 RESAVE_HINT = ("re-save it in the reference environment with torch.save({**ckpt, 'params': dict(ckpt['params'])}, "
                "path), where ckpt = torch.load(path), and import that file")
 
 
 def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, meta: dict[str, Any],
                  source: str | Path | None = None) -> Path:
-    """Write `folder` (model.safetensors + vocoder.json) atomically as a whole; returns the folder. It must be new, empty
-    or a vocoder folder (`VOCODER_FOLDER`), and not hold or lie inside `source` (what it is made from)."""
+    """Write `folder` (model.safetensors + vocoder.json) atomically as a whole; returns the folder. It must be new,
+    empty or a vocoder folder (`VOCODER_FOLDER`), and not hold or lie inside `source` (what it is made from)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)

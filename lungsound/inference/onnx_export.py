@@ -40,7 +40,7 @@ from lungsound.inference.onnx_runtime import EXPORT_FILE, INPUT_NAME, ONNX_FILE,
 from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
 # what `export_checkpoint` writes; --out must be new, empty or such a folder (lungsound.storage.claim_output_dir)
-EXPORT_FOLDER = FolderKind("ONNX export", (ONNX_FILE, EXPORT_FILE),
+EXPORT_FOLDER = FolderKind("an ONNX export", (ONNX_FILE, EXPORT_FILE),
                            (ONNX_FILE, EXPORT_FILE, "config.yaml", "meta.json", "model.safetensors"))
 FP32_TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.95

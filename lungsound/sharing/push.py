@@ -33,7 +33,7 @@ from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_di
 CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "meta.json")
 EXPORT_FILES = ("model.onnx", "export.json", "config.yaml", "meta.json", "model.safetensors")
 CARD_FILE = "README.md"
-STAGED_FOLDER = FolderKind("staged model folder", (CARD_FILE,), EXPORT_FILES + (CARD_FILE,))  # what `stage` writes
+STAGED_FOLDER = FolderKind("a staged model folder", (CARD_FILE,), EXPORT_FILES + (CARD_FILE,))  # `stage` writes it
 REPLACED_PATTERNS = ["*.safetensors", "*.onnx", "*.json", "*.yaml"]  # a previous push's model files
 
 

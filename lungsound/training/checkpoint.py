@@ -27,7 +27,7 @@ from lungsound.storage import FolderKind, atomic_write, claim_output_dir, replac
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
 EVAL_FILE = "evaluation.npz"  # the selected epoch's evaluation arrays, beside a run's best/ model
-MODEL_FOLDER = FolderKind("model folder", (MODEL_FILE, CONFIG_FILE), (MODEL_FILE, CONFIG_FILE, META_FILE, EVAL_FILE))
+MODEL_FOLDER = FolderKind("a model folder", (MODEL_FILE, CONFIG_FILE), (MODEL_FILE, CONFIG_FILE, META_FILE, EVAL_FILE))
 
 
 def check_model_input(cfg: ExperimentConfig) -> None:

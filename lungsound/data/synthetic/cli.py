@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"number of recordings to synthesise, 1 to {MAX_RECORDINGS:,} (default "
                              f"{DEFAULT_RECORDINGS}, about {DEFAULT_RECORDINGS * 6:,} cycles)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help=f"random seed from 0 to {MAX_SEED:,}; the same seed gives byte-identical files (default 0)")
+                        help=f"random seed from 0 to {MAX_SEED:,}; the same seed gives byte-identical files "
+                             "(default 0)")
     parser.add_argument("--like-annotations", default=None, metavar="DIR",
                         help="synthesise one recording per ICBHI annotation file in DIR, keeping its cycles and labels")
     parser.add_argument("--split", default=None, metavar="FILE",

@@ -43,7 +43,7 @@ from lungsound.storage import FolderKind, atomic_write_bytes, atomic_write_text,
 
 GENERATOR_VERSION = "1"
 DEFAULT_RECORDINGS = 180  # ~1,050 cycles, ~50 min of audio; well under a minute on two cores
-SYNTHETIC_SET = FolderKind("synthetic set", (tables.MARKER_NAME,), ("*.wav", "*.txt", tables.MARKER_NAME))
+SYNTHETIC_SET = FolderKind("a synthetic set", (tables.MARKER_NAME,), ("*.wav", "*.txt", tables.MARKER_NAME))
 _BITS = {"PCM_16": 16, "PCM_24": 24}
 
 
@@ -138,7 +138,7 @@ def prepare_output(out_dir: str | Path, overwrite: bool = False) -> Path:
     try:
         claim_output_dir(out, SYNTHETIC_SET)
         if out.is_dir() and any(out.iterdir()) and not is_synthetic(out):
-            raise LungsoundError(f"is not a {SYNTHETIC_SET.label} this toolkit wrote ({tables.MARKER_NAME} is not "
+            raise LungsoundError(f"is not {SYNTHETIC_SET.label} this toolkit wrote ({tables.MARKER_NAME} is not "
                                  "this generator's): choose a new or empty folder", out)
     except LungsoundError as exc:
         raise LungsoundError(f"{exc.problem}, or pass --overwrite to write into it anyway", out) from None
