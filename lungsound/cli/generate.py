@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from lungsound.limits import MAX_BATCH, MAX_PER_CLASS, MAX_SEED
+from lungsound.storage import claim_output_dir, replace_dir, temp_dir_beside
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,8 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from lungsound.generation.train import load_vocoder_config, train_vocoder
-    from lungsound.generation.vocoder_io import VOCODER_FOLDER
-    from lungsound.storage import claim_output_dir
+    from lungsound.generation.vocoder_io import VOCODER_FOLDER  # torch: imported when the command runs, like the rest
 
     cfg = None if args.resume else load_vocoder_config(args.config, args.overrides)
     if args.export is not None:  # refused before training, not after it
@@ -72,10 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _export_vocoder(folder: Path, export: Path) -> None:
     """Copy the run's vocoder folder to `export` as a whole (the folder rule of `lungsound.storage`)."""
-    import shutil
-
     from lungsound.generation.vocoder_io import VOCODER_FOLDER
-    from lungsound.storage import replace_dir, temp_dir_beside
 
     tmp = temp_dir_beside(export)
     try:

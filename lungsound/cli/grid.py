@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lungsound.limits import SEEDS_RULE
+from lungsound.storage import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,6 @@ def run_grid_cmd(args: argparse.Namespace) -> int:
     from lungsound.config import load_config
     from lungsound.errors import LungsoundError
     from lungsound.grid import plan, run_grid, write_grid
-    from lungsound.storage import check_output_dir
     from lungsound.training.seeds import parse_seeds
 
     if args.out is not None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from lungsound.limits import SEEDS_RULE
+from lungsound.storage import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +38,6 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     from lungsound.compare import compare
     from lungsound.errors import LungsoundError
     from lungsound.sweep import plan, report, run_sweep
-    from lungsound.storage import check_output_dir
     from lungsound.training.seeds import parse_seeds
 
     if args.out is not None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lungsound.limits import SEEDS_RULE
+from lungsound.storage import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -157,7 +158,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
     from lungsound.evaluation import evaluate_checkpoint
-    from lungsound.storage import check_output_dir
 
     if args.out is not None:
         check_output_dir(args.out)
