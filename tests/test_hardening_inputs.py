@@ -17,8 +17,12 @@ import soundfile as sf
 
 from lungsound.cli import main
 from lungsound.cli import predict as predict_cmd
+from lungsound.cli.validate import format_report
 from lungsound.config import config_from_dict, load_config
 from lungsound.errors import LungsoundError, display_path
+from lungsound.external import LabelledRecording, get_adapter
+from lungsound.external.base import ExternalSet, Unmappable
+from lungsound.external.validate import summarise
 from lungsound.generation.train import load_vocoder_config
 from lungsound.training.seeds import parse_seeds
 from tests.app_support import load_app_module
@@ -146,6 +150,16 @@ def test_file_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
     assert f"{tmp_path}/b\\x1b]0;owned\\x07.wav" in err
     assert main(["predict", str(wav), "--checkpoint", str(model)]) == 0
     assert capsys.readouterr().out.startswith(f"{tmp_path}/a\\x1b[31mred.wav  (3.0 s,")
+
+
+def test_validate_external_report_prints_unmappable_names_escaped(tmp_path):
+    odd = tmp_path / "BP1_\x1b[8mhidden,P R L ,20,M.wav"
+    external = ExternalSet("kauh", tmp_path, [LabelledRecording(tmp_path / "r0.wav", False, False)],
+                           [Unmappable(odd, "bad name \x1b[0m")])
+    records = [{"file": "r0.wav", "label": "normal", "predicted": "normal", "groups": {}}]
+    report = format_report(summarise(external, get_adapter("kauh"), records, []))
+    assert "\x1b" not in report
+    assert "  BP1_\\x1b[8mhidden,P R L ,20,M.wav: bad name \\x1b[0m" in report.splitlines()
 
 
 def test_printable_escapes_controls_and_undecodable_bytes_and_shortens_long_words():
