@@ -19,6 +19,7 @@ from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig
 from lungsound.generation.synth import synthesize
 from lungsound.generation.vocoder_io import VOCODER_FOLDER, load_vocoder
+from lungsound.sharing.push import stage
 from lungsound.storage import claim_output_dir
 from lungsound.training.checkpoint import load_model, save_model
 from tests.conftest import random_model
@@ -140,6 +141,17 @@ def test_generate_synth_out_is_claimed_before_the_vocoder_is_read(tmp_path):
     (only_readme / "README.md").write_text("mine too")
     with pytest.raises(LungsoundError, match=r"is not a generated set this toolkit wrote \(manifest.csv is missing\)"):
         synthesize(tmp_path / "no-vocoder", 2, only_readme, progress=False)
+
+
+def test_push_out_takes_a_folder_staged_before_but_not_a_users_readme(model_folder, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "README.md").write_text("my readme")  # a name a staged folder also has
+    with pytest.raises(LungsoundError, match=r"is not a staged model folder this toolkit wrote \(config.yaml is"):
+        stage(model_folder, docs, "alice/lungs")
+    assert (docs / "README.md").read_text() == "my readme"
+    staged = stage(model_folder, tmp_path / "staged", "alice/lungs").folder
+    assert stage(model_folder, staged, "alice/lungs").folder == staged  # staged before: replaced
 
 
 def test_model_folders_are_rewritten_but_never_over_other_files(tmp_path):

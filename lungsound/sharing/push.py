@@ -33,7 +33,8 @@ from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_di
 CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "meta.json")
 EXPORT_FILES = ("model.onnx", "export.json", "config.yaml", "meta.json", "model.safetensors")
 CARD_FILE = "README.md"
-STAGED_FOLDER = FolderKind("a staged model folder", (CARD_FILE,), EXPORT_FILES + (CARD_FILE,))  # `stage` writes it
+# what `stage` writes: the card and the model's config always, and only model files besides
+STAGED_FOLDER = FolderKind("a staged model folder", (CARD_FILE, "config.yaml"), EXPORT_FILES + (CARD_FILE,))
 REPLACED_PATTERNS = ["*.safetensors", "*.onnx", "*.json", "*.yaml"]  # a previous push's model files
 
 
