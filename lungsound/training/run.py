@@ -30,13 +30,12 @@ import torch
 from lungsound.config import ExperimentConfig, dump_config, flatten
 from lungsound.errors import LungsoundError
 from lungsound.evaluation import Evaluation
+from lungsound.limits import check_stop_after
 from lungsound.storage import exclusive_dir
 from lungsound.training import distributed as dist_utils
-from lungsound.training.checkpoint import (checkpoint_config, load_model, load_state, rng_state, save_model, save_state,
-                                           set_rng_state)
+from lungsound.training.checkpoint import (EVAL_FILE, checkpoint_config, load_model, load_state, rng_state, save_model,
+                                           save_state, set_rng_state)
 from lungsound.training.trainer import RunResult, Trainer
-
-EVAL_FILE = "evaluation.npz"
 
 
 def _selection_key(cfg: ExperimentConfig, ev_select: Evaluation) -> float | None:
@@ -105,6 +104,7 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
     """Train one seed of `cfg`; with `resume` (a last.pt or its folder) continue an interrupted run."""
     from lungsound.tracking import RunLogger, ends_on_error, environment_tags
 
+    check_stop_after(stop_after)
     dist_utils.init_from_env()
     state = load_state(resume) if resume else None
     if state is not None:
