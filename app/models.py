@@ -89,11 +89,15 @@ def exported_choice(folder: Path, label: str, origin: str, notes: list[str]) -> 
 def hub_choice(text: str, origin: str = "hub") -> ModelChoice:
     """The choice of a Hugging Face hub id typed by the user; a one-line `LungsoundError` when it is not one. Nothing
     is downloaded until the model is loaded."""
-    from lungsound.errors import LungsoundError
+    from lungsound.errors import LungsoundError, os_error_message
     from lungsound.sharing.hub import HUB_PREFIX, is_hub_source, parse_hub_id
 
     text = text.strip()
-    if not is_hub_source(text):
+    try:
+        hub = is_hub_source(text)
+    except OSError as exc:  # e.g. a 5,000-character name: too long for the file system to even look it up
+        raise LungsoundError(f"not a Hugging Face hub id nor a usable path: {os_error_message(exc)}") from None
+    if not hub:
         raise LungsoundError(f"not a Hugging Face hub id: {text!r} (expected USER/NAME, USER/NAME@revision or "
                              "hf://USER/NAME)")
     ref = parse_hub_id(text)
@@ -103,20 +107,14 @@ def hub_choice(text: str, origin: str = "hub") -> ModelChoice:
 
 def discover_models(outputs: str | Path = "outputs") -> Discovery:
     """Every model the app can load; the first entry is the default."""
+    from lungsound.errors import os_error_message
+
     found = Discovery()
     env_source = os.environ.get(ENV_MODEL, "").strip()
-    if env_source:
-        if is_exported(Path(env_source)):
-            label = f"{_short(env_source)} (from ${ENV_MODEL}, ONNX " + "{precision})"
-            choice = exported_choice(Path(env_source), label, "environment", found.notes)
-            found.choices.extend([choice] if choice else [])
-        elif env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
-            found.choices.append(ModelChoice(f"{_short(env_source)} (from ${ENV_MODEL})", env_source, "environment"))
-        elif _is_hub_source(env_source):
-            found.choices.append(hub_choice(env_source, "environment"))
-        else:
-            found.notes.append(f"${ENV_MODEL} = {env_source} is not a model folder (model.safetensors and "
-                               "config.yaml are missing) nor an MLflow URI or Hugging Face hub id; ignored.")
+    try:
+        _environment_choice(env_source, found)
+    except OSError as exc:  # a name too long to look up, a folder that cannot be read: a note, not a traceback
+        found.notes.append(f"${ENV_MODEL}: {os_error_message(exc)}; ignored.")
     mlf = _mlflow_client(found.notes)
     if mlf is not None:
         try:
@@ -127,6 +125,23 @@ def discover_models(outputs: str | Path = "outputs") -> Discovery:
     found.choices.extend(_checkpoint_folders(Path(outputs)))
     found.choices.extend(_exported_folders(Path(outputs), found.notes))
     return _unique(found)
+
+
+def _environment_choice(env_source: str, found: Discovery) -> None:
+    """The choice of `$LUNGSOUND_APP_MODEL` (when set), or a note saying why it is ignored."""
+    if not env_source:
+        return
+    if is_exported(Path(env_source)):
+        label = f"{_short(env_source)} (from ${ENV_MODEL}, ONNX " + "{precision})"
+        choice = exported_choice(Path(env_source), label, "environment", found.notes)
+        found.choices.extend([choice] if choice else [])
+    elif env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
+        found.choices.append(ModelChoice(f"{_short(env_source)} (from ${ENV_MODEL})", env_source, "environment"))
+    elif _is_hub_source(env_source):
+        found.choices.append(hub_choice(env_source, "environment"))
+    else:
+        found.notes.append(f"${ENV_MODEL} = {env_source} is not a model folder (model.safetensors and "
+                           "config.yaml are missing) nor an MLflow URI or Hugging Face hub id; ignored.")
 
 
 def load_predictor(source: str, runtime: str = "torch"):

@@ -193,13 +193,31 @@ def _at_most_chars(limit: int) -> Rule:
     return rule
 
 
+# Names that become folder names (outputs/<experiment>/<run name>-<id>, the MLflow artifact root artifacts/<experiment>)
+# are names, not paths: letters, digits, spaces and -_.+=@,() (grid and sweep run names are made of these), no '/' or
+# '\\', not starting with '.' or a space (so never '.' or '..'), and short enough for a folder name (a run's folder
+# adds 13 characters to its run name; 255 bytes is the usual limit).
+NAME_PATTERN = re.compile(r"[\w+=@,()-][\w .+=@,()-]*")
+
+
+def _name(max_bytes: int, optional: bool = False) -> Rule:
+    def rule(value):
+        if optional and value is None:
+            return None
+        if NAME_PATTERN.fullmatch(value) and value == value.rstrip() and len(value.encode()) <= max_bytes:
+            return None
+        return (f"must be {'null or ' if optional else ''}a name, not a path (letters, digits, spaces and -_.+=@,() "
+                f"only, not starting with '.' or a space, at most {max_bytes} bytes)")
+    return rule
+
+
 def _string_keys(value) -> str | None:
     bad = [k for k in value if not isinstance(k, str)]
     return None if not bad else f"must have string keys (got key {bad[0]!r})"
 
 
 RULES: dict[str, Rule] = {
-    "name": _non_empty,
+    "name": _name(100),
     "description": _at_most_chars(MAX_DESCRIPTION),
     "data.split": _split,
     "data.duration": _positive,
@@ -224,7 +242,8 @@ RULES: dict[str, Rule] = {
     "train.device": _device,
     "train.max_steps_per_epoch": _at_least(1, optional=True),
     "train.threads": _at_least(1, optional=True),
-    "tracking.experiment": _non_empty,
+    "tracking.experiment": _name(100),
+    "tracking.run_name": _name(242, optional=True),
     "tracking.output_dir": _non_empty,
 }
 

@@ -263,7 +263,7 @@ def test_stage_writes_the_model_files_and_the_card_only(model_folder, tmp_path):
     with pytest.raises(LungsoundError, match="holds other files"):
         stage(model_folder, tmp_path / "busy", REPO_ID)
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
-    with pytest.raises(LungsoundError, match="would overwrite or sit inside the model folder"):
+    with pytest.raises(LungsoundError, match="would overwrite or sit inside what it is made from"):
         stage(model_folder, model_folder.parent, REPO_ID)
     with pytest.raises(LungsoundError, match="not a Hugging Face repository id"):
         stage(model_folder, tmp_path / "x", "no-namespace")

@@ -256,7 +256,7 @@ def test_bad_inputs_give_one_line_errors(ast_checkpoint, exports, tmp_path, caps
     assert "not a lungsound checkpoint: model.safetensors is missing" in line
     assert not (tmp_path / "notes-onnx").exists()
     line = _one_error(capsys, ["export", "--checkpoint", str(ast_checkpoint), "--out", str(ast_checkpoint)])
-    assert "would replace the checkpoint" in line
+    assert "would overwrite or sit inside what it is made from" in line
     audio = tmp_path / "a.wav"
     import soundfile as sf
 

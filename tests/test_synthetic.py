@@ -407,7 +407,7 @@ def test_refuses_a_non_empty_foreign_folder_but_reuses_a_synthetic_one(tmp_path)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(LungsoundError, match="not empty and is not a previous synthetic set"):
+    with pytest.raises(LungsoundError, match="is not a synthetic set this toolkit wrote .SYNTHETIC.json is missing."):
         generate(foreign, n_recordings=1, progress=False)
     assert (foreign / "notes.txt").read_text() == "keep me"
     generate(foreign, n_recordings=1, progress=False, workers=1, overwrite=True)
@@ -471,7 +471,7 @@ def test_cli_runs_and_rejects_inconsistent_options(tmp_path, capsys):
         cli.run(_parse(["--out", str(tmp_path / "t"), "--split", "x.txt"]))
     with pytest.raises(LungsoundError, match="cannot be combined"):
         cli.run(_parse(["--out", str(tmp_path / "t"), "--like-annotations", str(tmp_path), "--recordings", "3"]))
-    with pytest.raises(LungsoundError, match="at least 1"):
+    with pytest.raises(LungsoundError, match="--recordings must be an integer from 1 to 10,000, got 0"):
         cli.run(_parse(["--out", str(tmp_path / "t"), "--recordings", "0"]))
     assert cli.main(["--out", str(tmp_path / "u"), "--like-annotations", str(tmp_path / "missing")]) == 2
     assert "annotation folder not found" in capsys.readouterr().err

@@ -1,7 +1,10 @@
 """The `lungsound` command.
 
 Each command group lives in its own module with `register(subparsers)`; the handler it sets returns an exit code.
-A `LungsoundError` is printed on one line (``lungsound: error: <file>: <problem>``) without a traceback, exit code 2.
+A `LungsoundError` is printed on one line (``lungsound: error: <file>: <problem>``) without a traceback, exit code 2;
+so is an `OSError` the operating system raised on a path the user gave (a name too long, a folder that is a file, no
+permission, a full disk: ``lungsound: error: <path>: File name too long``). Names are printed escaped
+(`lungsound.errors.printable`), in these lines and in the warnings, so a file name cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import sys
 
 from lungsound import __version__
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, os_error_message, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,24 +48,37 @@ def _terminate(signum, frame):  # SIGTERM (a scheduler, `kill`) ends runs like C
     raise KeyboardInterrupt
 
 
+def _escaped_warning(format_warning):
+    def formatwarning(message, category, filename, lineno, line=None):
+        return format_warning(printable(message), category, filename, lineno, line)
+    return formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
+    import warnings
 
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = _escaped_warning(format_warning)
     try:
         return int(args.handler(args) or 0)
     except LungsoundError as exc:
         print(f"lungsound: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system refused a path the user gave: one line naming it, not a traceback
+        print(f"lungsound: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("lungsound: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = format_warning
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

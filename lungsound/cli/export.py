@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")
     src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
     p.add_argument("--int8", action="store_true", help="quantise the linear layers' weights to int8 (dynamic)")
-    p.add_argument("--out", type=Path, help="the folder to write (default <checkpoint>-onnx[-int8])")
+    p.add_argument("--out", type=Path, help="the folder to write (default <checkpoint>-onnx[-int8]): new, empty, or an "
+                                          "earlier export (replaced); never the checkpoint or a folder holding it")
     p.add_argument("--check-data", type=Path, metavar="DIR",
                    help="ICBHI-format folder whose cycles check the export (default: the model's training data, "
                         "else the built-in set)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lungsound.limits import SEEDS_RULE
+from lungsound.storage import check_output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grid", help="train an augmentation grid (e.g. the RepAugment ablation) and print its table")
@@ -16,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weighting", default=None,
                    help="class weighting as an axis: comma-separated unweighted,weighted (default: each file's "
                         "method.class_weighted; the RepAugment files are unweighted, as the authors' code)")
-    p.add_argument("--seeds", default="1-5", help="seeds per cell, e.g. 1-5 (default) or 1,2,3")
+    p.add_argument("--seeds", default="1-5", help=f"seeds per cell, e.g. 1-5 (default) or 1,2,3; {SEEDS_RULE}")
     p.add_argument("--experiment", default=None,
                    help="the MLflow experiment of the grid (default: the files' tracking.experiment)")
     p.add_argument("--table-only", action="store_true", help="train nothing: print (and write) the table")
@@ -31,6 +34,8 @@ def run_grid_cmd(args: argparse.Namespace) -> int:
     from lungsound.sweeps.grid import plan, run_grid, write_grid
     from lungsound.training.seeds import parse_seeds
 
+    if args.out is not None:
+        check_output_dir(args.out)  # before the grid trains, not after
     overrides = list(args.overrides) + ([f"tracking.experiment={args.experiment}"] if args.experiment else [])
     name = args.experiment
     if not args.table_only:

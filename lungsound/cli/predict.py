@@ -6,7 +6,9 @@ once into the hub cache, offline afterwards; an existing path wins, `hf://USER/N
 `--runtime` it runs an exported folder with ONNX Runtime and any other with PyTorch (docs/sharing.md).
 
 Output goes to stdout only: a readable summary per file (default), `--json` (a list with one `Prediction.to_dict()` per
-file) or `--csv` (one row per segment: file, start, end, normal, crackle, wheeze, both). A file that cannot be analysed
+file) or `--csv` (one row per segment: file, start, end, normal, crackle, wheeze, both). File names are printed escaped
+(`lungsound.errors.display_path`: a terminal escape sequence shows as ``\x1b[...``) in the summary, the CSV and on
+stderr; JSON escapes them itself. A file that cannot be analysed
 is reported on stderr in one line (``lungsound: error: <file>: <problem>``), whatever went wrong (an unforeseen exception
 too, named by its type); the other files are still processed, their results printed, and the exit code is 2 at the end.
 """
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from lungsound.data.labels import CLASSES
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, display_path, os_error_message, printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,22 +66,26 @@ def run_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"lungsound: error: {exc}", file=sys.stderr, flush=True)
             continue
+        except OSError as exc:  # a name too long, a folder given as a file, no permission: one line naming it
+            failed += 1
+            print(f"lungsound: error: {os_error_message(exc)}", file=sys.stderr, flush=True)
+            continue
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # anything unforeseen: this file's one-line error, the others still go on
             failed += 1
             detail = str(exc).strip().splitlines()
-            print(f"lungsound: error: {path}: unexpected {type(exc).__name__}"
-                  + (f": {detail[0][:300]}" if detail else ""), file=sys.stderr, flush=True)
+            print(f"lungsound: error: {display_path(path)}: unexpected {type(exc).__name__}"
+                  + (f": {printable(detail[0][:300])}" if detail else ""), file=sys.stderr, flush=True)
             continue
         if args.json or writer is not None:  # machine-readable stdout: the warnings go to stderr, one line each
             for w in pred.warnings:
-                print(f"lungsound: warning: {pred.file}: {w}", file=sys.stderr, flush=True)
+                print(f"lungsound: warning: {display_path(pred.file)}: {printable(w)}", file=sys.stderr, flush=True)
         if args.json:
             results.append(pred.to_dict())
         elif writer is not None:
             for s in pred.segments:
-                writer.writerow([pred.file, f"{s.start:.3f}", f"{s.end:.3f}"]
+                writer.writerow([display_path(pred.file), f"{s.start:.3f}", f"{s.end:.3f}"]
                                 + [f"{s.probabilities[c]:.6f}" for c in CLASSES])
         else:
             print(_summary(pred), flush=True)
@@ -102,7 +108,7 @@ def _csv_writer():
 
 def _summary(pred) -> str:
     s = pred.summary
-    lines = [f"{pred.file}  ({pred.duration:.1f} s, {len(pred.segments)} segments by {pred.segmentation})",
-             f"  {s['label'].upper()} ({100 * s['probability']:.0f}%): {s['text']}"]
-    lines += [f"  warning: {w}" for w in pred.warnings]
+    lines = [f"{display_path(pred.file)}  ({pred.duration:.1f} s, {len(pred.segments)} segments by "
+             f"{pred.segmentation})", f"  {s['label'].upper()} ({100 * s['probability']:.0f}%): {s['text']}"]
+    lines += [f"  warning: {printable(w)}" for w in pred.warnings]
     return "\n".join(lines)

@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from lungsound.limits import SEEDS_RULE
+from lungsound.storage import check_output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train a grid of settings x seeds as independent runs (locally or on Ray), "
@@ -19,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a grid axis, e.g. --grid train.lr=1e-3,5e-4 data.duration=4,8 (the cells are the product)")
     p.add_argument("--cells", default=None,
                    help="also the augmentation cells of `lungsound grid` (comma-separated, or 'all')")
-    p.add_argument("--seeds", default=None, help="seeds per cell, e.g. 1-5 or 1,2,3 (default: the file's train.seed)")
+    p.add_argument("--seeds", default=None,
+                   help=f"seeds per cell, e.g. 1-5 or 1,2,3 (default: the file's train.seed); {SEEDS_RULE}")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: one run after another here; ray: one Ray task per run ($RAY_ADDRESS or a local Ray)")
     p.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs (and torch threads) per run (default 1)")
@@ -36,6 +40,8 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     from lungsound.sweeps.sweep import plan, report, run_sweep
     from lungsound.training.seeds import parse_seeds
 
+    if args.out is not None:
+        check_output_dir(args.out)  # before the sweep trains, not after
     if args.backend == "local" and (args.cpus_per_run is not None or args.gpus_per_run is not None):
         raise LungsoundError("--cpus-per-run and --gpus-per-run size Ray tasks: use them with --backend ray")
     cpus = 1.0 if args.cpus_per_run is None else args.cpus_per_run

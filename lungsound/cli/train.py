@@ -6,16 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
+from lungsound.limits import SEEDS_RULE
+from lungsound.storage import check_output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an experiment (one MLflow run per seed, a parent run for several seeds)")
     p.add_argument("-c", "--config", type=Path, default=None, help="experiment YAML file (experiments/*.yaml)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=2 data.root=PATH")
-    p.add_argument("--seeds", default=None, help="seeds to run, e.g. 1-5 or 1,2,3 (default: train.seed)")
+    p.add_argument("--seeds", default=None, help=f"seeds to run, e.g. 1-5 or 1,2,3 (default: train.seed); {SEEDS_RULE}")
     p.add_argument("--resume", default=None, metavar="LAST_PT|RUN_ID",
                    help="continue an interrupted run (its last.pt or run folder, or its MLflow run id), or finish a "
                         "multi-seed group (the parent's MLflow run id)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this epoch (resume later with --resume)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this epoch, 1 or more (resume later with --resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch only)")
     p.add_argument("--register", action="store_true",
                    help="register the trained model in the MLflow Model Registry as a new version of the experiment "
@@ -157,6 +161,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from lungsound.evaluation.evaluate import evaluate_checkpoint
 
+    if args.out is not None:
+        check_output_dir(args.out)
     with tempfile.TemporaryDirectory(prefix="lungsound-evaluate-") as tmp:
         checkpoint = args.checkpoint
         if args.run_id is not None:  # a run id, runs:/ or models:/ URI: its model folder

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, display_path, printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +99,8 @@ def format_report(result: dict) -> str:
     """The result as plain-text tables (percentages; Wilson 95% intervals in brackets; counts in parentheses)."""
     unmappable = result["unmappable"]
     lines = [f"External validation on {result['title']}",
-             f"  data: {result['root']}", f"  model: {result['model']}  (segmentation: {result['segmentation']})",
+             f"  data: {display_path(result['root'])}",
+             f"  model: {result['model']}  (segmentation: {result['segmentation']})",
              f"  recordings found {result['recordings']}: scored {result['scored']}, unmappable {len(unmappable)}",
              "", f"Recording level ({result['interval']}):",
              f"  {'finding':<10} {'sensitivity':<30} {'specificity':<30}"]
@@ -120,7 +121,8 @@ def format_report(result: dict) -> str:
                          f"{_rate(w, 'sensitivity'):<26} "
                          f"{_rate(w, 'specificity'):<26}")
     if unmappable:
-        lines += ["", "Unmappable (not scored):"] + [f"  {Path(u['file']).name}: {u['reason']}" for u in unmappable]
+        lines += ["", "Unmappable (not scored):"] + [f"  {display_path(Path(u['file']).name)}: {printable(u['reason'])}"
+                                                         for u in unmappable]
     lines += ["", f"Labels are per recording, from the file names; agreement with them is indicative only "
                   f"(data_cards/{result['dataset']}.md)."]
     return "\n".join(line.rstrip() for line in lines)

@@ -200,7 +200,7 @@ def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: Cycle
                 stretch: bool, progress: bool = True, use_cache: bool = True) -> np.ndarray:
     """(n, ...) model inputs of the clips, from the on-disk cache when present (memory-mapped)."""
     from lungsound.features.cache import cache_root
-    from lungsound.storage import replace_dir, temp_dir_beside
+    from lungsound.storage import FolderKind, replace_dir, temp_dir_beside
 
     folder = Path(folder)
     if not use_cache:
@@ -211,7 +211,7 @@ def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: Cycle
         tmp = temp_dir_beside(target)
         np.save(tmp / "arrays.npy", arrays)
         if not (target / "arrays.npy").is_file():  # another process may have finished first: keep its copy
-            replace_dir(tmp, target)
+            replace_dir(tmp, target, FolderKind("a generated-set input cache", ("arrays.npy",), ("arrays.npy",)))
     return np.load(target / "arrays.npy", mmap_mode="r")
 
 

@@ -8,7 +8,8 @@ the validation patients), so a generated clip never comes from a test or validat
 Output folder: `<class>_<i>.wav` (16 kHz, 32-bit float WAV, as the reference writes its clips: no 16-bit rounding),
 `manifest.csv` (file, class, source recording, source cycle, patient, device, seed, vocoder checkpoint SHA-256),
 `set.json` (the vocoder and how it was trained) and `README.md` (a short data card). Sets written as 16-bit PCM by
-earlier versions read as before (`lungsound.data.generated` decodes any WAV encoding).
+earlier versions read as before (`lungsound.data.generated` decodes any WAV encoding). The folder must be new, empty
+or a set made before (`GENERATED_SET`); anything else is refused before work starts.
 The work is cut into fixed batches whose noise depends only on (seed, batch number), and every file and the manifest
 are written atomically, so an interrupted run continues where it stopped and gives the same bytes as an uninterrupted one.
 """
@@ -28,9 +29,14 @@ from tqdm.auto import tqdm
 from lungsound.data.generated import COLUMNS, MANIFEST, SET_FILE
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.storage import atomic_write, atomic_write_json, atomic_write_text
+from lungsound.limits import MAX_BATCH, MAX_PER_CLASS, MAX_SEED, check_int
+from lungsound.storage import FolderKind, atomic_write, atomic_write_json, atomic_write_text, claim_output_dir
 
 RATE = 16000
+# --out must be new, empty or a set written before (an interrupted run continues there): its manifest (written first,
+# before any clip), its clips and its two other files, nothing else
+GENERATED_SET = FolderKind("a generated set", (MANIFEST,),
+                           tuple(f"{name}_*.wav" for name in CLASSES) + (MANIFEST, SET_FILE, "README.md"))
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,12 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
     from lungsound.generation.train import training_clips
     from lungsound.generation.vocoder_io import load_vocoder, vocoder_sha256
 
-    if per_class < 1:
-        raise LungsoundError(f"--per-class must be at least 1, got {per_class}")
+    per_class = check_int("--per-class", per_class, 1, MAX_PER_CLASS)
+    batch_size = check_int("--batch-size", batch_size, 1, MAX_BATCH)
+    seed = check_int("--seed", seed, 0, MAX_SEED)
     if classes is not None and (bad := [c for c in classes if c not in CLASSES]):
         raise LungsoundError(f"unknown class(es) {', '.join(bad)}; classes are {', '.join(CLASSES)}")
+    out = claim_output_dir(out, GENERATED_SET, vocoder)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config, meta = load_vocoder(vocoder, device=dev)
     sha = vocoder_sha256(vocoder)
@@ -103,10 +111,10 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
                            meta.get("protocol", "paper"), meta.get("val_fraction", 0.2), meta.get("val_seed", 0),
                            progress=progress)
     todo = plan(clips.labels, per_class, seed, classes)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = _read_done(out, seed, sha)
     kept, rows = len(done), list(done.values())
+    _write_manifest(out, rows)  # first: it marks the folder as this set's (lungsound.storage.claim_output_dir)
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), initial=kept, desc="vocoding", unit="clip", disable=not progress, dynamic_ncols=True)
     for b, batch in enumerate(batches):

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungsound.config import TrackingConfig
+from lungsound.config import RULES, TrackingConfig
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffwave import SIZE_BOUNDS
+from lungsound.limits import check_stop_after
 
 
 @dataclass
@@ -103,7 +104,7 @@ def check_vocoder_config(cfg: VocoderExperiment, source: str) -> VocoderExperime
               ("model.residual_layers", cfg.model.residual_layers >= 1),
               ("model.residual_channels", cfg.model.residual_channels >= 1),
               ("model.dilation_cycle_length", cfg.model.dilation_cycle_length >= 1),
-              ("name", bool(cfg.name.strip())), ("tracking.experiment", bool(cfg.tracking.experiment.strip()))]
+              ("tracking.output_dir", bool(cfg.tracking.output_dir.strip()))]
     for key, ok in checks:
         if not ok:
             raise LungsoundError(f"{key} is out of range", source)
@@ -111,6 +112,12 @@ def check_vocoder_config(cfg: VocoderExperiment, source: str) -> VocoderExperime
         problem = SIZE_BOUNDS[key].problem(getattr(cfg.model, key))
         if problem:
             raise LungsoundError(f"model.{key} {problem}", source)
+    names = {"name": cfg.name, "tracking.experiment": cfg.tracking.experiment,
+             "tracking.run_name": cfg.tracking.run_name}
+    for key, value in names.items():  # the classifier's rules: names of folders and MLflow experiments, not paths
+        problem = RULES[key](value)
+        if problem:
+            raise LungsoundError(f"{key} {problem}, got {value!r}", source)
     return cfg
 
 
@@ -176,4 +183,5 @@ def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = 
     """Train (or, with `resume`, continue) a vocoder; returns {run_id, folder, vocoder, step, loss}."""
     from lungsound.generation.loop import run
 
+    check_stop_after(stop_after)
     return run(cfg, resume=resume, stop_after=stop_after, progress=progress, track=track)

@@ -6,11 +6,12 @@ DGM4H workshop, arXiv 2311.06480.
 
 A vocoder folder holds ``model.safetensors`` (the DiffWave weights) and ``vocoder.json``, i.e.
 ``{"format": "lungsound-vocoder", "version": 1, "config": <DiffWaveConfig>, "meta": {...}}``. It is written as a
-whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder. When read,
-``vocoder.json`` must be UTF-8 JSON of at most 1 MB, its config within ``DiffWaveConfig``'s size bounds and the
-training facts of its meta (``lungsound.data.generated.TRAINING_META``: split, duration, protocol, ...) typed and in
-range, each a one-line error naming the file and the key; so are the sizes of an imported checkpoint (its params and
-its class table).
+whole: built in a hidden folder beside the target and swapped in, so a crash leaves the previous folder; the target
+must be new, empty or a vocoder folder (`VOCODER_FOLDER`, `lungsound.storage.claim_output_dir`), never a folder of
+other files or the one holding the imported checkpoint. When read, ``vocoder.json`` must be UTF-8 JSON of at most
+1 MB, its config within ``DiffWaveConfig``'s size bounds and the training facts of its meta
+(``lungsound.data.generated.TRAINING_META``: split, duration, protocol, ...) typed and in range, each a one-line error
+naming the file and the key; so are the sizes of an imported checkpoint (its params and its class table).
 
 The reference trainer (the DiffWave code the [AFT] authors trained with) saves a ``torch.save`` dict with ``step``,
 ``model`` (the state dict), ``optimizer``, ``params`` (sizes and noise schedules) and ``scaler``.
@@ -39,18 +40,22 @@ from lungsound.documents import check_fields, read_json
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
-from lungsound.storage import atomic_write_text, replace_dir, temp_dir_beside
+from lungsound.storage import FolderKind, atomic_write_text, claim_output_dir, replace_dir, temp_dir_beside
 
 MODEL_FILE, VOCODER_FILE, FORMAT, VERSION = "model.safetensors", "vocoder.json", "lungsound-vocoder", 1
+VOCODER_FOLDER = FolderKind("a vocoder folder", (MODEL_FILE, VOCODER_FILE), (MODEL_FILE, VOCODER_FILE))
 RESAVE_HINT = ("re-save it in the reference environment with torch.save({**ckpt, 'params': dict(ckpt['params'])}, "
                "path), where ckpt = torch.load(path), and import that file")
 
 
-def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, meta: dict[str, Any]) -> Path:
-    """Write `folder` (model.safetensors + vocoder.json) atomically as a whole; returns the folder."""
+def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, meta: dict[str, Any],
+                 source: str | Path | None = None) -> Path:
+    """Write `folder` (model.safetensors + vocoder.json) atomically as a whole; returns the folder. It must be new,
+    empty or a vocoder folder (`VOCODER_FOLDER`), and not hold or lie inside `source` (what it is made from)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    claim_output_dir(folder, VOCODER_FOLDER, source)
     document = json.dumps({"format": FORMAT, "version": VERSION, "config": config.to_dict(), "meta": meta}, indent=2,
                           default=float) + "\n"
     tmp = temp_dir_beside(folder)
@@ -58,7 +63,7 @@ def save_vocoder(folder: str | Path, model: DiffWave, config: DiffWaveConfig, me
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / MODEL_FILE))
         atomic_write_text(tmp / VOCODER_FILE, document)
-        return replace_dir(tmp, folder)
+        return replace_dir(tmp, folder, VOCODER_FOLDER, source)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -210,6 +215,7 @@ def import_reference(path: str | Path, out: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise LungsoundError("no such reference checkpoint file", path)
+    claim_output_dir(out, VOCODER_FOLDER, path)  # before the checkpoint is read: a refused --out costs nothing
     ckpt = _read_reference(path)
     state = dict(ckpt["model"])
     if state and all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
@@ -228,5 +234,5 @@ def import_reference(path: str | Path, out: str | Path) -> Path:
     meta = {"source": "reference checkpoint", "source_file": path.name, "source_sha256": sha256_of(path),
             "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
             "reference_params": _plain(params)}
-    return save_vocoder(out, model, config, meta)
+    return save_vocoder(out, model, config, meta, source=path)
 

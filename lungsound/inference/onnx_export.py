@@ -39,7 +39,11 @@ import torch
 from lungsound.errors import LungsoundError
 from lungsound.inference.onnx_runtime import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
                                               weight_digests)
+from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
+# what `export_checkpoint` writes; --out must be new, empty or such a folder (lungsound.storage.claim_output_dir)
+EXPORT_FOLDER = FolderKind("an ONNX export", (ONNX_FILE, EXPORT_FILE),
+                           (ONNX_FILE, EXPORT_FILE, "config.yaml", "meta.json", "model.safetensors"))
 FP32_TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.95
 CHECK_CYCLES = 64
@@ -94,7 +98,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     `source` names the checkpoint in export.json (an MLflow URI when it was downloaded); `log` gets progress lines.
     """
     from lungsound.inference.batching import batch_size_for
-    from lungsound.storage import replace_dir, temp_dir_beside
     from lungsound.models.folder import CONFIG_FILE, META_FILE, MODEL_FILE, load_model
 
     checkpoint = Path(checkpoint)
@@ -102,10 +105,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         raise LungsoundError(f"min_agreement must be between 0 and 1, got {min_agreement}")
     if n_check < 1:
         raise LungsoundError(f"the check needs at least one cycle, got n_check={n_check}")
+    out = claim_output_dir(Path(out) if out is not None else default_out(checkpoint, int8), EXPORT_FOLDER, checkpoint)
     model, cfg, meta = load_model(checkpoint, device="cpu")
-    out = Path(out) if out is not None else default_out(checkpoint, int8)
-    if out.resolve() == checkpoint.resolve() or out.resolve() in checkpoint.resolve().parents:
-        raise LungsoundError("the export would replace the checkpoint it is made from: choose another --out", out)
     temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
     t0 = time.perf_counter()
     inputs, described = check_inputs(cfg, data, n_check)
@@ -151,7 +152,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         info = _export_info(checkpoint, source, cfg, tmp, int8, torch_weights, temperature, inputs, check)
         info["seconds"] = {"export": round(seconds_export, 2), "total": round(time.perf_counter() - t0, 2)}
         (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, EXPORT_FOLDER, checkpoint)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

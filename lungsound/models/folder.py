@@ -24,20 +24,27 @@ from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
 from lungsound.evaluation.calibration import check_temperature
 from lungsound.models.build import build_model, checkpoint_config
-from lungsound.storage import replace_dir, temp_dir_beside
+from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
+EVAL_FILE = "evaluation.npz"  # the selected epoch's evaluation arrays, beside a run's best/ model
+MODEL_FOLDER = FolderKind("a model folder", (MODEL_FILE, CONFIG_FILE), (MODEL_FILE, CONFIG_FILE, META_FILE, EVAL_FILE))
 
 
 def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], cfg: ExperimentConfig,
                meta: dict[str, Any], extra: dict[str, bytes] | None = None) -> Path:
     """Write a model folder as a whole: it is built beside `folder` and swapped in, so a crash leaves the old one.
+    `folder` must be new, empty or a model folder (`MODEL_FOLDER`), else a one-line error before anything is written.
 
     `extra` maps further file names to bytes (e.g. the selected epoch's evaluation) stored in the same folder.
     """
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    unknown = sorted(set(extra or {}) - set(MODEL_FOLDER.files))
+    if unknown:
+        raise ValueError(f"save_model: {unknown} are not files of a model folder ({MODEL_FOLDER.files})")
+    claim_output_dir(folder, MODEL_FOLDER)
     tmp = temp_dir_beside(folder)
     try:
         if isinstance(model, nn.Module):
@@ -49,7 +56,7 @@ def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], c
         (tmp / META_FILE).write_text(json.dumps({"classes": list(CLASSES), **meta}, indent=2, default=float))
         for name, data in (extra or {}).items():
             (tmp / name).write_bytes(data)
-        return replace_dir(tmp, folder)
+        return replace_dir(tmp, folder, MODEL_FOLDER)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

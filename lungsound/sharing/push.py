@@ -1,8 +1,8 @@
 """Publishing a model folder on the Hugging Face hub: stage it with its model card, then upload it as one commit.
 
 `stage(folder, out, repo_id)` checks the folder loads (a checkpoint's weights are rebuilt into its model; an export's
-model.onnx opens in ONNX Runtime), then writes `out` as a whole (`lungsound.storage`: built beside it and swapped in)
-holding exactly what a user needs and nothing else:
+model.onnx opens in ONNX Runtime), then writes `out` as a whole (`lungsound.storage`: built beside it and swapped in;
+`out` must be new, empty or a folder staged before, `STAGED_FOLDER`) holding exactly what a user needs and nothing else:
 
 - a checkpoint folder (`lungsound train`): model.safetensors, config.yaml, meta.json;
 - an exported folder (`lungsound export`, fp32 or int8): model.onnx, export.json, config.yaml, meta.json and, when it
@@ -28,10 +28,13 @@ from lungsound.errors import LungsoundError
 from lungsound.sharing.card import DEFAULT_LICENSE, model_card
 from lungsound.sharing.hub import check_repo_id
 from lungsound.sharing.provenance import Provenance
+from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
 CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "meta.json")
 EXPORT_FILES = ("model.onnx", "export.json", "config.yaml", "meta.json", "model.safetensors")
 CARD_FILE = "README.md"
+# what `stage` writes: the card and the model's config always, and only model files besides
+STAGED_FOLDER = FolderKind("a staged model folder", (CARD_FILE, "config.yaml"), EXPORT_FILES + (CARD_FILE,))
 REPLACED_PATTERNS = ["*.safetensors", "*.onnx", "*.json", "*.yaml"]  # a previous push's model files
 
 
@@ -67,11 +70,9 @@ def model_files(folder: str | Path) -> list[str]:
 def stage(folder: str | Path, out: str | Path, repo_id: str, *, provenance: Provenance | None = None,
           license: str = DEFAULT_LICENSE) -> PushResult:
     """Write the folder to upload, `out`: the model's files and its README.md (see the module docstring)."""
-    from lungsound.storage import replace_dir, temp_dir_beside
-
     repo_id = check_repo_id(repo_id)
     folder, out = Path(folder), Path(out)
-    _check_out(folder, out)
+    claim_output_dir(out, STAGED_FOLDER, folder)
     names = model_files(folder)
     card = model_card(folder, repo_id, provenance=provenance, license=license, files=names + [CARD_FILE])
     tmp = temp_dir_beside(out)
@@ -79,7 +80,7 @@ def stage(folder: str | Path, out: str | Path, repo_id: str, *, provenance: Prov
         for name in names:
             shutil.copy2(folder / name, tmp / name)
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, STAGED_FOLDER, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -117,22 +118,6 @@ def hub_api():
     if get_token() is None:
         raise LungsoundError("no Hugging Face token: run `hf auth login` or set $HF_TOKEN to a token with write access")
     return HfApi(library_name="lungsound", library_version=__version__)
-
-
-def _check_out(folder: Path, out: Path) -> None:
-    """`out` must not be (or hold) the source folder, and must be new, empty, or a folder staged before."""
-    source, target = folder.resolve(), out.resolve()
-    if target == source or target in source.parents or source in target.parents:
-        raise LungsoundError("the staged folder would overwrite or sit inside the model folder: choose another --out",
-                             out)
-    if out.exists():
-        if not out.is_dir():
-            raise LungsoundError("exists and is not a folder", out)
-        known = set(EXPORT_FILES) | {CARD_FILE}
-        other = [p.name for p in out.iterdir() if p.name not in known or not p.is_file()]
-        if other:
-            raise LungsoundError(f"exists and holds other files ({', '.join(sorted(other)[:3])}): choose a new or "
-                                 "empty folder", out)
 
 
 def _one_line(exc: Exception) -> str:

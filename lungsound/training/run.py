@@ -30,14 +30,13 @@ import torch
 from lungsound.config import ExperimentConfig, dump_config, flatten
 from lungsound.errors import LungsoundError
 from lungsound.evaluation.evaluate import Evaluation
+from lungsound.limits import check_stop_after
+from lungsound.models.build import checkpoint_config
+from lungsound.models.folder import EVAL_FILE, load_model, save_model
 from lungsound.storage import exclusive_dir
 from lungsound.training import distributed as dist_utils
-from lungsound.models.build import checkpoint_config
-from lungsound.models.folder import load_model, save_model
 from lungsound.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 from lungsound.training.trainer import RunResult, Trainer
-
-EVAL_FILE = "evaluation.npz"
 
 
 def _selection_key(cfg: ExperimentConfig, ev_select: Evaluation) -> float | None:
@@ -106,6 +105,7 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
     """Train one seed of `cfg`; with `resume` (a last.pt or its folder) continue an interrupted run."""
     from lungsound.tracking import RunLogger, ends_on_error, environment_tags
 
+    check_stop_after(stop_after)
     dist_utils.init_from_env()
     state = load_state(resume) if resume else None
     if state is not None:

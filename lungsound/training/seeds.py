@@ -24,28 +24,37 @@ import numpy as np
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config, flatten
 from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
+from lungsound.limits import MAX_SEED, MAX_SEEDS, check_int
 from lungsound.training.run import fit
 
 
 def parse_seeds(text: str | None, default: int) -> list[int]:
-    """'1-5' -> [1..5]; '1,3,7' -> [1, 3, 7]; None -> [default]."""
-    if not text:
-        return [default]
-    seeds: list[int] = []
+    """'1-5' -> [1..5]; '1,3,7' -> [1, 3, 7]; None -> [default]; repeats dropped. The one parser of train, grid and
+    sweep --seeds: each seed from 0 to `MAX_SEED`, at most `MAX_SEEDS` of them (`lungsound.limits`), a range counted
+    before it is expanded, so the work is linear in the text and the answer."""
+    if text is None or not str(text).strip():
+        return [check_int("the seed", default, 0, MAX_SEED)]
+    text = str(text)
+    if len(text) > 20 * MAX_SEEDS:
+        raise LungsoundError(f"--seeds is {len(text):,} characters long; give at most {MAX_SEEDS:,} seeds")
+    spans: list[tuple[int, int]] = []
+    total = 0
     try:
-        for part in str(text).split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
+        for part in text.split(","):
+            lo, sep, hi = part.partition("-")
+            span = (int(lo), int(hi) if sep else int(lo))
+            spans.append(span)
+            total += max(0, span[1] - span[0] + 1)
     except ValueError:
-        raise LungsoundError(f"--seeds must look like 1-5 or 1,2,3, got {text!r}") from None
-    if not seeds:
-        raise LungsoundError(f"--seeds {text!r} selects no seed")
-    if any(s < 0 for s in seeds):
-        raise LungsoundError(f"--seeds {text!r}: seeds must be 0 or more")
-    return sorted(set(seeds), key=seeds.index)
+        raise LungsoundError(f"--seeds must look like 1-5 or 1,2,3 (seeds 0 or more), got {text!r}") from None
+    for lo, hi in spans:
+        if lo > hi:
+            raise LungsoundError(f"--seeds {text!r}: the range {lo}-{hi} is empty (write low-high)")
+        if lo < 0 or hi > MAX_SEED:
+            raise LungsoundError(f"--seeds {text!r}: seeds must be from 0 to {MAX_SEED:,}")
+    if total > MAX_SEEDS:
+        raise LungsoundError(f"--seeds {text!r} selects {total:,} seeds; at most {MAX_SEEDS:,} are allowed")
+    return list(dict.fromkeys(seed for lo, hi in spans for seed in range(lo, hi + 1)))
 
 
 def aggregate(metrics: list[dict[str, float]]) -> dict[str, float]:

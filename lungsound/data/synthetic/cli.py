@@ -14,6 +14,7 @@ import sys
 
 from lungsound.data.synthetic.writer import DEFAULT_RECORDINGS, generate, generate_like_annotations
 from lungsound.errors import LungsoundError
+from lungsound.limits import MAX_RECORDINGS, MAX_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="PATH",
                         help="output folder (new, empty, or a previous synthetic set)")
     parser.add_argument("--recordings", type=int, default=None, metavar="N",
-                        help=f"number of recordings to synthesise (default {DEFAULT_RECORDINGS}, about "
-                             f"{DEFAULT_RECORDINGS * 6:,} cycles)")
+                        help=f"number of recordings to synthesise, 1 to {MAX_RECORDINGS:,} (default "
+                             f"{DEFAULT_RECORDINGS}, about {DEFAULT_RECORDINGS * 6:,} cycles)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="random seed; the same seed gives byte-identical files (default 0)")
+                        help=f"random seed from 0 to {MAX_SEED:,}; the same seed gives byte-identical files "
+                             "(default 0)")
     parser.add_argument("--like-annotations", default=None, metavar="DIR",
                         help="synthesise one recording per ICBHI annotation file in DIR, keeping its cycles and labels")
     parser.add_argument("--split", default=None, metavar="FILE",
@@ -45,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
         if args.split is not None:
             raise LungsoundError("--split only applies together with --like-annotations")
         n = DEFAULT_RECORDINGS if args.recordings is None else args.recordings
-        if n < 1:
-            raise LungsoundError(f"--recordings must be at least 1, got {n}")
         report = generate(args.out, n_recordings=n, seed=args.seed, workers=args.workers,
                           progress=not args.quiet, overwrite=args.overwrite)
     else:

@@ -10,8 +10,9 @@ integer PCM (x quantised to round(x 2^(b-1)), clipped to the b-bit range), so th
 files whatever the number of worker processes. Workers are spawned processes (`concurrent.futures`), never forked,
 so a parent that has started threads (torch, a web server) cannot deadlock them.
 
-Safety: an existing non-empty output folder is only reused when it holds a previous synthetic set (its .wav, .txt and
-marker files are removed first) or when `overwrite=True` (files are written over, nothing else is deleted).
+Safety: the output folder must be new, empty or a previous synthetic set (`SYNTHETIC_SET`: the marker and only .wav and
+.txt files, which are removed first; the folder rule of `lungsound.storage.claim_output_dir`), unless `overwrite=True`
+(files are written over, nothing is deleted).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from lungsound.data.synthetic.like import plan_like
 from lungsound.data.synthetic.render import render
 from lungsound.data.synthetic.spec import RecordingSpec
 from lungsound.errors import LungsoundError
-from lungsound.storage import atomic_write_bytes, atomic_write_text
+from lungsound.limits import MAX_RECORDINGS, MAX_SEED, check_int
+from lungsound.storage import FolderKind, atomic_write_bytes, atomic_write_text, check_output_dir, claim_output_dir
 
 GENERATOR_VERSION = "1"
 DEFAULT_RECORDINGS = 180  # ~1,050 cycles, ~50 min of audio; well under a minute on two cores
+SYNTHETIC_SET = FolderKind("a synthetic set", (tables.MARKER_NAME,), ("*.wav", "*.txt", tables.MARKER_NAME))
 _BITS = {"PCM_16": 16, "PCM_24": 24}
 
 
@@ -128,21 +131,21 @@ def _write_task(task: tuple[RecordingSpec, str]) -> str:
 def prepare_output(out_dir: str | Path, overwrite: bool = False) -> Path:
     """Create `out_dir`, or make an existing one ready (see module docstring); refuse anything else."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LungsoundError("output path exists and is not a folder", out)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = list(out.iterdir())
-    if not entries:
-        return out
-    if is_synthetic(out):
-        for entry in entries:
-            if entry.is_file() and (entry.suffix in (".wav", ".txt", ".tmp") or entry.name == tables.MARKER_NAME):
-                entry.unlink()
-        return out
     if overwrite:
+        check_output_dir(out)
+        out.mkdir(parents=True, exist_ok=True)
         return out
-    raise LungsoundError("output folder is not empty and is not a previous synthetic set (no SYNTHETIC.json); "
-                         "choose a new or empty folder, or pass --overwrite to write into it anyway", out)
+    try:
+        claim_output_dir(out, SYNTHETIC_SET)
+        if out.is_dir() and any(out.iterdir()) and not is_synthetic(out):
+            raise LungsoundError(f"is not {SYNTHETIC_SET.label} this toolkit wrote ({tables.MARKER_NAME} is not "
+                                 "this generator's): choose a new or empty folder", out)
+    except LungsoundError as exc:
+        raise LungsoundError(f"{exc.problem}, or pass --overwrite to write into it anyway", out) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in out.iterdir():  # a previous synthetic set: every entry is one of its files
+        entry.unlink()
+    return out
 
 
 def default_workers(n_tasks: int) -> int:
@@ -211,8 +214,8 @@ def _run(out: Path, mode: str, seed: int, specs: tuple[RecordingSpec, ...], spli
 def generate(out_dir: str | Path, n_recordings: int = DEFAULT_RECORDINGS, seed: int = 0, workers: int | None = None,
              progress: bool = True, overwrite: bool = False) -> GenerationReport:
     """Write a synthetic ICBHI-format dataset of `n_recordings` recordings into `out_dir` (deterministic per seed)."""
-    if n_recordings < 1:
-        raise LungsoundError(f"the number of recordings must be at least 1, got {n_recordings}")
+    n_recordings = check_int("--recordings", n_recordings, 1, MAX_RECORDINGS)
+    seed = check_int("--seed", seed, 0, MAX_SEED)
     out = prepare_output(out_dir, overwrite)
     cohort = plan_cohort(n_recordings, seed)
     first_location: dict[int, str] = {}
@@ -234,6 +237,7 @@ def generate_like_annotations(annotation_dir: str | Path, out_dir: str | Path, s
                               overwrite: bool = False) -> GenerationReport:
     """Write one synthetic recording per real annotation file in `annotation_dir` (see `like.py`)."""
     source = Path(annotation_dir)
+    seed = check_int("--seed", seed, 0, MAX_SEED)
     if Path(out_dir).resolve() == source.resolve():
         raise LungsoundError("the output folder must differ from the annotation folder", out_dir)
     plan = plan_like(source, seed, split)  # validates every input before anything is written
