@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from lungsound.sweeps.backends import BACKENDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train a grid of settings x seeds as independent runs (locally or on Ray), "
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cells", default=None,
                    help="also the augmentation cells of `lungsound grid` (comma-separated, or 'all')")
     p.add_argument("--seeds", default=None, help="seeds per cell, e.g. 1-5 or 1,2,3 (default: the file's train.seed)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
+    p.add_argument("--backend", choices=BACKENDS.names(), default="local",
                    help="local: one run after another here; ray: one Ray task per run ($RAY_ADDRESS or a local Ray)")
     p.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs (and torch threads) per run (default 1)")
     p.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 0.5 shares one)")

@@ -1,19 +1,27 @@
 """How runs are found again: every read of the MLflow store outside a `RunLogger` goes through these functions.
 
-Runs: `find_run` (by id, a one-line error when the store has none), `finished_runs` (the finished runs of
-experiments), `run_of_model_folder` (the run that wrote a model folder). Multi-seed groups (one parent, one child per
+Runs: `find_run` (by id, a one-line error when the store has none), `live_run` (the same, and a deleted run refused
+or warned about), `finished_runs` (the finished runs of experiments), `run_of_model_folder` (the run that wrote a
+model folder). Multi-seed groups (one parent, one child per
 seed; `lungsound.training.seeds`): `group_parents` (the parents of one run name, newest first) and `children_of`.
-Experiments: `experiments`, `find_experiment`. Artifacts: `artifact_paths`. The Model Registry: `registered_models`,
-`model_versions`, `model_version` (a number, `latest` or an alias). Each takes the client (`lungsound.tracking.client`)
-first, so one client serves a whole lookup; the tag names are those of `lungsound.tracking.tags`.
+Experiments: `find_experiments`, `find_experiment`, `experiment_name`. Artifacts: `artifact_paths`,
+`download_artifacts`. The Model
+Registry: `registered_models`, `model_versions`, `model_version` (a number, `latest` or an alias). Each takes the
+client (`lungsound.tracking.client`) first, so one client serves a whole lookup; the tag names are those of
+`lungsound.tracking.tags`.
+
+Deleted runs (MLflow's trash, `lifecycle_stage` "deleted", until `mlflow gc`): `live_run` refuses one in one line for
+what would write to it (resume, push, logging an external validation) and warns, naming it, where it is only read
+(predict, evaluate, export: `download_artifacts`).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from lungsound.errors import LungsoundError
-from lungsound.tracking.store import first_line, tracking_uri
+from lungsound.tracking.store import client, first_line, tracking_uri
 from lungsound.tracking.tags import PARENT_ROLE, PARENT_TAG, ROLE_TAG, RUN_FOLDER_TAG, RUN_NAME_TAG, equals
 
 FINISHED = "attributes.status = 'FINISHED'"
@@ -29,6 +37,25 @@ def find_run(mlf, run_id: str):
         return mlf.get_run(run_id)
     except Exception as exc:  # mlflow raises its own exception types
         raise LungsoundError(f"no MLflow run {run_id} in {tracking_uri()}: {first_line(exc)}") from None
+
+
+def live_run(mlf, run_id: str, use: str, refuse: bool = True):
+    """The MLflow run `run_id` (a one-line error when there is none). A deleted run (in the store's trash) is refused
+    in one line saying it cannot be used to `use` when `refuse`, else used with a warning naming it."""
+    return check_live(find_run(mlf, run_id), use, refuse)
+
+
+def check_live(run, use: str, refuse: bool = True):
+    """`run` itself unless it is deleted: then refused or warned about as `live_run` says."""
+    run_id = run.info.run_id
+    if run.info.lifecycle_stage == "deleted":
+        restore = f"`mlflow runs restore --run-id {run_id}`"
+        if refuse:
+            raise LungsoundError(f"MLflow run {run_id} is deleted (in the trash of {tracking_uri()}): cannot {use} it; "
+                                 f"restore it first with {restore}")
+        warnings.warn(f"MLflow run {run_id} is deleted (in the trash of {tracking_uri()}); used anyway to {use} "
+                      f"(restore it with {restore}, or `mlflow gc` removes it for good)", stacklevel=3)
+    return run
 
 
 def finished_runs(mlf, experiment_ids: list[str], newest_first: bool = False, max_results: int = MAX_RUNS) -> list:
@@ -77,7 +104,7 @@ def children_of(mlf, parent_run_id: str, experiment_id: str | None = None) -> li
 
 # --- experiments and artifacts ----------------------------------------------------------------------------------------
 
-def experiments(mlf, names: list[str] | None = None) -> list:
+def find_experiments(mlf, names: list[str] | None = None) -> list:
     """The store's (active) MLflow experiments; with `names`, those, and a one-line error naming any it lacks."""
     found = mlf.search_experiments()
     if not names:
@@ -102,6 +129,22 @@ def experiment_name(mlf, experiment_id: str) -> str | None:
 def artifact_paths(mlf, run_id: str, path: str | None = None) -> list[str]:
     """The paths of a run's artifacts (those directly under `path`, when given)."""
     return [a.path for a in mlf.list_artifacts(run_id, path)]
+
+
+def download_artifacts(run_id: str, path: str, dest: str | Path) -> Path:
+    """Fetch an artifact folder of a run (e.g. 'model') to `dest`; a deleted run gives a warning (`live_run`)."""
+    mlf = client()
+    try:
+        run = mlf.get_run(run_id)
+    except Exception as exc:
+        run, missing = None, exc
+    if run is not None:
+        check_live(run, f"read its artifact '{path}'", refuse=False)
+        try:
+            return Path(mlf.download_artifacts(run_id, path, str(dest)))
+        except Exception as exc:
+            missing = exc
+    raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {first_line(missing)}")
 
 
 # --- the Model Registry -----------------------------------------------------------------------------------------------

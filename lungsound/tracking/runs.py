@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from lungsound.errors import LungsoundError
-from lungsound.tracking.store import client, experiment_id, tracking_uri
+from lungsound.tracking.queries import live_run
+from lungsound.tracking.store import client, experiment_id
 from lungsound.tracking.tags import (DATA_CONTEXT_TAG, GIT_COMMIT_TAG, PARENT_TAG, SOURCE_NAME_TAG,
                                      SOURCE_TYPE_TAG)
 
@@ -119,11 +119,9 @@ class RunLogger:
 
     @classmethod
     def resume(cls, run_id: str) -> "RunLogger":
+        """Reopen run `run_id` (status RUNNING again); a missing or deleted run is a one-line error."""
         mlf = client()
-        try:
-            mlf.get_run(run_id)
-        except Exception as exc:  # mlflow raises its own exception types
-            raise LungsoundError(f"cannot resume MLflow run {run_id} in {tracking_uri()}: {exc}") from None
+        live_run(mlf, run_id, "resume")
         mlf.update_run(run_id, status="RUNNING")
         return cls(mlf, run_id)
 

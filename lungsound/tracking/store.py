@@ -1,5 +1,5 @@
 """The MLflow store: where runs go (`tracking_uri`, `store_exists`), the client (`client`), experiments
-(`experiment_id`), artifacts (`download_artifacts`) and the Model Registry (`register_model`).
+(`experiment_id`) and new versions in the Model Registry (`register_model`).
 
 Backend: `$MLFLOW_TRACKING_URI`, else a sqlite store `sqlite:///<cwd>/mlruns/mlflow.db` with artifacts under
 `<cwd>/mlruns/artifacts/` (MLflow 3 refuses a plain file store). A new sqlite store, a new experiment and a new model
@@ -7,6 +7,10 @@ version are made under a file lock, so processes starting at once do not race. O
 tagged `mlflow.experimentKind = custom_model_development`, MLflow's own mark of a model-training experiment (an
 existing experiment without a kind gets it when lungsound first uses it). MLflow 3.17's UI reads its per-browser
 "GenAI / Model training" switch instead, so there one click on "Model training" shows the runs tables.
+
+The explicit `MlflowClient` API is used throughout, so nothing depends on a global active run, and every call of it is
+tried again when it loses a race with another process (`lungsound.store_retry`: sqlite's "database is locked", a
+UNIQUE key another process took first).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from lungsound.errors import LungsoundError
 from lungsound.storage import file_lock
+from lungsound.store_retry import RetryingClient
 from lungsound.tracking.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 
@@ -42,8 +47,9 @@ def _sqlite_lock() -> Path | None:
 
 
 def client():
-    """An `MlflowClient` on `tracking_uri()`. A new sqlite store is created under a lock: two processes starting on a
-    fresh store at once would otherwise both run its schema migrations."""
+    """An `MlflowClient` on `tracking_uri()` whose calls are retried after a lost race (`RetryingClient`). A new
+    sqlite store is created under a lock: two processes starting on a fresh store at once would otherwise both run its
+    schema migrations."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -51,7 +57,7 @@ def client():
     mlflow.set_tracking_uri(uri)
     lock = _sqlite_lock()
     with file_lock(lock) if lock else contextlib.nullcontext():
-        mlf = MlflowClient(tracking_uri=uri)
+        mlf = RetryingClient(MlflowClient(tracking_uri=uri))
         mlf.search_experiments(max_results=1)  # opens (and if needed creates) the store while the lock is held
     return mlf
 
@@ -89,15 +95,6 @@ def _tag_kind(mlf, exp) -> None:
     """Tag an experiment made before lungsound set its kind (or by someone else); a kind already set is kept."""
     if EXPERIMENT_KIND_TAG not in exp.tags:
         mlf.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-
-
-def download_artifacts(run_id: str, path: str, dest: str | Path) -> Path:
-    """Fetch an artifact folder of a run (e.g. 'model') to `dest`."""
-    mlf = client()
-    try:
-        return Path(mlf.download_artifacts(run_id, path, str(dest)))
-    except Exception as exc:
-        raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {first_line(exc)}") from None
 
 
 def register_model(run_id: str, name: str, artifact: str = "model", description: str | None = None,

@@ -24,6 +24,9 @@ import numpy as np
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config, flatten
 from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
+from lungsound.tracking import (PARENT_ROLE, ROLE_TAG, RUN_FOLDER_TAG, SEED_TAG, SEEDS_TAG, SELECTION_TAG, RunLogger,
+                                children_of, client, config_tags, download_artifacts, ends_on_error, environment_tags,
+                                is_parent, live_run, seeds_of, seeds_value)
 from lungsound.training.run import fit
 
 
@@ -71,16 +74,13 @@ def child_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
 
 def start_parent(cfg: ExperimentConfig, seeds: list[int]):
     """Open the group's parent run (a `RunLogger`): tags, the config as params and as a `config.yaml` artifact."""
-    from lungsound.tracking import RunLogger, environment_tags
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise LungsoundError("under torchrun, train one seed per launch: drop --seeds and set train.seed=N")
     parent = RunLogger.start(cfg.tracking.experiment, cfg.tracking.run_name or f"{cfg.name}",
-                             {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
-                              "model": cfg.model.name, "experiment_file": cfg.name, "seeds": ",".join(map(str, seeds)),
-                              "role": "parent"})
-    parent.log_params(flatten(cfg.to_dict()))
-    with tempfile.TemporaryDirectory() as tmp:
+                             {**environment_tags(), **config_tags(cfg), SEEDS_TAG: seeds_value(seeds),
+                              ROLE_TAG: PARENT_ROLE})
+    with ends_on_error(parent), tempfile.TemporaryDirectory() as tmp:  # a failed write ends the parent FAILED
+        parent.log_params(flatten(cfg.to_dict()))
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
         parent.log_artifact(path)
@@ -109,13 +109,11 @@ def finish_parent(parent, seeds: list[int], done: dict[int, dict]) -> dict:
 def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: bool, done: dict[int, dict],
                   interrupted: dict[int, Path]) -> dict:
     """Train every seed not in `done` (resuming those in `interrupted`), then finish the parent with the statistics."""
-    from lungsound.tracking import ends_on_error
-
     with ends_on_error(parent):
         for seed in seeds:
             if seed not in done:
                 done[seed] = fit_child(cfg, seed, parent.run_id, interrupted.get(seed), progress).metrics
-    return finish_parent(parent, seeds, done)
+        return finish_parent(parent, seeds, done)
 
 
 def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict:
@@ -125,20 +123,15 @@ def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) ->
 
 def resume_group(parent_run_id: str, progress: bool = True) -> dict:
     """Finish a multi-seed group: keep finished children, resume interrupted ones, train missing ones."""
-    from lungsound.tracking import RunLogger, client, download_artifacts
-
     mlf = client()
-    try:
-        run = mlf.get_run(parent_run_id)
-    except Exception as exc:  # mlflow raises its own exception types
-        raise LungsoundError(f"no MLflow run {parent_run_id}: {str(exc).splitlines()[0]}") from None
-    if run.data.tags.get("role") != "parent":
+    run = live_run(mlf, parent_run_id, "resume")
+    if not is_parent(run.data.tags):
         raise LungsoundError(f"MLflow run {parent_run_id} is not a multi-seed parent run")
     with tempfile.TemporaryDirectory() as tmp:
         path = download_artifacts(parent_run_id, "config.yaml", tmp)
         source = f"run {parent_run_id} config.yaml"
         cfg = config_from_dict(load_yaml(read_text(path, "config.yaml"), source), source)
-    seeds = [int(s) for s in run.data.tags["seeds"].split(",")]
+    seeds = seeds_of(run.data.tags)
     done, interrupted = group_progress(mlf, parent_run_id)
     parent = RunLogger.resume(parent_run_id)
     return _run_children(parent, cfg, seeds, progress, done, interrupted)
@@ -150,8 +143,8 @@ def group_progress(mlf, parent_run_id: str) -> tuple[dict[int, dict], dict[int, 
     done: dict[int, dict] = {}
     interrupted: dict[int, Path] = {}
     for child in sorted(children_of(mlf, parent_run_id), key=lambda r: r.info.start_time):  # the newest attempt wins
-        seed = int(child.data.tags.get("seed", -1))
-        last = Path(child.data.tags.get("run_folder", "/nonexistent")) / "last.pt"
+        seed = int(child.data.tags.get(SEED_TAG, -1))
+        last = Path(child.data.tags.get(RUN_FOLDER_TAG, "/nonexistent")) / "last.pt"
         if child.info.status == "FINISHED" and "final_test_score" in child.data.metrics:
             done[seed] = {k: v for k, v in child.data.metrics.items() if k.startswith(("final_", "selected_epoch",
                                                                                         "calibration_"))}
@@ -159,24 +152,15 @@ def group_progress(mlf, parent_run_id: str) -> tuple[dict[int, dict], dict[int, 
         elif seed not in done and last.is_file():
             interrupted[seed] = last
         elif child.info.status == "RUNNING":  # killed before its first checkpoint: nothing to continue
-            mlf.set_terminated(child.info.run_id, status="KILLED")
+            RunLogger(mlf, child.info.run_id).end("KILLED")
     return done, interrupted
-
-
-def children_of(mlf, parent_run_id: str) -> list:
-    """The MLflow runs of a multi-seed group's children (every attempt, in no particular order)."""
-    parent = mlf.get_run(parent_run_id)
-    return mlf.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                           max_results=5000)
 
 
 def best_child(parent_run_id: str) -> str:
     """The run id of the group's finished child with the best final Score on its selection split (`selection` tag:
     val for the clean protocol, test for the paper protocol); the earliest child wins a tie."""
-    from lungsound.tracking import client
-
     finished = [c for c in children_of(client(), parent_run_id) if c.info.status == "FINISHED"]
-    scored = [(c.data.metrics.get(f"final_{c.data.tags.get('selection', 'test')}_score"), c) for c in finished]
+    scored = [(c.data.metrics.get(f"final_{c.data.tags.get(SELECTION_TAG, 'test')}_score"), c) for c in finished]
     scored = [(key, c) for key, c in scored if key is not None and key == key]  # NaN never wins
     if not scored:
         raise LungsoundError(f"multi-seed run {parent_run_id} has no finished child with a final Score to register")
