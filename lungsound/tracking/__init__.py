@@ -1,13 +1,14 @@
 """MLflow tracking: where runs go, what each run records, and how runs are found again.
 
 - `store`: the tracking URI and store (`tracking_uri`, `store_exists`), the client (`client`, its calls retried after
-  a lost race: `lungsound.store_retry`), experiments (`experiment_id`) and new model versions (`register_model`);
+  a lost race: `retry`), experiments (`experiment_id`) and new model versions (`register_model`);
+- `retry`: store calls that lose a race with another process are tried again (`RetryingClient`);
 - `runs`: one run written through the client API (`RunLogger`), its environment tags and `ends_on_error`;
 - `tags`: the name of every tag lungsound writes or reads, defined once (`ROLE_TAG`, `SEEDS_TAG`, `PARENT_TAG`, ...);
 - `queries`: every lookup of runs (deleted ones refused or warned about: `live_run`), multi-seed groups,
   experiments, artifacts (`download_artifacts`) and registered models.
 
-Every public name of the four is importable from here (`from lungsound.tracking import client, RunLogger`).
+Every public name of `store`, `runs`, `tags` and `queries` is importable from here (`from lungsound.tracking import client, RunLogger`).
 """
 
 from lungsound.tracking.queries import (artifact_paths, check_live, children_of, download_artifacts, experiment_name,

@@ -9,7 +9,7 @@ existing experiment without a kind gets it when lungsound first uses it). MLflow
 "GenAI / Model training" switch instead, so there one click on "Model training" shows the runs tables.
 
 The explicit `MlflowClient` API is used throughout, so nothing depends on a global active run, and every call of it is
-tried again when it loses a race with another process (`lungsound.store_retry`: sqlite's "database is locked", a
+tried again when it loses a race with another process (`lungsound.tracking.retry`: sqlite's "database is locked", a
 UNIQUE key another process took first).
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from lungsound.errors import LungsoundError
 from lungsound.storage import file_lock
-from lungsound.store_retry import RetryingClient
+from lungsound.tracking.retry import RetryingClient
 from lungsound.tracking.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 
