@@ -8,8 +8,10 @@ and its children's dataset input. `best_child` names the child that `lungsound t
 with the best final Score on the split that selected its epoch (validation for the clean protocol, test for the paper
 protocol, as within a run).
 
-The steps are public for runners that train the children elsewhere (`lungsound.sweeps.sweep`: Ray tasks): `start_parent`,
-`fit_child` per seed, `finish_parent`; `group_progress` says which seeds of an existing group are done or interrupted.
+The steps are public for runners that train the children elsewhere (`lungsound.sweeps`: the sweep engine, on Ray or
+here): `start_parent`, `fit_child` per seed, `finish_parent`; `group_progress` says which seeds of an existing group
+are done or interrupted. The tags are `lungsound.tracking.tags`' (`role`, `seeds`, `seed`, `run_folder`, ...), the
+group's children are found by `lungsound.tracking.children_of`.
 """
 
 from __future__ import annotations
