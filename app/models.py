@@ -179,13 +179,13 @@ def _mlflow_client(notes: list[str]):
 
 def _quickstart_runs(mlf) -> list[ModelChoice]:
     """The newest finished quickstart run that has a model artifact (at most one entry)."""
-    exp = mlf.get_experiment_by_name(QUICKSTART_EXPERIMENT)
+    from lungsound.tracking import artifact_paths, find_experiment, finished_runs
+
+    exp = find_experiment(mlf, QUICKSTART_EXPERIMENT)
     if exp is None:
         return []
-    runs = mlf.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                           order_by=["attributes.start_time DESC"], max_results=20)
-    for run in runs:
-        if any(a.path == MODEL_ARTIFACT for a in mlf.list_artifacts(run.info.run_id)):
+    for run in finished_runs(mlf, [exp.experiment_id], newest_first=True, max_results=20):
+        if MODEL_ARTIFACT in artifact_paths(mlf, run.info.run_id):
             name = run.info.run_name or run.info.run_id[:8]
             return [ModelChoice(f"quickstart model (run {name}, {run.info.run_id[:8]})",
                                 f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}", "quickstart")]
@@ -193,14 +193,16 @@ def _quickstart_runs(mlf) -> list[ModelChoice]:
 
 
 def _registered_models(mlf) -> list[ModelChoice]:
+    from lungsound.tracking import model_versions, registered_models
+
     choices = []
-    for registered in mlf.search_registered_models(max_results=100):
-        versions = mlf.search_model_versions(f"name = '{registered.name}'")
+    for name in registered_models(mlf, max_results=100):
+        versions = model_versions(mlf, name)
         if not versions:
             continue
         newest = max(versions, key=lambda v: int(v.version))
-        choices.append(ModelChoice(f"registered: {registered.name} v{newest.version}",
-                                   f"models:/{registered.name}/{newest.version}", "registered"))
+        choices.append(ModelChoice(f"registered: {name} v{newest.version}", f"models:/{name}/{newest.version}",
+                                   "registered"))
     return choices
 
 

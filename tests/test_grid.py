@@ -11,13 +11,14 @@ from lungsound.cli import main
 from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.tracking import RunLogger
+from lungsound.training.seeds import start_parent
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def test_plan_leaves_specaugment_out_for_waveform_models():
     cells = grid.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml", EXPERIMENTS / "icbhi_repaug_hubert.yaml"])
-    names = [c.run_name for c in cells]
+    names = [c.name for c in cells]
     assert names == ["icbhi_ast_repaugment-" + a for a in grid.AUGMENTATIONS] + \
         ["icbhi_repaug_hubert-" + a for a in ("none", "rep_mask", "rep_gen", "repaugment")]
     spec = next(c for c in cells if c.augmentation == "specaugment")
@@ -56,18 +57,18 @@ def test_grid_table_pivots_cells_with_mean_std_and_minority_accuracy(mlflow_stor
 
 
 def test_finished_cells_are_skipped(mlflow_store, monkeypatch):
-    parent = RunLogger.start("grid-skip", "icbhi_ast_repaugment-none", {"role": "parent", "seeds": "1,2"})
-    parent.end("FINISHED")
-    trained = []
-    monkeypatch.setattr("lungsound.training.seeds.fit_seeds", lambda cfg, seeds, progress: trained.append(
-        cfg.tracking.run_name) or {})
     cells = grid.plan([EXPERIMENTS / "icbhi_ast_repaugment.yaml"], ["none", "rep_mask"],
                       ["tracking.experiment=grid-skip"])
-    grid.run_grid(cells, [1, 2], progress=False)
-    assert trained == ["icbhi_ast_repaugment-rep_mask"]
+    start_parent(cells[0].cfg, [1, 2]).end("FINISHED")  # the `none` cell's group, finished before
+    trained = []
+    monkeypatch.setattr(sweep, "train_seed", lambda task: trained.append((task.cfg.tracking.run_name, task.seed))
+                        or {"run_id": None, "metrics": {"final_test_score": 50.0}})
+    groups = grid.run_grid(cells, [1, 2], progress=False)
+    assert trained == [("icbhi_ast_repaugment-rep_mask", 1), ("icbhi_ast_repaugment-rep_mask", 2)]
+    assert [g.status for g in groups] == ["kept", "new"]
     trained.clear()
-    grid.run_grid(cells, [1, 2, 3], progress=False)  # other seeds: the finished group does not count
-    assert trained == ["icbhi_ast_repaugment-none", "icbhi_ast_repaugment-rep_mask"]
+    grid.run_grid(cells, [1, 2, 3], progress=False)  # other seeds: the finished groups do not count
+    assert [name for name, _ in trained] == ["icbhi_ast_repaugment-none"] * 3 + ["icbhi_ast_repaugment-rep_mask"] * 3
 
 
 def test_table_without_runs_is_a_clear_error(mlflow_store):
@@ -79,12 +80,11 @@ def test_table_without_runs_is_a_clear_error(mlflow_store):
 def test_weighting_is_an_axis_and_the_specaugment_cell_draws_as_the_authors_did():
     paper, clean = EXPERIMENTS / "icbhi_ast_repaugment.yaml", EXPERIMENTS / "icbhi_ast_repaugment_clean.yaml"
     cells = grid.plan([paper], ["none", "specaugment"], weightings=["unweighted", "weighted"])
-    assert [c.run_name for c in cells] == ["icbhi_ast_repaugment-none", "icbhi_ast_repaugment-specaugment",
-                                           "icbhi_ast_repaugment-none-weighted",
-                                           "icbhi_ast_repaugment-specaugment-weighted"]
+    assert [c.name for c in cells] == ["icbhi_ast_repaugment-none", "icbhi_ast_repaugment-specaugment",
+                                       "icbhi_ast_repaugment-none-weighted", "icbhi_ast_repaugment-specaugment-weighted"]
     cfgs = [load_config(c.experiment, c.overrides) for c in cells]
     assert [c.method.class_weighted for c in cfgs] == [False, False, True, True]
-    assert [c.tracking.run_name for c in cfgs] == [c.run_name for c in cells]
+    assert [c.tracking.run_name for c in cfgs] == [c.name for c in cells]
     # The SpecAugment cell: one in-place draw for the whole batch with the 0.841 gate (paper), fresh per-sample
     # masks with p = 1 (clean).
     spec = cfgs[1].augment
@@ -92,18 +92,18 @@ def test_weighting_is_an_axis_and_the_specaugment_cell_draws_as_the_authors_did(
     spec = load_config(clean, grid.plan([clean], ["specaugment"])[0].overrides).augment
     assert (spec.specaug, spec.per, spec.semantics) == (True, "sample", "clean")
     # Without the axis: the file's own weighting (unweighted), named as the axis names it.
-    assert [c.run_name for c in grid.plan([paper], ["none"])] == ["icbhi_ast_repaugment-none"]
+    assert [c.name for c in grid.plan([paper], ["none"])] == ["icbhi_ast_repaugment-none"]
     with pytest.raises(LungsoundError, match="unknown weighting.s. balanced; known: unweighted, weighted"):
         grid.plan([paper], ["none"], weightings=["balanced"])
 
 
 def test_the_grid_command_takes_the_weighting_axis(monkeypatch, capsys):
     planned = []
-    monkeypatch.setattr("lungsound.sweeps.grid.run_grid", lambda cells, seeds, progress: planned.extend(cells))
+    monkeypatch.setattr("lungsound.sweeps.grid.run_grid", lambda cells, seeds, progress: planned.extend(cells) or [])
     monkeypatch.setattr("lungsound.sweeps.grid.write_grid", lambda name, out: f"table of {name}")
     args = ["grid", "-c", str(EXPERIMENTS / "icbhi_repaug_hubert.yaml"), "--cells", "rep_gen", "--seeds", "1"]
     assert main([*args, "--weighting", "weighted,unweighted"]) == 0
-    assert [c.run_name for c in planned] == ["icbhi_repaug_hubert-rep_gen-weighted", "icbhi_repaug_hubert-rep_gen"]
+    assert [c.name for c in planned] == ["icbhi_repaug_hubert-rep_gen-weighted", "icbhi_repaug_hubert-rep_gen"]
     assert main([*args, "--weighting", "both"]) == 2
     assert "unknown weighting(s) both" in capsys.readouterr().err
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import sqlalchemy.exc
 
-from lungsound import store_retry
+from lungsound.tracking import retry
 from lungsound.cli import main
 from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.external.record import log_to_run
 from lungsound.inference import Predictor
-from lungsound.store_retry import ATTEMPTS, is_transient, retry_store
+from lungsound.tracking.retry import ATTEMPTS, is_transient, retry_store
 from lungsound.tracking import RunLogger, client
 from lungsound.training.run import fit
 from lungsound.training.seeds import start_parent
@@ -73,7 +73,7 @@ def _locked() -> Exception:
 
 def test_retries_are_bounded_and_only_for_lost_races(monkeypatch):
     waits = []
-    monkeypatch.setattr(store_retry.time, "sleep", waits.append)
+    monkeypatch.setattr(retry.time, "sleep", waits.append)
     calls = []
 
     def always_locked():

@@ -149,6 +149,26 @@ def test_register_a_seed_group_registers_its_best_child(small_icbhi, tmp_path, m
     assert inp.dataset.digest == children["tags.data_fingerprint"].iloc[0] == children["tags.data_fingerprint"].iloc[1]
 
 
+def test_a_seed_group_of_train_is_found_by_the_group_queries_and_kept_by_a_sweep(small_icbhi, tmp_path, mlflow_store,
+                                                                                  capsys):
+    """The tag names are defined once (`lungsound.tracking.tags`): the parent and children `train --seeds` writes are
+    what the group queries find, and a sweep of the same file and settings keeps that group instead of training it."""
+    config = experiment_file(tmp_path, "tiny_found")
+    train_cli(config, small_icbhi, tmp_path, "tracking.experiment=found", flags=("--seeds", "1-2"))
+    mlf = tracking.client()
+    (parent,) = tracking.group_parents(mlf, "found", "tiny_found")
+    assert tracking.is_parent(parent.data.tags) and tracking.seeds_of(parent.data.tags) == [1, 2]
+    assert parent.data.tags[tracking.EXPERIMENT_FILE_TAG] == "tiny_found" and parent.info.status == "FINISHED"
+    children = tracking.children_of(mlf, parent.info.run_id)
+    assert sorted(c.data.tags[tracking.SEED_TAG] for c in children) == ["1", "2"]
+    assert all((Path(c.data.tags[tracking.RUN_FOLDER_TAG]) / "last.pt").is_file() for c in children)
+    capsys.readouterr()
+    assert main(["sweep", "-c", str(config), f"data.root={small_icbhi}", *TINY, f"tracking.output_dir={tmp_path}/out",
+                 "tracking.experiment=found", "--seeds", "1-2", "--quiet"]) == 0
+    assert f"tiny_found: finished before, kept (parent run {parent.info.run_id})" in capsys.readouterr().out
+    assert len(tracking.group_parents(mlf, "found", "tiny_found")) == 1  # nothing new
+
+
 def test_unknown_registered_model_is_a_one_line_error(small_icbhi, mlflow_store, capsys):
     with pytest.raises(LungsoundError, match="'models:/no_such_model/latest' not found") as err:
         resolve_model_uri("models:/no_such_model/latest")

@@ -13,6 +13,7 @@ import pytest
 from lungsound.sweeps import backends as sweep_backends
 from lungsound.sweeps import sweep
 from lungsound.cli import main
+from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.tracking import RunLogger
 from lungsound.training.seeds import child_config
@@ -51,6 +52,9 @@ def test_plan_values_with_commas_and_augmentation_cells():
                                        "icbhi_ast_repaugment-rep_mask-train.lr=1e-4",
                                        "icbhi_ast_repaugment-rep_mask-train.lr=5e-5"]
     assert [c.cfg.augment.representation for c in cells] == ["none", "none", "rep_mask", "rep_mask"]
+    # A cell says how its config was made: the file and the overrides, its run name included.
+    cells += sweep.plan([QUICK], ["model.params={fstride: 16, tstride: 16},{fstride: 10, tstride: 10}"])
+    assert all(load_config(c.experiment, c.overrides).to_dict() == c.cfg.to_dict() for c in cells)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -129,6 +133,36 @@ def test_a_failed_seed_fails_its_parent_and_a_rerun_trains_only_that_seed(mlflow
     assert run.data.metrics["final_test_score_std"] == pytest.approx(0.5)
     assert main(args) == 0 and trained == [2]  # finished: nothing trained again
     assert "finished before, kept" in capsys.readouterr().out
+
+
+def test_grid_and_sweep_keep_each_others_finished_groups(mlflow_store, monkeypatch, capsys):
+    """One finished-group rule (`lungsound.sweeps.groups`) for both commands: a cell finished by `lungsound grid` is
+    kept by `lungsound sweep --cells`, one finished by the sweep is kept by the grid, and other settings make another
+    group."""
+    trained: list[int] = []
+    monkeypatch.setattr(sweep, "train_seed", _fake_training(None, trained))
+
+    def run(command, cells, *overrides):
+        args = [command, "-c", str(EXPERIMENTS / "icbhi_ast_repaugment.yaml"), "tracking.experiment=shared-rule",
+                *overrides, "--cells", cells, "--seeds", "1,2", "--quiet"]
+        assert main(args) == 0
+        return capsys.readouterr().out
+
+    run("grid", "rep_mask")
+    assert trained == [1, 2]
+    out = run("sweep", "rep_mask,rep_gen")
+    assert trained == [1, 2, 1, 2]  # only rep_gen's two seeds
+    assert "icbhi_ast_repaugment-rep_mask: finished before, kept" in out
+    assert "icbhi_ast_repaugment-rep_gen: trained" in out
+    out = run("grid", "rep_gen,rep_mask")
+    assert trained == [1, 2, 1, 2] and out.count("finished before, kept") == 2
+    run("grid", "rep_mask", "train.lr=1e-5")  # another config: another group of the same name
+    assert trained == [1, 2, 1, 2, 1, 2]
+    parents = mlflow.search_runs(experiment_names=["shared-rule"], filter_string="tags.role = 'parent'",
+                                 output_format="list")
+    assert sorted(p.info.run_name for p in parents) == ["icbhi_ast_repaugment-rep_gen"] + \
+        ["icbhi_ast_repaugment-rep_mask"] * 2
+    assert all(p.info.status == "FINISHED" and p.data.tags["seeds"] == "1,2" for p in parents)
 
 
 # --- the acceptance test: 2x2 grid x 2 seeds, local backend and Ray ---------------------------------------------------

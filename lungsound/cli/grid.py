@@ -1,8 +1,10 @@
-"""`lungsound grid`: an augmentation grid (experiment files x cells x seeds) and its table (`lungsound.sweeps.grid`)."""
+"""`lungsound grid`: an augmentation grid (experiment files x cells x seeds) trained by the sweep engine, one run after
+another here, and its table (`lungsound.sweeps.grid`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lungsound.limits import SEEDS_RULE
@@ -32,20 +34,33 @@ def run_grid_cmd(args: argparse.Namespace) -> int:
     from lungsound.config import load_config
     from lungsound.errors import LungsoundError
     from lungsound.sweeps.grid import plan, run_grid, write_grid
+    from lungsound.sweeps.sweep import report
     from lungsound.training.seeds import parse_seeds
 
     if args.out is not None:
         check_output_dir(args.out)  # before the grid trains, not after
     overrides = list(args.overrides) + ([f"tracking.experiment={args.experiment}"] if args.experiment else [])
     name = args.experiment
+    failed = 0
     if not args.table_only:
         if not args.config:
             raise LungsoundError("lungsound grid needs at least one -c EXPERIMENT file (or --table-only)")
         cells = plan(args.config, args.cells.split(",") if args.cells else None, overrides,
                      args.weighting.split(",") if args.weighting else None)
-        run_grid(cells, parse_seeds(args.seeds, 1), progress=not args.quiet)
+        groups = run_grid(cells, parse_seeds(args.seeds, 1), progress=not args.quiet)
+        failed = sum(len(g.failed) for g in groups)
+        print(f"grid:\n{report(groups)}\n", flush=True)
         name = name or load_config(args.config[0], overrides).tracking.experiment
     if name is None:
         raise LungsoundError("--table-only needs --experiment NAME (the grid's MLflow experiment)")
-    print(write_grid(name, args.out))
+    try:
+        print(write_grid(name, args.out))
+    except LungsoundError as exc:
+        if not failed:
+            raise
+        print(f"lungsound: {exc}", file=sys.stderr)
+    if failed:
+        print(f"lungsound: error: {failed} run(s) of the grid failed twice; re-run the same command to retry them "
+              "(finished runs are kept)", file=sys.stderr)
+        return 1
     return 0

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from lungsound.sweeps.backends import BACKENDS
 from lungsound.limits import SEEDS_RULE
 from lungsound.storage import check_output_dir
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also the augmentation cells of `lungsound grid` (comma-separated, or 'all')")
     p.add_argument("--seeds", default=None,
                    help=f"seeds per cell, e.g. 1-5 or 1,2,3 (default: the file's train.seed); {SEEDS_RULE}")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
+    p.add_argument("--backend", choices=BACKENDS.names(), default="local",
                    help="local: one run after another here; ray: one Ray task per run ($RAY_ADDRESS or a local Ray)")
     p.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs (and torch threads) per run (default 1)")
     p.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 0.5 shares one)")

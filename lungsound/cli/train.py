@@ -93,21 +93,21 @@ def _register(args: argparse.Namespace, run_id: str | None) -> None:
     if not args.register:
         return
     from lungsound.errors import LungsoundError
-    from lungsound.tracking import client, register_model
+    from lungsound.tracking import (EXPERIMENT_FILE_TAG, PROTOCOL_TAG, SEED_TAG, VERSION_PARENT_TAG, VERSION_TAGS,
+                                    client, find_run, is_parent, register_model)
     from lungsound.training.seeds import best_child
 
     if run_id is None:
         raise LungsoundError("--register needs an MLflow-tracked run")
     mlf = client()
-    parent = mlf.get_run(run_id).data.tags
-    chosen = best_child(run_id) if parent.get("role") == "parent" else run_id
-    tags = mlf.get_run(chosen).data.tags
-    name = tags.get("experiment_file") or "experiment"
-    version_tags = {k: tags[k] for k in ("seed", "protocol", "method", "model", "data_fingerprint") if k in tags}
+    chosen = best_child(run_id) if is_parent(find_run(mlf, run_id).data.tags) else run_id
+    tags = find_run(mlf, chosen).data.tags
+    name = tags.get(EXPERIMENT_FILE_TAG) or "experiment"
+    version_tags = {k: tags[k] for k in VERSION_TAGS if k in tags}
     if chosen != run_id:
-        version_tags["parent_run_id"] = run_id
-    version = register_model(chosen, name, tags=version_tags,
-                             description=f"{name}, seed {tags.get('seed', '?')}, {tags.get('protocol', '?')} protocol")
+        version_tags[VERSION_PARENT_TAG] = run_id
+    version = register_model(chosen, name, tags=version_tags, description=f"{name}, seed {tags.get(SEED_TAG, '?')}, "
+                                                                          f"{tags.get(PROTOCOL_TAG, '?')} protocol")
     print(f"registered models:/{name}/{version} (run {chosen}); load it as models:/{name}/latest")
 
 
@@ -121,21 +121,20 @@ def _resume(args: argparse.Namespace) -> int:
 
     target = args.resume
     if not Path(target).exists() and re.fullmatch(r"[0-9a-f]{32}", target):
-        from lungsound.tracking import client, live_run
+        from lungsound.tracking import RUN_FOLDER_TAG, check_live, client, find_run, is_parent
 
-        mlf = client()
         try:
-            mlf.get_run(target)
-        except Exception:  # mlflow raises its own exception types
+            run = find_run(client(), target)
+        except LungsoundError:
             raise LungsoundError(f"--resume {target}: no such file, and no MLflow run with that id") from None
-        run = live_run(mlf, target, "resume")  # a deleted run: one line, before anything is built
-        if run.data.tags.get("role") == "parent":
+        check_live(run, "resume")  # a deleted run: one line, before anything is built
+        if is_parent(run.data.tags):
             out = resume_group(target, progress=not args.quiet)
             print(f"parent run {out['parent_run_id']}: {len(out['seeds'])} seeds")
             print(_summary_line(out["summary"], "_mean"))
             _register(args, out["parent_run_id"])
             return 0
-        folder = run.data.tags.get("run_folder")
+        folder = run.data.tags.get(RUN_FOLDER_TAG)
         if not folder:
             raise LungsoundError(f"--resume {target}: the run records no run folder; pass its last.pt instead")
         target = folder

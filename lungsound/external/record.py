@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lungsound.errors import LungsoundError
+from lungsound.tracking import (RunLogger, artifact_paths, client, download_artifacts, live_run, run_of_model_folder,
+                                store_exists, tracking_uri)
 
 EVALUATIONS = "evaluations"
 ARTIFACT_DIR = "external_validation"
@@ -77,8 +79,6 @@ def metrics_of(result: dict) -> dict[str, float]:
 
 def log_to_run(run_id: str, result: dict) -> str:
     """Log the metrics and the JSON artifact to an existing MLflow run; returns the artifact's path in the run."""
-    from lungsound.tracking import RunLogger, client, live_run
-
     mlf = client()
     live_run(mlf, run_id, "log an external validation to")  # a missing or deleted run: one line
     logger = RunLogger(mlf, run_id)  # not RunLogger.resume: the run keeps its status (FINISHED)
@@ -95,18 +95,16 @@ def log_to_run(run_id: str, result: dict) -> str:
 def evaluations_of_run(run_id: str) -> dict[str, dict]:
     """The `meta_entry` of every external validation logged to a run (artifacts `external_validation/*.json`), keyed as
     in meta.json: how a model loaded from MLflow, whose meta.json is a downloaded copy, still shows its figures."""
-    from lungsound.tracking import client
-
     mlf = client()
     try:
-        names = [f.path for f in mlf.list_artifacts(run_id, ARTIFACT_DIR) if f.path.endswith(".json")]
+        names = [p for p in artifact_paths(mlf, run_id, ARTIFACT_DIR) if p.endswith(".json")]
     except Exception:  # no such run or artifact folder: nothing measured
         return {}
     out = {}
     with tempfile.TemporaryDirectory(prefix="lungsound-external-") as tmp:
         for name in names:
             try:
-                result = json.loads(Path(mlf.download_artifacts(run_id, name, tmp)).read_text())
+                result = json.loads(download_artifacts(run_id, name, tmp).read_text())
                 out[evaluation_key(result["dataset"])] = meta_entry(result, date=result.get("date"))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # an unreadable record is not a figure to show
@@ -116,8 +114,6 @@ def evaluations_of_run(run_id: str) -> dict[str, dict]:
 def run_of_folder(folder: str | Path) -> tuple[str | None, str]:
     """(run id, "") of the MLflow run that wrote this model folder, or (None, why not). Only an existing store is read
     (`lungsound.tracking.store_exists`): none is created."""
-    from lungsound.tracking import client, run_of_model_folder, store_exists, tracking_uri
-
     if not store_exists():
         return None, "no MLflow store here ($MLFLOW_TRACKING_URI unset, no ./mlruns/mlflow.db)"
     try:

@@ -45,7 +45,8 @@ def _load_resume(resume: str | Path) -> dict:
 
 def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = None, progress: bool = True,
         track: bool = True) -> dict:
-    from lungsound.tracking import RunLogger, ends_on_error, environment_tags
+    from lungsound.tracking import (CLIPS_TAG, DATA_ROOT_TAG, KIND_TAG, PROTOCOL_TAG, RUN_FOLDER_TAG, VOCODER_KIND,
+                                    RunLogger, ends_on_error, environment_tags)
     from lungsound.training.run import run_dir
 
     dist_utils.init_from_env()
@@ -83,12 +84,12 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
     elif main:
         if track:
             logger = RunLogger.start(cfg.tracking.experiment, run_name,
-                                     {**environment_tags(), "kind": "vocoder", "protocol": cfg.train.protocol,
-                                      "data_root": clips.root, "clips": len(clips.labels)})
+                                     {**environment_tags(), KIND_TAG: VOCODER_KIND, PROTOCOL_TAG: cfg.train.protocol,
+                                      DATA_ROOT_TAG: clips.root, CLIPS_TAG: len(clips.labels)})
             logger.log_params(flatten(asdict(cfg)))
         folder = run_dir(cfg.tracking, run_name, logger.run_id if logger else None)
         if logger:
-            logger.set_tags({"run_folder": str(folder.resolve())})
+            logger.set_tags({RUN_FOLDER_TAG: str(folder.resolve())})
     else:
         folder = Path(cfg.tracking.output_dir) / cfg.tracking.experiment / f"{run_name}-rank{dist_utils.rank()}"
     dist_utils.broadcast_parameters([model])

@@ -27,20 +27,20 @@ def resolve_model_uri(uri: str) -> tuple[str, str]:
 
 
 def _registered(uri: str) -> tuple[str, str]:
-    from lungsound.tracking import client, tracking_uri
+    from lungsound.tracking import client, model_version, tracking_uri
 
     ref = uri[len("models:/"):].strip("/")
     mlf = client()
     try:
         if "@" in ref:
             name, alias = ref.rsplit("@", 1)
-            version = mlf.get_model_version_by_alias(name, alias)
+            version = model_version(mlf, name, alias=alias)
         else:
             name, _, number = ref.rpartition("/")
             if not name or not number:
                 raise LungsoundError(f"expected models:/<name>/<version>, models:/<name>/latest or "
                                      f"models:/<name>@<alias>, got {uri!r}")
-            version = _latest(mlf, name, uri) if number.lower() == "latest" else mlf.get_model_version(name, number)
+            version = model_version(mlf, name, number)
     except LungsoundError:
         raise
     except Exception as exc:  # mlflow's own exception types
@@ -52,13 +52,3 @@ def _registered(uri: str) -> tuple[str, str]:
     if not version.run_id:
         raise LungsoundError(f"registered model {uri!r} has no source run to load it from (source {source!r})")
     return version.run_id, "model"
-
-
-def _latest(mlf, name: str, uri: str):
-    """The highest version of registered model `name`, as MLflow itself reads `models:/<name>/latest`: the newest of the
-    latest version of each stage (MLflow 3's `get_model_version` does not take 'latest', and `get_latest_versions` is
-    deprecated with the stages; the registered model's own `latest_versions` holds the same list)."""
-    versions = mlf.get_registered_model(name).latest_versions  # an unknown name fails here, MLflow's "not found"
-    if not versions:
-        raise LungsoundError(f"registered model {uri!r}: {name!r} has no versions in the store")
-    return max(versions, key=lambda v: int(v.version))

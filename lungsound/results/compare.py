@@ -25,6 +25,8 @@ import numpy as np
 from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.errors import LungsoundError
 from lungsound.results.published import published_for
+from lungsound.tracking import (DATA_FINGERPRINT_TAG, EXPERIMENT_FILE_TAG, PROTOCOL_TAG, SEED_TAG, client,
+                                find_experiments, finished_runs, is_parent)
 
 METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]
 DEVICE_METRICS = [f"score_{d}" for d in DEVICES]  # test Score on one stethoscope's cycles (NaN where it has none)
@@ -38,27 +40,17 @@ STD_NOTE = ("Cells are mean ± std over each row's distinct seeds (n = the seeds
 
 
 def collect_runs(experiments: list[str] | None = None) -> list[dict]:
-    from lungsound.tracking import client
-
     mlf = client()
-    exps = mlf.search_experiments()
-    if experiments:
-        known = {e.name for e in exps}
-        missing = [e for e in experiments if e not in known]
-        if missing:
-            raise LungsoundError(f"no MLflow experiment named {', '.join(missing)}; known: {', '.join(sorted(known))}")
-        exps = [e for e in exps if e.name in experiments]
     rows = []
-    for exp in exps:
-        for run in mlf.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                   max_results=5000):
+    for exp in find_experiments(mlf, experiments):
+        for run in finished_runs(mlf, [exp.experiment_id]):
             m, tags = run.data.metrics, run.data.tags
-            if "final_test_score" not in m or tags.get("role") == "parent":
+            if "final_test_score" not in m or is_parent(tags):
                 continue
             config = {k: v for k, v in run.data.params.items() if k not in NOT_COMPARED}
-            rows.append({"mlflow_experiment": exp.name, "experiment": tags.get("experiment_file", "?"),
-                         "protocol": tags.get("protocol", "?"), "seed": tags.get("seed", "?"),
-                         "data": tags.get("data_fingerprint", "?"), "config": config, "run_id": run.info.run_id,
+            rows.append({"mlflow_experiment": exp.name, "experiment": tags.get(EXPERIMENT_FILE_TAG, "?"),
+                         "protocol": tags.get(PROTOCOL_TAG, "?"), "seed": tags.get(SEED_TAG, "?"),
+                         "data": tags.get(DATA_FINGERPRINT_TAG, "?"), "config": config, "run_id": run.info.run_id,
                          "start_time": run.info.start_time or 0,
                          **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS + DEVICE_METRICS}})
     return rows

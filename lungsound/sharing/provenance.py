@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lungsound.errors import LungsoundError
+from lungsound.tracking import (DATA_FINGERPRINT_TAG, PARENT_TAG, SEED_TAG, children_of, client, experiment_name,
+                                find_run, is_parent, live_run, run_of_model_folder, seeds_of, store_exists)
 
 SCORE_KEYS = ("sp", "se", "score")
 
@@ -57,8 +59,6 @@ class Provenance:
 def provenance_for_run(run_id: str) -> Provenance:
     """The run's facts from the tracking store of `lungsound.tracking` (a one-line error when there is no such run, or
     when it is deleted)."""
-    from lungsound.tracking import client, live_run
-
     mlf = client()
     return _facts(mlf, live_run(mlf, run_id, "push"))  # a deleted run is not published
 
@@ -67,14 +67,12 @@ def provenance_for_folder(folder: str | Path) -> Provenance:
     """The facts of the run a model folder (or an exported folder) came from, when an existing store knows it."""
     folder = Path(folder)
     run_id = _exported_from(folder)
-    from lungsound.tracking import client, run_of_model_folder, store_exists
-
     if not store_exists():
         return Provenance(run_id=run_id, note="no MLflow store here: the card gives this folder's own scores only")
     try:
         mlf = client()
         if run_id is not None:
-            return _facts(mlf, mlf.get_run(run_id))
+            return _facts(mlf, find_run(mlf, run_id))
         run = run_of_model_folder(mlf, folder)
     except Exception as exc:  # an unreadable store is only a note: the card still has meta.json's facts
         return Provenance(run_id=run_id, note=f"could not read the MLflow store: {_one_line(exc)}")
@@ -84,13 +82,10 @@ def provenance_for_folder(folder: str | Path) -> Provenance:
 
 
 def _facts(mlf, run) -> Provenance:
-    from lungsound.tracking import PARENT_TAG
-
     tags = run.data.tags
-    experiment = mlf.get_experiment(run.info.experiment_id)
-    out = Provenance(run_id=run.info.run_id, experiment=experiment.name if experiment else None,
-                     data_fingerprint=tags.get("data_fingerprint"))
-    if tags.get("role") == "parent":
+    out = Provenance(run_id=run.info.run_id, experiment=experiment_name(mlf, run.info.experiment_id),
+                     data_fingerprint=tags.get(DATA_FINGERPRINT_TAG))
+    if is_parent(tags):
         raise LungsoundError(f"MLflow run {run.info.run_id} is a multi-seed parent and holds no model: push one of "
                              "its seeds' runs")
     parent_id = tags.get(PARENT_TAG)
@@ -101,20 +96,18 @@ def _facts(mlf, run) -> Provenance:
 
 def _seed_group(mlf, parent_id: str, experiment_id: str) -> SeedGroup | None:
     """Every seed's final test scores under `parent_id`: the newest FINISHED child of each seed."""
-    children = mlf.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
-                               max_results=5000)
+    children = children_of(mlf, parent_id, experiment_id)
     scores: dict[int, dict[str, float]] = {}
     for child in sorted(children, key=lambda r: r.info.start_time):  # the newest attempt of a seed wins
         metrics = child.data.metrics
         if child.info.status != "FINISHED" or not all(f"final_test_{k}" in metrics for k in SCORE_KEYS):
             continue
-        seed = int(child.data.tags.get("seed", -1))
+        seed = int(child.data.tags.get(SEED_TAG, -1))
         scores[seed] = {k: float(metrics[f"final_test_{k}"]) for k in SCORE_KEYS}
     if not scores:
         return None
     try:
-        parent = mlf.get_run(parent_id)
-        planned = [int(s) for s in parent.data.tags.get("seeds", "").split(",") if s.strip()]
+        planned = seeds_of(find_run(mlf, parent_id).data.tags)
     except Exception:  # the parent may have been deleted: the finished children still tell the scores
         planned = []
     return SeedGroup(parent_id, dict(sorted(scores.items())), planned)

@@ -1,7 +1,13 @@
-"""How a sweep's tasks run: one after another here (`LocalBackend`) or as Ray tasks (`RayBackend`), and `execute`,
-which submits every task, resubmits a failed one once (the same for both backends; Ray's own retries are off,
-`max_retries=0`, so a task runs at most twice) and reports what failed twice. A backend has `submit(fn, item)`,
-`next_done() -> (handle, ok, result or one-line error)`, `cancel()` and `close()`.
+"""How a sweep's tasks run: one after another here (`LocalBackend`, "local") or as Ray tasks (`RayBackend`, "ray"),
+both on the `BACKENDS` registry (`lungsound sweep --backend` reads its names), and `execute`, which submits every task,
+resubmits a failed one once (the same for every backend; Ray's own retries are off, `max_retries=0`, so a task runs at
+most twice) and reports what failed twice.
+
+A backend is made as `Backend(cpus_per_run, gpus_per_run)` and has `submit(fn, item)`,
+`next_done() -> (handle, ok, result or one-line error)`, `cancel()` and `close()`; `adapt(cfg)` fits a task's config
+to where it runs, `in_process` says whether tasks run in this process (their progress bars can show) and
+`fills_cache_first` whether the feature cache should be filled here before tasks start (parallel tasks on this
+machine would otherwise each compute the same arrays). A new backend is one more class registered here.
 
 `RayBackend` joins the cluster at `$RAY_ADDRESS` (after checking that it answers: `ray.init` retries a dead address for
 minutes) or starts a local Ray on all of the machine's cores; each task gets `num_cpus`/`num_gpus` and the driver's
@@ -17,10 +23,13 @@ from collections import deque
 from typing import Any, Callable
 
 from lungsound.errors import LungsoundError
+from lungsound.registry import Registry
+from lungsound.tracking import tracking_uri
 
 ATTEMPTS = 2  # a failed task is run once more
 # Environment a task needs to see what the driver sees (the tracking URI is always passed).
 PASSED_ENV = ("LUNGSOUND_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MPLBACKEND")
+BACKENDS: Registry[type] = Registry("backend")
 
 
 def describe(exc: BaseException) -> str:
@@ -30,12 +39,20 @@ def describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
 
 
+@BACKENDS.register("local")
 class LocalBackend:
-    """Runs each submitted task in this process, in submission order, when the next result is asked for."""
+    """Runs each submitted task in this process, in submission order, when the next result is asked for (one at a
+    time: the per-run sizes mean nothing here)."""
 
-    def __init__(self):
+    in_process = True
+    fills_cache_first = False  # one task at a time fills the cache as it goes
+
+    def __init__(self, cpus_per_run: float = 1, gpus_per_run: float = 0):
         self._queue: deque = deque()
         self._count = itertools.count()
+
+    def adapt(self, cfg) -> None:
+        """A task here runs as `lungsound train` would: its config as it is."""
 
     def submit(self, fn: Callable, item: Any) -> int:
         handle = next(self._count)
@@ -66,8 +83,6 @@ def run_task(fn: Callable, item: Any, env: dict[str, str], cwd: str) -> Any:
 
 def worker_env() -> dict[str, str]:
     """What a task on another process (or machine) needs to log where the driver does."""
-    from lungsound.tracking import tracking_uri
-
     return {"MLFLOW_TRACKING_URI": tracking_uri(), **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}
 
 
@@ -93,11 +108,17 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
                              "is it running and reachable from here?") from None
 
 
+@BACKENDS.register("ray")
 class RayBackend:
     """Each task is one Ray task with `num_cpus`/`num_gpus`; Ray is started here on all cores unless `RAY_ADDRESS`
     names a cluster or Ray is already initialised (then that one is used and left running)."""
 
+    in_process = False
+
     def __init__(self, cpus_per_run: float = 1, gpus_per_run: float = 0):
+        self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
+        # A Ray started here runs its tasks on this machine, side by side.
+        self.fills_cache_first = not os.environ.get("RAY_ADDRESS")
         try:
             import ray
         except ImportError:
@@ -129,6 +150,13 @@ class RayBackend:
                   "only when every Ray node is this machine: set MLFLOW_TRACKING_URI to an MLflow server "
                   "(docs/sweeps.md)", file=sys.stderr)
         self.pending: list = []
+
+    def adapt(self, cfg) -> None:
+        """A task's torch threads are its CPUs, unless the config sets them; a task given no GPU runs on the CPU (Ray
+        leaves every GPU visible to a task: it must not take one it was not given)."""
+        cfg.train.threads = cfg.train.threads or max(1, int(self.cpus_per_run))
+        if not self.gpus_per_run and cfg.train.device == "auto":
+            cfg.train.device = "cpu"
 
     def submit(self, fn: Callable, item: Any):
         ref = self.remote.remote(fn, item, self.env, self.cwd)

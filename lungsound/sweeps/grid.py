@@ -1,10 +1,13 @@
-"""Augmentation grids: experiment files x augmentation cells x seeds, trained as multi-seed groups, and the grid table.
+"""Augmentation grids: experiment files x augmentation cells x seeds, a front of the sweep engine, and the grid table.
 
 The RepAugment ablation of [REPAUG] (Kim et al., EMBC 2024; methods.md section 9) is the grid
 backbone x {none, SpecAugment (spectrogram models only), Rep-Mask, Rep-Gen, RepAugment}: each cell is the backbone's
-experiment file with the cell's `augment.*` overrides, trained over the seeds as one multi-seed MLflow group named
-`<experiment file>-<cell>` (`-weighted` added when its CE is class-weighted). A cell whose group already finished with
-the same seeds is skipped, so a grid that was interrupted continues where it stopped.
+experiment file with the cell's `augment.*` overrides (`lungsound.sweeps.plan.AUGMENTATIONS`), trained over the seeds
+as one multi-seed MLflow group named `<experiment file>-<cell>` (`-weighted` added when its CE is class-weighted).
+`plan` and `run_grid` are `lungsound.sweeps.sweep`'s with those cells on the local backend, so `lungsound grid` makes
+the runs, names and tags `lungsound sweep --cells ...` makes, and a cell whose group already finished with the same
+seeds and config is kept by either (`lungsound.sweeps.groups`): a grid that was interrupted continues where it
+stopped.
 
 Class weighting is a second axis (`weightings`: unweighted, weighted): the paper does not state it and the authors'
 trainer leaves it off (`--weighted_loss` is off by default and none of their scripts passes it), so the experiment files
@@ -15,103 +18,46 @@ The table pivots the finished runs of the grid's MLflow experiment: one row per 
 column per cell, mean +- std of the Score over distinct seeds; a second table gives the per-class accuracies, since the
 paper's claim is about the minority classes (crackle, wheeze, both); the picture shows both. The published number sits
 beside its row; a backbone the paper has no row for is marked an extension (`lungsound.results.published.EXTENSIONS`).
+The table stays with the grid, not in `lungsound.results`: its columns are the grid's own cells (the sweeps import
+`lungsound.results`, so a results module reading the cells would close a circle).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.results.compare import collect_runs, summarise
 from lungsound.results.published import extension_for, published_for
+from lungsound.storage import atomic_write, atomic_write_text
+from lungsound.sweeps import plan as planning
+from lungsound.sweeps.groups import Group
+from lungsound.sweeps.plan import AUGMENTATIONS, WEIGHTINGS, Cell, cell_name
+from lungsound.sweeps.sweep import run_sweep
 
-AUGMENTATIONS: dict[str, list[str]] = {
-    "none": ["augment.specaug=false", "augment.representation=none"],
-    "specaugment": ["augment.specaug=true", "augment.representation=none"],
-    "rep_mask": ["augment.specaug=false", "augment.representation=rep_mask"],
-    "rep_gen": ["augment.specaug=false", "augment.representation=rep_gen"],
-    "repaugment": ["augment.specaug=false", "augment.representation=repaugment"],
-}
+__all__ = ["AUGMENTATIONS", "LABELS", "WEIGHTINGS", "Cell", "cell_name", "grid_table", "plan", "plot", "run_grid",
+           "to_markdown", "write_grid"]
+
 LABELS = {"none": "none", "specaugment": "SpecAugment", "rep_mask": "Rep-Mask", "rep_gen": "Rep-Gen",
           "repaugment": "RepAugment"}
-WEIGHTINGS: dict[str, str] = {"unweighted": "method.class_weighted=false", "weighted": "method.class_weighted=true"}
 MINORITY = [c for c in CLASSES if c != "normal"]
-
-
-def cell_name(experiment: str | Path, augmentation: str, weighted: bool) -> str:
-    """A grid cell's group name: `<experiment file stem>-<cell>`, with `-weighted` for class-weighted CE."""
-    return f"{Path(experiment).stem}-{augmentation}{'-weighted' if weighted else ''}"
-
-
-@dataclass
-class Cell:
-    experiment: Path
-    augmentation: str
-    overrides: list[str]
-    weighted: bool = False  # the cell's method.class_weighted
-
-    @property
-    def run_name(self) -> str:
-        return cell_name(self.experiment, self.augmentation, self.weighted)
 
 
 def plan(experiments: list[str | Path], augmentations: list[str] | None = None,
          overrides: list[str] | tuple[str, ...] = (), weightings: list[str] | None = None) -> list[Cell]:
     """The cells of the grid: each file x weighting (`weightings` from WEIGHTINGS; None = the file's own
-    method.class_weighted) x augmentation; SpecAugment is left out for waveform models (it masks spectrograms)."""
-    from lungsound.config import load_config
-
-    names = augmentations or list(AUGMENTATIONS)
-    unknown = [a for a in names if a not in AUGMENTATIONS]
-    if unknown:
-        raise LungsoundError(f"unknown grid cell(s) {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}")
-    bad = [w for w in weightings or () if w not in WEIGHTINGS]
-    if bad:
-        raise LungsoundError(f"unknown weighting(s) {', '.join(bad)}; known: {', '.join(WEIGHTINGS)}")
-    cells = []
-    for path in map(Path, experiments):
-        for weighting in weightings or [None]:
-            base = [*overrides, *([WEIGHTINGS[weighting]] if weighting else [])]
-            cfg = load_config(path, base)
-            for aug in names:
-                if aug == "specaugment" and cfg.data.input == "waveform":
-                    continue
-                name = cell_name(path, aug, cfg.method.class_weighted)
-                cells.append(Cell(path, aug, [*AUGMENTATIONS[aug], *base, f"tracking.run_name={name}"],
-                                  cfg.method.class_weighted))
-    return cells
+    method.class_weighted) x augmentation (None = all of AUGMENTATIONS); SpecAugment is left out for waveform models
+    (it masks spectrograms). The sweep's plan with those cells and no grid axis."""
+    return planning.plan(experiments, (), overrides, list(augmentations or AUGMENTATIONS), weightings)
 
 
-def _finished(tracking_experiment: str, run_name: str, seeds: list[int]) -> bool:
-    from lungsound.tracking import client, experiment_id
-
-    mlf = client()
-    exp = experiment_id(mlf, tracking_experiment, create=False)
-    if exp is None:
-        return False
-    runs = mlf.search_runs([exp], filter_string=f"tags.mlflow.runName = '{run_name}' and tags.role = 'parent' "
-                                                "and attributes.status = 'FINISHED'")
-    return any(r.data.tags.get("seeds") == ",".join(map(str, seeds)) for r in runs)
-
-
-def run_grid(cells: list[Cell], seeds: list[int], progress: bool = True) -> list[dict]:
-    """Train every cell not finished yet as a multi-seed group; returns the groups trained now."""
-    from tqdm.auto import tqdm
-
-    from lungsound.config import load_config
-    from lungsound.training.seeds import fit_seeds
-
-    done = []
-    for cell in tqdm(cells, desc="grid cells", unit="cell", disable=not progress):
-        cfg = load_config(cell.experiment, cell.overrides)
-        if _finished(cfg.tracking.experiment, cell.run_name, seeds):
-            print(f"grid: {cell.run_name} already finished for seeds {seeds}; kept", flush=True)
-            continue
-        done.append(fit_seeds(cfg, seeds, progress=progress))
-    return done
+def run_grid(cells: list[Cell], seeds: list[int], progress: bool = True) -> list[Group]:
+    """Train every cell not finished yet as a multi-seed group, one run after another here (the sweep engine, local
+    backend); returns every cell's group (`Group.status`: kept, resumed or new)."""
+    return run_sweep(cells, seeds, "local", progress=progress)
 
 
 def _cell_of(config: dict) -> str:
@@ -126,8 +72,6 @@ def _weighted(config: dict) -> bool:
 
 def grid_table(tracking_experiment: str) -> tuple[list[dict], list[str]]:
     """One row per (experiment file, protocol, model, weighting) with each cell's numbers, and `compare`'s notes."""
-    from lungsound.results.compare import collect_runs, summarise
-
     notes: list[str] = []
     rows: dict[tuple, dict] = {}
     for r in summarise(collect_runs([tracking_experiment]), notes):
@@ -222,8 +166,6 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 def write_grid(tracking_experiment: str, out: str | Path | None) -> str:
     """The grid table as Markdown; with `out`, also `grid.md` and `grid.png` there."""
-    from lungsound.storage import atomic_write, atomic_write_text
-
     rows, notes = grid_table(tracking_experiment)
     if not rows:
         raise LungsoundError(f"no finished runs in MLflow experiment {tracking_experiment!r}; run the grid first")

@@ -34,6 +34,9 @@ from lungsound.limits import check_stop_after
 from lungsound.models.build import checkpoint_config
 from lungsound.models.folder import EVAL_FILE, load_model, save_model
 from lungsound.storage import exclusive_dir
+from lungsound.tracking import (DATA_FINGERPRINT_TAG, DATA_ROOT_TAG, RUN_FOLDER_TAG, SEED_TAG, SELECTED_EPOCH_TAG,
+                                SELECTION_FALLBACK_TAG, SELECTION_TAG, WORLD_SIZE_TAG, RunLogger, config_tags,
+                                ends_on_error, environment_tags)
 from lungsound.training import distributed as dist_utils
 from lungsound.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 from lungsound.training.trainer import RunResult, Trainer
@@ -103,9 +106,8 @@ def _check_best(folder: Path, best: _Best, cfg: ExperimentConfig) -> None:
 def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: int | None = None,
         parent_run_id: str | None = None, progress: bool = True, data=None, track: bool = True) -> RunResult:
     """Train one seed of `cfg`; with `resume` (a last.pt or its folder) continue an interrupted run."""
-    from lungsound.tracking import RunLogger, ends_on_error, environment_tags
-
     check_stop_after(stop_after)
+
     dist_utils.init_from_env()
     state = load_state(resume) if resume else None
     if state is not None:
@@ -118,15 +120,14 @@ def fit(cfg: ExperimentConfig, *, resume: str | Path | None = None, stop_after: 
         if state is not None and state.get("run_id"):
             logger = RunLogger.resume(state["run_id"])
         else:
-            tags = {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
-                    "model": cfg.model.name, "experiment_file": cfg.name, "seed": cfg.train.seed,
-                    "data_root": str(trainer.data.db.root), "data_fingerprint": _fingerprint(trainer),
-                    "world_size": dist_utils.world_size()}
+            tags = {**environment_tags(), **config_tags(cfg), SEED_TAG: cfg.train.seed,
+                    DATA_ROOT_TAG: str(trainer.data.db.root), DATA_FINGERPRINT_TAG: _fingerprint(trainer),
+                    WORLD_SIZE_TAG: dist_utils.world_size()}
             logger = RunLogger.start(cfg.tracking.experiment, run_name, tags, parent_run_id)
     with ends_on_error(logger):  # from the run's creation on: no write can leave it RUNNING
         if tags is not None:  # a new run
             logger.log_params(flatten(cfg.to_dict()))
-            logger.log_dataset(**_dataset_input(cfg, trainer, tags["data_fingerprint"]))
+            logger.log_dataset(**_dataset_input(cfg, trainer, tags[DATA_FINGERPRINT_TAG]))
             masking = getattr(trainer.model, "speech_masking_params", None)
             if masking is not None:  # the speech checkpoint's own masking and layer drop, as in effect
                 logger.log_params({f"model.effective.{k}": v for k, v in masking().items()})
@@ -154,7 +155,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
     elif main:
         folder = run_dir(cfg.tracking, run_name, logger.run_id if logger else None)
         if logger:
-            logger.set_tags({"run_folder": str(folder.resolve())})
+            logger.set_tags({RUN_FOLDER_TAG: str(folder.resolve())})
     else:
         folder = Path(cfg.tracking.output_dir) / cfg.tracking.experiment / f"{run_name}-rank{dist_utils.rank()}"
 
@@ -200,8 +201,9 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
         final.update(_calibrate(folder / "best", best.arrays, logger))
     if main and logger:
         logger.log_metrics(final)
-        logger.set_tags({"selected_epoch": best_epoch, "selection": "val" if cfg.train.protocol == "clean" else "test",
-                         "selection_fallback": str(best_key is None).lower()})
+        logger.set_tags({SELECTED_EPOCH_TAG: best_epoch,
+                         SELECTION_TAG: "val" if cfg.train.protocol == "clean" else "test",
+                         SELECTION_FALLBACK_TAG: str(best_key is None).lower()})
         _log_artifacts(logger, cfg, folder, best.arrays, best_epoch)
         logger.end("FINISHED")
     return RunResult(logger.run_id if logger else None, final, folder / "best", history, best_epoch, True)

@@ -8,8 +8,10 @@ and its children's dataset input. `best_child` names the child that `lungsound t
 with the best final Score on the split that selected its epoch (validation for the clean protocol, test for the paper
 protocol, as within a run).
 
-The steps are public for runners that train the children elsewhere (`lungsound.sweeps.sweep`: Ray tasks): `start_parent`,
-`fit_child` per seed, `finish_parent`; `group_progress` says which seeds of an existing group are done or interrupted.
+The steps are public for runners that train the children elsewhere (`lungsound.sweeps`: the sweep engine, on Ray or
+here): `start_parent`, `fit_child` per seed, `finish_parent`; `group_progress` says which seeds of an existing group
+are done or interrupted. The tags are `lungsound.tracking.tags`' (`role`, `seeds`, `seed`, `run_folder`, ...), the
+group's children are found by `lungsound.tracking.children_of`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from lungsound.config import ExperimentConfig, config_from_dict, dump_config, fl
 from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
 from lungsound.limits import MAX_SEED, MAX_SEEDS, check_int
+from lungsound.tracking import (PARENT_ROLE, ROLE_TAG, RUN_FOLDER_TAG, SEED_TAG, SEEDS_TAG, SELECTION_TAG, RunLogger,
+                                children_of, client, config_tags, download_artifacts, ends_on_error, environment_tags,
+                                is_parent, live_run, seeds_of, seeds_value)
 from lungsound.training.run import fit
 
 
@@ -80,14 +85,11 @@ def child_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
 
 def start_parent(cfg: ExperimentConfig, seeds: list[int]):
     """Open the group's parent run (a `RunLogger`): tags, the config as params and as a `config.yaml` artifact."""
-    from lungsound.tracking import RunLogger, ends_on_error, environment_tags
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise LungsoundError("under torchrun, train one seed per launch: drop --seeds and set train.seed=N")
     parent = RunLogger.start(cfg.tracking.experiment, cfg.tracking.run_name or f"{cfg.name}",
-                             {**environment_tags(), "protocol": cfg.train.protocol, "method": cfg.method.name,
-                              "model": cfg.model.name, "experiment_file": cfg.name, "seeds": ",".join(map(str, seeds)),
-                              "role": "parent"})
+                             {**environment_tags(), **config_tags(cfg), SEEDS_TAG: seeds_value(seeds),
+                              ROLE_TAG: PARENT_ROLE})
     with ends_on_error(parent), tempfile.TemporaryDirectory() as tmp:  # a failed write ends the parent FAILED
         parent.log_params(flatten(cfg.to_dict()))
         path = Path(tmp) / "config.yaml"
@@ -118,8 +120,6 @@ def finish_parent(parent, seeds: list[int], done: dict[int, dict]) -> dict:
 def _run_children(parent, cfg: ExperimentConfig, seeds: list[int], progress: bool, done: dict[int, dict],
                   interrupted: dict[int, Path]) -> dict:
     """Train every seed not in `done` (resuming those in `interrupted`), then finish the parent with the statistics."""
-    from lungsound.tracking import ends_on_error
-
     with ends_on_error(parent):
         for seed in seeds:
             if seed not in done:
@@ -134,17 +134,15 @@ def fit_seeds(cfg: ExperimentConfig, seeds: list[int], progress: bool = True) ->
 
 def resume_group(parent_run_id: str, progress: bool = True) -> dict:
     """Finish a multi-seed group: keep finished children, resume interrupted ones, train missing ones."""
-    from lungsound.tracking import RunLogger, client, download_artifacts, live_run
-
     mlf = client()
     run = live_run(mlf, parent_run_id, "resume")
-    if run.data.tags.get("role") != "parent":
+    if not is_parent(run.data.tags):
         raise LungsoundError(f"MLflow run {parent_run_id} is not a multi-seed parent run")
     with tempfile.TemporaryDirectory() as tmp:
         path = download_artifacts(parent_run_id, "config.yaml", tmp)
         source = f"run {parent_run_id} config.yaml"
         cfg = config_from_dict(load_yaml(read_text(path, "config.yaml"), source), source)
-    seeds = [int(s) for s in run.data.tags["seeds"].split(",")]
+    seeds = seeds_of(run.data.tags)
     done, interrupted = group_progress(mlf, parent_run_id)
     parent = RunLogger.resume(parent_run_id)
     return _run_children(parent, cfg, seeds, progress, done, interrupted)
@@ -156,8 +154,8 @@ def group_progress(mlf, parent_run_id: str) -> tuple[dict[int, dict], dict[int, 
     done: dict[int, dict] = {}
     interrupted: dict[int, Path] = {}
     for child in sorted(children_of(mlf, parent_run_id), key=lambda r: r.info.start_time):  # the newest attempt wins
-        seed = int(child.data.tags.get("seed", -1))
-        last = Path(child.data.tags.get("run_folder", "/nonexistent")) / "last.pt"
+        seed = int(child.data.tags.get(SEED_TAG, -1))
+        last = Path(child.data.tags.get(RUN_FOLDER_TAG, "/nonexistent")) / "last.pt"
         if child.info.status == "FINISHED" and "final_test_score" in child.data.metrics:
             done[seed] = {k: v for k, v in child.data.metrics.items() if k.startswith(("final_", "selected_epoch",
                                                                                         "calibration_"))}
@@ -165,24 +163,15 @@ def group_progress(mlf, parent_run_id: str) -> tuple[dict[int, dict], dict[int, 
         elif seed not in done and last.is_file():
             interrupted[seed] = last
         elif child.info.status == "RUNNING":  # killed before its first checkpoint: nothing to continue
-            mlf.set_terminated(child.info.run_id, status="KILLED")
+            RunLogger(mlf, child.info.run_id).end("KILLED")
     return done, interrupted
-
-
-def children_of(mlf, parent_run_id: str) -> list:
-    """The MLflow runs of a multi-seed group's children (every attempt, in no particular order)."""
-    parent = mlf.get_run(parent_run_id)
-    return mlf.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                           max_results=5000)
 
 
 def best_child(parent_run_id: str) -> str:
     """The run id of the group's finished child with the best final Score on its selection split (`selection` tag:
     val for the clean protocol, test for the paper protocol); the earliest child wins a tie."""
-    from lungsound.tracking import client
-
     finished = [c for c in children_of(client(), parent_run_id) if c.info.status == "FINISHED"]
-    scored = [(c.data.metrics.get(f"final_{c.data.tags.get('selection', 'test')}_score"), c) for c in finished]
+    scored = [(c.data.metrics.get(f"final_{c.data.tags.get(SELECTION_TAG, 'test')}_score"), c) for c in finished]
     scored = [(key, c) for key, c in scored if key is not None and key == key]  # NaN never wins
     if not scored:
         raise LungsoundError(f"multi-seed run {parent_run_id} has no finished child with a final Score to register")
