@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 from lungsound.data.generated import COLUMNS, MANIFEST, SET_FILE
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.generation.mel import SAMPLE_RATE
 from lungsound.storage import atomic_write, atomic_write_json, atomic_write_text
 
-RATE = 16000
+RATE = SAMPLE_RATE  # the clips are the vocoder's output
 
 
 @dataclass(frozen=True)

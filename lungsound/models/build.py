@@ -1,7 +1,9 @@
 """Building a classifier from an experiment config: the one place that turns `cfg.model` into an `nn.Module`.
 
-`build_model(cfg)` checks that the model exists and takes the experiment's input (`ModelSpec.input`), fills in what the
-pipeline derives (the class count, an AST's `input_frames` from the clip length, a speech model's protocol-dependent
+`input_configs(cfg)` says how the pipeline makes the experiment's model input: cycles cut at the model's own sample rate
+(`ModelSpec.sample_rate`, 16 kHz for every published recipe) and, for an fbank model, the Kaldi fbank at that rate and
+the spec's frame rate. `build_model(cfg)` checks that the model exists and takes the experiment's input
+(`ModelSpec.input`), fills in what the pipeline derives (the class count, an AST's `input_frames` from the clip length, a speech model's protocol-dependent
 masking) and loads pretrained weights only when asked: rebuilding a saved model folder (`lungsound.models.folder`)
 never fetches anything. `checkpoint_config` adds what rebuilds a model offline (a speech model's backbone config).
 """
@@ -13,8 +15,10 @@ import copy
 from torch import nn
 
 from lungsound.config import ExperimentConfig
+from lungsound.data.cycles import CycleConfig
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.features.fbank import FbankConfig
 from lungsound.models.ast import frames_for_duration
 from lungsound.models.registry import create_model, model_config_keys, model_spec
 
@@ -25,6 +29,17 @@ def check_model_input(cfg: ExperimentConfig) -> None:
     if cfg.data.input != wants:
         raise LungsoundError(f"model {cfg.model.name!r} takes {wants} input, but data.input is {cfg.data.input!r}: set "
                              f"data.input={wants}" + (" and augment.specaug=false" if wants == "waveform" else ""))
+
+
+def input_configs(cfg: ExperimentConfig) -> tuple[CycleConfig, FbankConfig | None]:
+    """How recordings become the experiment's model input: the cycle config (the model's sample rate, `data.duration`,
+    `data.pad`) and the fbank config at that rate and the model's frames per second (None for a waveform model)."""
+    check_model_input(cfg)
+    spec = model_spec(cfg.model.name)
+    cycle_cfg = CycleConfig(sample_rate=spec.sample_rate, duration=cfg.data.duration, pad=cfg.data.pad)
+    if spec.input != "fbank":
+        return cycle_cfg, None
+    return cycle_cfg, FbankConfig(sample_rate=spec.sample_rate, frame_shift_ms=1000.0 / spec.frames_per_second)
 
 
 def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
