@@ -23,6 +23,7 @@ import yaml
 from lungsound.data.labels import domain_size
 from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
+from lungsound.methods.vocabulary import FILLS, MINORITIES, REPRESENTATIONS
 
 
 @dataclass
@@ -58,8 +59,8 @@ class AugmentConfig:
     semantics: str = "paper"  # paper (0.841 gate) | clean (fresh per-sample masks, p = 1)
     per: str = "sample"  # sample ([PMCL]) | batch ([SGSCL], [AFT]: one draw for the batch, in place)
     # RepAugment ([REPAUG], methods.md section 9) on the pooled representation z, training only:
-    representation: str = "none"  # none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
-    rep_fill: str = "code"  # Rep-Mask fill: code (z * batch mean) | paper (batch mean) | zero
+    representation: str = "none"  # lungsound.methods.vocabulary.REPRESENTATIONS: none | rep_mask | rep_gen | repaugment
+    rep_fill: str = "code"  # Rep-Mask fill (vocabulary.FILLS): code (z * batch mean) | paper (batch mean) | zero
     # Rep-Mask block width bound F in dimensions, absolute as in the authors' code (288, their AST policy, whatever D;
     # the model's D must be at least this); rep_max_width_ratio, when set, gives F = ratio * D (0.375 = 288/768).
     rep_max_width: int = 288
@@ -125,9 +126,9 @@ CHOICES = {
     ("model", "pos_embed"): ("paper", "clean"),
     ("augment", "semantics"): ("paper", "clean"),
     ("augment", "per"): ("sample", "batch"),
-    ("augment", "representation"): ("none", "rep_mask", "rep_gen", "repaugment"),
-    ("augment", "rep_fill"): ("code", "paper", "zero"),
-    ("augment", "rep_minority"): ("abnormal", "all"),
+    ("augment", "representation"): tuple(REPRESENTATIONS),
+    ("augment", "rep_fill"): FILLS,
+    ("augment", "rep_minority"): MINORITIES,
     ("data", "balance"): ("none", "oversample"),
     ("data", "balance_draw"): ("once", "epoch"),
     ("train", "schedule"): ("cosine", "constant"),

@@ -37,18 +37,15 @@ RepAugment = Rep-Mask, then Rep-Gen. It is never combined with SpecAugment in on
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.methods.vocabulary import FILLS, GENERATING, MASKING, MINORITIES, REPRESENTATIONS
 
 NORMAL = CLASSES.index("normal")
-FILLS = ("code", "paper", "zero")
-MODES = ("none", "rep_mask", "rep_gen", "repaugment")
-MINORITIES = ("abnormal", "all")
+MODES = tuple(REPRESENTATIONS)  # none | rep_mask | rep_gen | repaugment (lungsound.methods.vocabulary)
 GATE_THRESHOLD = 1.0  # the mask is applied when N(0, 1) <= 1.0: probability 0.8413
 MAX_WIDTH = 288  # the authors' absolute width bound F (their AST policy), methods.md section 9
 
@@ -141,7 +138,7 @@ class RepAugment(nn.Module):
     training mode and returns ``z`` unchanged in eval mode.
     """
 
-    def __init__(self, mode: Literal["none", "rep_mask", "rep_gen", "repaugment"] = "repaugment", fill: str = "code",
+    def __init__(self, mode: str = "repaugment", fill: str = "code",
                  max_width: int = MAX_WIDTH, max_width_ratio: float | None = None, blocks: int = 2, std: float = 0.2,
                  minority: str = "abnormal", gate: bool = True):
         super().__init__()
@@ -165,11 +162,11 @@ class RepAugment(nn.Module):
 
     @property
     def masks(self) -> bool:
-        return self.mode in ("rep_mask", "repaugment")
+        return self.mode in MASKING
 
     @property
     def generates(self) -> bool:
-        return self.mode in ("rep_gen", "repaugment")
+        return self.mode in GENERATING
 
     def width(self, dim: int) -> float:
         """The Rep-Mask width bound ``F`` for a ``dim``-dimensional representation."""

@@ -57,9 +57,9 @@ def warn_unmatched(db: Database) -> None:
 
 
 def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
-    cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
     db = open_database(resolve_root(cfg.data.root), split=cfg.data.split)
     warn_unmatched(db)
+    cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
     kwargs = dict(cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg, progress=progress, use_cache=cfg.data.cache)
     train = CycleDataset.from_split(db, "train", **kwargs)
     test = CycleDataset.from_split(db, "test", **kwargs)
