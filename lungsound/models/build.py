@@ -20,7 +20,7 @@ from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.features.fbank import FbankConfig
 from lungsound.models.ast import frames_for_duration
-from lungsound.models.registry import create_model, model_config_keys, model_spec
+from lungsound.models.registry import create_model, model_spec
 
 
 def check_model_input(cfg: ExperimentConfig) -> None:
@@ -46,12 +46,14 @@ def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
     """The model of an experiment; pretrained weights (cfg.model.pretrained or model.params.weights) are loaded only when
     `load_weights`: a checkpoint's config never makes `load_model` fetch or read anything but its own weights file."""
     check_model_input(cfg)
-    keys = model_config_keys(cfg.model.name)
+    spec = model_spec(cfg.model.name)
+    keys = spec.params.keys
     params = {"num_classes": len(CLASSES), **cfg.model.params}
     if "protocol_masking" in keys:  # [REPAUG]: paper keeps the checkpoint's masking/layer drop, clean turns them off
         params.setdefault("protocol_masking", "checkpoint" if cfg.train.protocol == "paper" else "off")
     if "input_frames" in keys:
-        params.setdefault("input_frames", frames_for_duration(cfg.data.duration))
+        params.setdefault("input_frames", frames_for_duration(cfg.data.duration, spec.sample_rate,
+                                                              shift_ms=1000.0 / spec.frames_per_second))
     if not load_weights:
         params.pop("weights", None)
     elif cfg.model.pretrained:
