@@ -2,9 +2,9 @@
 
 `lungsound validate-external --dataset NAME --root DIR` looks NAME up in `ADAPTERS` (a `lungsound.registry.Registry`).
 An adapter (`base.DatasetAdapter`) finds the recordings under DIR and labels each one crackles / wheezes present, or
-reports it unmappable with its reason; `validate.validate_external` runs whole-recording inference and computes the figures (`stats`), and `record`
-stores them in the model's meta.json and its MLflow run. A new dataset is one small adapter module added here, which
-registers its adapter on `ADAPTERS` and is imported below.
+reports it unmappable with its reason; `validate.validate_external` runs whole-recording inference and computes the
+figures (`stats`), and `record` stores them in the model's meta.json and its MLflow run. A new dataset is one small
+adapter module added here, which registers its adapter on `ADAPTERS` and is imported below.
 """
 
 from __future__ import annotations

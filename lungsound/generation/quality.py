@@ -50,8 +50,8 @@ def _logmel_features(waves: list[np.ndarray]) -> np.ndarray:
 
 @torch.no_grad()
 def _classifier_outputs(model, cfg, waves: list[np.ndarray], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(z (n, D), predicted class (n,)) of a classifier on clips at the vocoder's rate, fed as its training fed generated
-    clips (resampled to the classifier's own rate when it takes another)."""
+    """(z (n, D), predicted class (n,)) of a classifier on clips at the vocoder's rate, fed as its training fed
+    generated clips (resampled to the classifier's own rate when it takes another)."""
     from lungsound.data.generated import clip_input
 
     cycle_cfg, fbank_cfg = input_configs(cfg)

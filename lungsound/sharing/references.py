@@ -67,8 +67,9 @@ PAPERS: dict[str, Reference] = {
                               'Neural Networks", ICML 2019, arXiv 1905.11946', "https://arxiv.org/abs/1905.11946"),
 }
 
-# Plain fine-tuning (an objective with `fine_tuning`) follows a published recipe for some backbones: the backbone's own
-# paper (`ModelSpec.paper`) -> (the paper whose recipe it is, what it is cited for). A backbone not here (a CNN) cites none.
+# Plain fine-tuning (an objective with `fine_tuning`) follows a published recipe for some backbones: the backbone's
+# own paper (`ModelSpec.paper`) -> (the paper whose recipe it is, what it is cited for). A backbone not here (a CNN)
+# cites none.
 RECIPES: dict[str, tuple[str, str]] = {
     "AST": ("PMCL", "the AST fine-tuning recipe"),
     **{paper: ("REPAUG", "fine-tuning waveform speech models") for paper in ("WAV2VEC2", "HUBERT", "WAVLM", "XLSR")},
