@@ -5,7 +5,8 @@
 the spec's frame rate. `build_model(cfg)` checks that the model exists and takes the experiment's input
 (`ModelSpec.input`), fills in what the pipeline derives (the class count, an AST's `input_frames` from the clip length
 at the spec's rate, a speech model's protocol-dependent masking) and loads pretrained weights only when asked:
-rebuilding a saved model folder (`lungsound.models.folder`) never fetches anything. `checkpoint_config` adds what rebuilds a model offline (a speech model's backbone config).
+rebuilding a saved model folder (`lungsound.models.folder`) never fetches anything. `checkpoint_config` adds what
+rebuilds a model offline (a speech model's backbone config).
 """
 
 from __future__ import annotations
