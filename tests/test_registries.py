@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from lungsound.config import load_config
+from lungsound.config import REPRESENTATIONS, load_config
 from lungsound.data.cycles import CycleConfig, load_cycles
 from lungsound.errors import LungsoundError
 from lungsound.external import ADAPTERS
 from lungsound.features.fbank import FbankConfig, compute_features_batch
 from lungsound.methods import OBJECTIVES, list_objectives, objective_spec
 from lungsound.methods.repaugment import RepAugment
-from lungsound.methods.vocabulary import REPRESENTATIONS
 from lungsound.models import list_models, model_spec
 from lungsound.models.build import build_model, input_configs
 from lungsound.models.registry import MODELS

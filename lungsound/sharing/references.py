@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lungsound.config import ExperimentConfig
+from lungsound.config import REPRESENTATIONS, ExperimentConfig
 from lungsound.methods.base import ObjectiveSpec, objective_spec
-from lungsound.methods.vocabulary import REPRESENTATIONS
 from lungsound.models.registry import model_spec
 
 
