@@ -390,7 +390,7 @@ def check_levels(data: np.ndarray, label: str | Path) -> np.ndarray:
 
 
 def _positive_rate(sr: int, what: str) -> int:
-    """Sample rates are positive integers (floats such as 16000.0 are accepted when integral)."""
+    """Sample rates are positive integers (floats such as 44100.0 are accepted when integral)."""
     valid = isinstance(sr, (int, np.integer, float)) and not isinstance(sr, bool)
     if not valid or not math.isfinite(sr) or sr <= 0 or int(sr) != sr:
         raise LungsoundError(f"{what} must be a positive integer number of Hz, got {sr!r}")

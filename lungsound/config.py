@@ -58,7 +58,7 @@ class AugmentConfig:
     semantics: str = "paper"  # paper (0.841 gate) | clean (fresh per-sample masks, p = 1)
     per: str = "sample"  # sample ([PMCL]) | batch ([SGSCL], [AFT]: one draw for the batch, in place)
     # RepAugment ([REPAUG], methods.md section 9) on the pooled representation z, training only:
-    representation: str = "none"  # none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
+    representation: str = "none"  # REPRESENTATIONS: none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
     rep_fill: str = "code"  # Rep-Mask fill: code (z * batch mean) | paper (batch mean) | zero
     # Rep-Mask block width bound F in dimensions, absolute as in the authors' code (288, their AST policy, whatever D;
     # the model's D must be at least this); rep_max_width_ratio, when set, gives F = ratio * D (0.375 = 288/768).
@@ -118,6 +118,14 @@ class ExperimentConfig:
         return asdict(self)
 
 
+# RepAugment's modes ([REPAUG], methods.md section 9) and the words a model card uses for them, written once: read by
+# `lungsound.methods.repaugment`, which runs them, and by the card. They are here, not there, because that module
+# imports torch (2.7 s on a cold start, against 0.04 s for this module) and reading an experiment file must not.
+REPRESENTATIONS = {"none": "no representation augmentation", "rep_mask": "Rep-Mask", "rep_gen": "Rep-Gen",
+                   "repaugment": "RepAugment"}
+REP_FILLS = ("code", "paper", "zero")
+REP_MINORITIES = ("abnormal", "all")
+
 CHOICES = {
     ("data", "pad"): ("repeat", "zero"),
     ("data", "input"): ("fbank", "waveform"),
@@ -125,9 +133,9 @@ CHOICES = {
     ("model", "pos_embed"): ("paper", "clean"),
     ("augment", "semantics"): ("paper", "clean"),
     ("augment", "per"): ("sample", "batch"),
-    ("augment", "representation"): ("none", "rep_mask", "rep_gen", "repaugment"),
-    ("augment", "rep_fill"): ("code", "paper", "zero"),
-    ("augment", "rep_minority"): ("abnormal", "all"),
+    ("augment", "representation"): tuple(REPRESENTATIONS),
+    ("augment", "rep_fill"): REP_FILLS,
+    ("augment", "rep_minority"): REP_MINORITIES,
     ("data", "balance"): ("none", "oversample"),
     ("data", "balance_draw"): ("once", "epoch"),
     ("train", "schedule"): ("cosine", "constant"),

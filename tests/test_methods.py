@@ -228,7 +228,7 @@ def test_objective_internal_type_error_is_not_reported_as_bad_parameters(monkeyp
             self.alpha = alpha + "a bug inside the constructor"  # TypeError: float + str
 
     base._import_methods()
-    monkeypatch.setitem(base._OBJECTIVES, "broken", Broken)
+    monkeypatch.setitem(base.OBJECTIVES._items, "broken", base.ObjectiveSpec("broken", Broken, card="a broken method"))
     with pytest.raises(TypeError, match="unsupported operand"):
         base.create_objective("broken", 8, 4, alpha=2.0)  # a good keyword: the real error surfaces as itself
     with pytest.raises(LungsoundError, match=r"method 'broken': bad parameters \{'beta': 2.0\}: .*beta"):

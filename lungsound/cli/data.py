@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lungsound.config import CHOICES
+
 
 def _add_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=None,
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recording", required=True, help="recording stem, e.g. 101_1b1_Al_sc_Meditron (any naming variant)")
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
     p.add_argument("--duration", type=float, default=8.0, help="cycle length in seconds (default 8)")
-    p.add_argument("--pad", choices=("repeat", "zero"), default="repeat", help="padding of short cycles")
+    p.add_argument("--pad", choices=CHOICES[("data", "pad")], default="repeat", help="padding of short cycles")
     p.set_defaults(handler=run_dump)
 
     from lungsound.data import download

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lungsound.config import CHOICES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("device-ood", help="held-out-stethoscope scores of one experiment beside its in-distribution ones")
@@ -12,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the experiment file whose official and device_out=<device> runs to tabulate")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides the runs were trained with "
                    "(e.g. tracking.experiment=NAME)")
-    p.add_argument("--protocol", choices=("paper", "clean"), default=None,
+    p.add_argument("--protocol", choices=CHOICES[("train", "protocol")], default=None,
                    help="only runs of this protocol (needed when the store holds both)")
     p.add_argument("--out", type=Path, default=None, help="folder for device_ood.md/.json/.png "
                    "(default outputs/device_ood/<experiment>)")

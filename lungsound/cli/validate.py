@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("validate-external", help="recording-level sensitivity and specificity of a trained model on "
                                                  "an external dataset (e.g. KAUH)")
-    p.add_argument("--dataset", required=True, choices=sorted(ADAPTERS), help="which external dataset --root holds")
+    p.add_argument("--dataset", required=True, choices=ADAPTERS.names(), help="which external dataset --root holds")
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder (searched recursively for audio)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")

@@ -28,13 +28,14 @@ from lungsound.data.annotations import Cycle
 from lungsound.errors import LungsoundError
 
 PAD_MODES = ("repeat", "zero")
+DEFAULT_SAMPLE_RATE = 16000  # Hz, every published recipe's; a model's `ModelSpec.sample_rate` may ask for another
 
 
 @dataclass(frozen=True)
 class CycleConfig:
     """How cycles are cut. `duration` 8 s is the AST papers' choice; [AFT]'s diffusion work uses 5 s."""
 
-    sample_rate: int = 16000
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     duration: float = 8.0
     pad: str = "repeat"
 

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lungsound.audio import audio_info, load_audio
-from lungsound.data.cycles import CycleConfig, fix_length
+from lungsound.data.cycles import DEFAULT_SAMPLE_RATE, CycleConfig, fix_length
 from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.data.splits import SPLIT_CHOICES
 from lungsound.documents import Field, check_fields, read_json
@@ -133,7 +133,7 @@ def clip_path(folder: str | Path, file: str, where: str = "", source: str | Path
     return target
 
 
-def load_clip(folder: str | Path, file: str, sample_rate: int = 16000) -> np.ndarray:
+def load_clip(folder: str | Path, file: str, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
     """The samples of one clip of a set at `sample_rate`, after its path and its header are checked (a rate in
     `CLIP_RATES`, at most `MAX_CLIP_SECONDS`)."""
     path = clip_path(folder, file)

@@ -73,12 +73,11 @@ def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, s
     import tempfile
     from pathlib import Path
 
-    from lungsound.data.cycles import CycleConfig
     from lungsound.data.database import open_database
     from lungsound.data.dataset import CycleDataset
     from lungsound.data.default import resolve_root
-    from lungsound.features.fbank import FbankConfig
     from lungsound.evaluation.metrics import format_scores
+    from lungsound.models.build import input_configs
     from lungsound.models.folder import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,8 +88,8 @@ def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, s
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, cfg, meta = load_model(checkpoint, device=device)
     db = open_database(resolve_root(root if root is not None else cfg.data.root), split=split or cfg.data.split)
-    dataset = CycleDataset.from_split(db, "test", cycle_cfg=CycleConfig(duration=cfg.data.duration, pad=cfg.data.pad),
-                                      fbank_cfg=FbankConfig() if cfg.data.input == "fbank" else None)
+    cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
+    dataset = CycleDataset.from_split(db, "test", cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg)
     ev = evaluate(model, dataset, device, cfg.train.eval_batch_size, progress=True)
     if out is not None:
         from lungsound.results.reports import write_run_report

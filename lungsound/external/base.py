@@ -6,6 +6,9 @@ recordings under a root folder and turns each one into either a `LabelledRecordi
 groups it belongs to for per-group figures, and what else its label says) or an `Unmappable` with a one-line reason.
 Every recording found is one or the other: nothing is dropped silently.
 
+Adapters are registered by name on `ADAPTERS` (`ADAPTERS.add(adapter.name, adapter)` in the adapter's module, which
+`lungsound.external` imports); `lungsound validate-external --dataset` lists and looks up those names.
+
 Findings use the summary's vocabulary, in the order of the class indices (normal, crackle, wheeze, both), so a
 confusion table of findings is `lungsound.evaluation.metrics.confusion_matrix` over these indices.
 """
@@ -15,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from lungsound.registry import Registry
 
 FINDINGS = ("normal", "crackles", "wheezes", "both")  # Prediction.summary["label"] values, in class-index order
 
@@ -79,3 +84,7 @@ class DatasetAdapter(Protocol):
     group_kinds: tuple[str, ...]
 
     def load(self, root: str | Path) -> ExternalSet: ...
+
+
+
+ADAPTERS: Registry[DatasetAdapter] = Registry("external dataset")  # name -> adapter instance

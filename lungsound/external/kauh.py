@@ -41,7 +41,7 @@ import re
 from pathlib import Path
 
 from lungsound.errors import LungsoundError
-from lungsound.external.base import ExternalSet, LabelledRecording, Unmappable
+from lungsound.external.base import ADAPTERS, ExternalSet, LabelledRecording, Unmappable
 
 FILTER_MODES = {"BP": "bell", "DP": "diaphragm", "EP": "extended"}
 SOUND_CODES = {"N": "normal", "W": "wheeze", "C": "crackle", "CREP": "crackle", "B": "bronchial",
@@ -145,3 +145,6 @@ def parse_location(field: str) -> tuple[str, str]:
         return UNRECOGNISED_LOCATION, UNRECOGNISED_LOCATION
     surface = SURFACES[tokens[0]]
     return f"{surface} {ZONES[zone]}", f"{surface} {SIDES[side]} {ZONES[zone]}"
+
+
+ADAPTERS.add(KauhAdapter.name, KauhAdapter())

@@ -28,14 +28,18 @@ import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
+from lungsound.data.cycles import DEFAULT_SAMPLE_RATE
 from lungsound.errors import LungsoundError
 
 
 @dataclass
 class FbankConfig:
-    """Arguments of the Kaldi fbank and of the AST normalisation (defaults = every AST paper)."""
+    """Arguments of the Kaldi fbank and of the AST normalisation (defaults = every AST paper).
 
-    sample_rate: int = 16000
+    `sample_rate` is the rate of the cycles it is computed from: the model's own (`ModelSpec.sample_rate`,
+    `lungsound.models.build.input_configs`), 16 kHz for every published recipe."""
+
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     num_mel_bins: int = 128
     frame_shift_ms: float = 10.0
     frame_length_ms: float = 25.0

@@ -165,7 +165,7 @@ def _log_examples(model, clips, logger, step: int) -> None:
     import soundfile as sf
 
     from lungsound.generation.diffusion import sample
-    from lungsound.generation.mel import vocoder_mel
+    from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
     from lungsound.generation.plots import mel_comparison
 
     picks = [int(np.flatnonzero(clips.labels == c)[0]) for c in np.unique(clips.labels)][:EXAMPLES]
@@ -174,8 +174,8 @@ def _log_examples(model, clips, logger, step: int) -> None:
     fake = sample(model, mels, schedule="fast", generator=torch.Generator().manual_seed(step)).cpu()
     with tempfile.TemporaryDirectory() as tmp:
         for k, i in enumerate(picks):
-            sf.write(Path(tmp) / f"step{step:08d}_{k}_{clips.source[i][0]}_real.wav", real[k].numpy(), 16000)
-            sf.write(Path(tmp) / f"step{step:08d}_{k}_{clips.source[i][0]}_generated.wav", fake[k].numpy(), 16000)
+            sf.write(Path(tmp) / f"step{step:08d}_{k}_{clips.source[i][0]}_real.wav", real[k].numpy(), SAMPLE_RATE)
+            sf.write(Path(tmp) / f"step{step:08d}_{k}_{clips.source[i][0]}_generated.wav", fake[k].numpy(), SAMPLE_RATE)
         mel_comparison(mels.cpu().numpy(), vocoder_mel(fake).numpy(), Path(tmp) / f"mels_step{step:08d}.png",
                        titles=[clips.source[i][0] for i in picks])
         logger.log_artifact(tmp, "examples")

@@ -26,7 +26,7 @@ import torch
 
 from lungsound.errors import LungsoundError
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # Hz: the vocoder's own rate (its mel's), whatever rate a classifier takes
 N_MELS, N_FFT, WIN_LENGTH, HOP_LENGTH = 80, 1024, 1024, 256
 F_MIN, F_MAX = 20.0, 8000.0
 MIN_LEVEL, DB_SHIFT, DB_RANGE = 1e-5, 20.0, 100.0

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lungsound.generation.mel import HOP_LENGTH, SAMPLE_RATE
+
 
 def mel_comparison(real: np.ndarray, generated: np.ndarray, path: str | Path, titles: list[str] | None = None) -> Path:
     """A grid with one row per example: the real cycle's vocoder mel (left) and the vocoded clip's mel (right).
@@ -22,7 +24,7 @@ def mel_comparison(real: np.ndarray, generated: np.ndarray, path: str | Path, ti
     for i in range(n):
         for j, (mel, kind) in enumerate(((real[i], "real"), (generated[i], "generated"))):
             ax = axes[i, j]
-            seconds = mel.shape[-1] * 256 / 16000
+            seconds = mel.shape[-1] * HOP_LENGTH / SAMPLE_RATE
             ax.imshow(mel, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="magma", extent=(0, seconds, 0, 80))
             label = f"{titles[i]}: {kind}" if titles else kind
             ax.set_title(label, fontsize=8, loc="left")

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lungsound.audio import resample
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.generation.mel import SAMPLE_RATE
+from lungsound.models.build import input_configs
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,13 +50,12 @@ def _logmel_features(waves: list[np.ndarray]) -> np.ndarray:
 
 @torch.no_grad()
 def _classifier_outputs(model, cfg, waves: list[np.ndarray], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(z (n, D), predicted class (n,)) of a classifier on 16-kHz clips, fed as its training fed generated clips."""
-    from lungsound.data.cycles import CycleConfig
+    """(z (n, D), predicted class (n,)) of a classifier on clips at the vocoder's rate, fed as its training fed
+    generated clips (resampled to the classifier's own rate when it takes another)."""
     from lungsound.data.generated import clip_input
-    from lungsound.features.fbank import FbankConfig
 
-    cycle_cfg = CycleConfig(duration=cfg.data.duration, pad=cfg.data.pad)
-    fbank_cfg = FbankConfig() if cfg.data.input == "fbank" else None
+    cycle_cfg, fbank_cfg = input_configs(cfg)
+    waves = [resample(w, SAMPLE_RATE, cycle_cfg.sample_rate) for w in waves]  # the same arrays at equal rates
     device = next(model.parameters()).device
     zs, preds = [], []
     for i in range(0, len(waves), batch):
@@ -90,7 +92,7 @@ def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root:
             continue
         real_idx = rng.choice(real_idx, size=min(max_real, len(real_idx)), replace=False)
         real = [np.asarray(clips.waves[clips.rows[i]]) for i in real_idx]
-        gen = [load_clip(folder, f) for f in gen_files]
+        gen = [load_clip(folder, f, SAMPLE_RATE) for f in gen_files]  # at the vocoder mel's rate
         row = {"class": name, "generated": len(gen), "real": len(real),
                "fd_logmel": frechet_distance(_logmel_features(real), _logmel_features(gen))}
         if model is not None:

@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 from lungsound.data.generated import COLUMNS, MANIFEST, SET_FILE
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.generation.mel import SAMPLE_RATE
 from lungsound.limits import MAX_BATCH, MAX_PER_CLASS, MAX_SEED, check_int
 from lungsound.storage import FolderKind, atomic_write, atomic_write_json, atomic_write_text, claim_output_dir
 
-RATE = 16000
+RATE = SAMPLE_RATE  # the clips are the vocoder's output
 # --out must be new, empty or a set written before (an interrupted run continues there): its manifest (written first,
 # before any clip), its clips and its two other files, nothing else
 GENERATED_SET = FolderKind("a generated set", (MANIFEST,),

@@ -135,15 +135,17 @@ class TrainingClips:
 
 def training_clips(root: str | None, split: str, duration: float, protocol: str, val_fraction: float = 0.2,
                    val_seed: int = 0, progress: bool = True, use_cache: bool = True) -> TrainingClips:
-    """Training-split cycles cut to `duration` seconds; under `clean`, without the classifier's validation patients."""
+    """Training-split cycles cut to `duration` seconds at the vocoder's rate; under `clean`, without the classifier's
+    validation patients."""
     from lungsound.data.cycles import CycleConfig
     from lungsound.data.database import open_database
     from lungsound.data.dataset import CycleDataset
     from lungsound.data.default import resolve_root
+    from lungsound.generation.mel import SAMPLE_RATE
     from lungsound.training.data import validation_patients
 
     db = open_database(resolve_root(root), split=split)
-    ds = CycleDataset.from_split(db, "train", cycle_cfg=CycleConfig(duration=duration), fbank_cfg=None,
+    ds = CycleDataset.from_split(db, "train", cycle_cfg=CycleConfig(SAMPLE_RATE, duration), fbank_cfg=None,
                                  progress=progress, use_cache=use_cache)
     if protocol == "clean":
         ds = ds.subset(exclude_patients=validation_patients(ds, val_fraction, val_seed))

@@ -40,6 +40,7 @@ from lungsound.documents import check_fields, read_json
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
+from lungsound.generation.mel import HOP_LENGTH, N_FFT, SAMPLE_RATE
 from lungsound.storage import FolderKind, atomic_write_text, claim_output_dir, replace_dir, temp_dir_beside
 
 MODEL_FILE, VOCODER_FILE, FORMAT, VERSION = "model.safetensors", "vocoder.json", "lungsound-vocoder", 1
@@ -172,7 +173,7 @@ def _config_from_params(params: dict, state: dict[str, torch.Tensor], path: Path
     if params.get("unconditional"):
         raise LungsoundError("the checkpoint is an unconditional DiffWave; lungsound needs a mel-conditioned vocoder",
                              path)
-    for key, want in (("sample_rate", 16000), ("hop_samples", 256), ("n_fft", 1024)):
+    for key, want in (("sample_rate", SAMPLE_RATE), ("hop_samples", HOP_LENGTH), ("n_fft", N_FFT)):
         if key in params and params[key] != want:
             raise LungsoundError(f"reference params: {key} is {params[key]!r}, but the [AFT] vocoder mel needs {want}",
                                  path)

@@ -11,6 +11,10 @@ fraction of training done (for schedules such as DANN's gradient-reversal weight
 experiment's representation augmentation (RepAugment [REPAUG]: Rep-Mask and/or Rep-Gen, or the identity): every
 objective applies it to the pooled representation z of its classification pass, between `forward_features` and
 `forward_head`, so representation augmentation composes with every method without a copy of any.
+
+Objectives are registered by name on `OBJECTIVES` (`register_objective`), each with what it is for a model card
+(`ObjectiveSpec`): the words a card uses for it, the key of its paper in `lungsound.sharing.references.PAPERS`, and
+whether it uses a metadata domain; `lungsound.sharing` reads these, never the objective's name.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungsound.errors import LungsoundError
+from lungsound.registry import Registry
 
 
 @dataclass
@@ -73,32 +78,80 @@ class CrossEntropy(Objective):
         return loss, {"loss_ce": float(loss.detach())}
 
 
-_OBJECTIVES: dict[str, Callable[..., Objective]] = {}
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What a registered objective is, read by model cards and their citations instead of its name.
+
+    ``card``: the words a model card uses for it; ``paper``: the key of the paper it comes from in
+    ``lungsound.sharing.references.PAPERS`` (None for plain fine-tuning and compositions); ``uses_domain``: whether it
+    reads a metadata domain (the stethoscope ``batch.device``, or ``batch.domain``); ``cited_for``: what its paper is
+    cited for (default ``card``); ``fine_tuning``: plain fine-tuning, which a card credits to the paper whose recipe it
+    follows for the model's backbone (``lungsound.sharing.references.RECIPES``); ``configured(spec, params)``: the
+    spec as the objective's params make it (DAT on the real/generated domain is [AFT]'s adversarial fine-tuning);
+    ``parts(params)``: the ``(name, params)`` of a composition's parts.
+    """
+
+    name: str
+    factory: Callable[..., Objective]
+    card: str
+    paper: str | None = None
+    uses_domain: bool = False
+    cited_for: str | None = None
+    fine_tuning: bool = False
+    configured: Callable[["ObjectiveSpec", dict], "ObjectiveSpec"] | None = None
+    parts: Callable[[dict], list[tuple[str, dict]]] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.card, str) or not self.card.strip():
+            raise ValueError(f"objective {self.name!r}: card words must be a non-empty string, got {self.card!r}")
+
+    def as_configured(self, params: dict) -> "ObjectiveSpec":
+        """The spec of this objective run with ``params`` (itself unless a hook says otherwise)."""
+        return self if self.configured is None else self.configured(self, params)
+
+    @property
+    def reason(self) -> str:
+        """What its paper is cited for on a model card."""
+        return self.cited_for or self.card
 
 
-def register_objective(name: str):
+OBJECTIVES: Registry[ObjectiveSpec] = Registry("method")  # the config's method.name
+
+
+def register_objective(name: str, *, card: str, paper: str | None = None, uses_domain: bool = False,
+                       cited_for: str | None = None, fine_tuning: bool = False,
+                       configured: Callable[[ObjectiveSpec, dict], ObjectiveSpec] | None = None,
+                       parts: Callable[[dict], list[tuple[str, dict]]] | None = None):
+    """Decorator registering an objective class (or factory) under ``name`` with what it is (:class:`ObjectiveSpec`);
+    a name can be registered once."""
+
     def decorate(cls):
-        _OBJECTIVES[name] = cls
+        OBJECTIVES.add(name, ObjectiveSpec(name, cls, card=card, paper=paper, uses_domain=uses_domain,
+                                           cited_for=cited_for, fine_tuning=fine_tuning, configured=configured,
+                                           parts=parts))
         return cls
 
     return decorate
 
 
-register_objective("ce")(CrossEntropy)
+register_objective("ce", card="cross-entropy fine-tuning", fine_tuning=True)(CrossEntropy)
 
 
 def list_objectives() -> list[str]:
     _import_methods()
-    return sorted(_OBJECTIVES)
+    return OBJECTIVES.names()
+
+
+def objective_spec(name: str) -> ObjectiveSpec:
+    """The registration of ``name``; an unknown name is a one-line error listing the known ones."""
+    _import_methods()
+    return OBJECTIVES.get(name)
 
 
 def create_objective(name: str, feature_dim: int, num_classes: int, class_weights: torch.Tensor | None = None,
                      **params) -> Objective:
     """Build the objective registered as `name` with its method parameters (e.g. alpha, temperature)."""
-    _import_methods()
-    if name not in _OBJECTIVES:
-        raise LungsoundError(f"unknown method {name!r}; known: {', '.join(sorted(_OBJECTIVES))}")
-    factory = _OBJECTIVES[name]
+    factory = objective_spec(name).factory
     # Bind first: a keyword the constructor does not take (or a missing one) is the user's mistake and gets one line;
     # a TypeError raised inside the constructor's body is a bug and propagates with its traceback.
     try:

@@ -74,7 +74,22 @@ class CleanPassObjective(Objective):
         return loss_ce + extra, {"loss_ce": float(loss_ce.detach()), **logs}
 
 
-@register_objective("compose")
+def composed_parts(params: dict) -> list[tuple[str, dict]]:
+    """``(name, params)`` of each well-formed part in a composition's ``params`` (what a model card describes; a
+    malformed part is the constructor's to refuse)."""
+    parts = params.get("parts")
+    if not isinstance(parts, (list, tuple)):
+        return []
+    out = []
+    for spec in parts:
+        if isinstance(spec, str) or (isinstance(spec, dict) and isinstance(spec.get("name"), str)):
+            out.append(_part_spec(spec))
+    return out
+
+
+# A composition reads the batch's domain when one of its parts does, so it is declared as using one.
+@register_objective("compose", card="a sum of several methods' auxiliary terms", uses_domain=True,
+                    parts=composed_parts)
 class ComposedObjective(CleanPassObjective):
     """The sum of several clean-pass methods' auxiliary terms over one shared clean pass (see the module docstring)."""
 

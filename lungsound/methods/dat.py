@@ -26,14 +26,16 @@ locations, 2 for real/generated). Samples of unknown domain (-1) are ignored by 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lungsound.data.labels import GENERATED_DOMAIN
 from lungsound.errors import LungsoundError
-from lungsound.methods.base import Batch, StepContext, register_objective
+from lungsound.methods.base import Batch, ObjectiveSpec, StepContext, register_objective
 from lungsound.methods.compose import CleanPass, CleanPassObjective
 from lungsound.methods.heads import DEVICE_DOMAIN, DomainHead, domain_labels
 
@@ -63,7 +65,17 @@ def dann_lambda(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * float(progress))) - 1.0
 
 
-@register_objective("dat")
+def as_configured(spec: ObjectiveSpec, params: dict) -> ObjectiveSpec:
+    """DAT with the real/generated flag as its domain (the domain defaults to the device) is [AFT]'s adversarial
+    fine-tuning: a card names and cites it as such."""
+    if params.get("domain", DEVICE_DOMAIN) != GENERATED_DOMAIN:
+        return spec
+    return dataclasses.replace(spec, card="adversarial fine-tuning on real and generated sounds, AFT", paper="AFT",
+                               cited_for="adversarial fine-tuning with generated sounds", configured=None)
+
+
+@register_objective("dat", card="domain-adversarial training, DAT", paper="SGSCL", uses_domain=True,
+                    cited_for="the device-adversarial (DAT) baseline", configured=as_configured)
 class DAT(CleanPassObjective):
     """L = CE(W z, y) + alpha CE(D(GRL(z)), d); see the module docstring."""
 

@@ -113,7 +113,7 @@ def mixed_features(model: nn.Module, x: torch.Tensor, mix_beta: float,
     return z, draw["lam"], draw["perm"]
 
 
-@register_objective("patchmix_ce")
+@register_objective("patchmix_ce", card="Patch-Mix with mixed-label cross-entropy", paper="PMCL")
 class PatchMixCE(Objective):
     """L = lambda' CE(W z~, y) + (1 - lambda') CE(W z~, y[pi]) on the Patch-Mix of aug(x)."""
 
@@ -133,7 +133,7 @@ class PatchMixCE(Objective):
         return loss, {"loss_ce": float(loss.detach()), "lam": lam}
 
 
-@register_objective("patchmix_cl")
+@register_objective("patchmix_cl", card="Patch-Mix contrastive learning", paper="PMCL")
 class PatchMixCL(CleanPassObjective):
     """L = CE(W z, y) + alpha L_CL(h(z~), stop-grad(z)); see the module docstring."""
 

@@ -37,18 +37,17 @@ RepAugment = Rep-Mask, then Rep-Gen. It is never combined with SpecAugment in on
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
+from lungsound.config import REP_FILLS, REP_MINORITIES, REPRESENTATIONS
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 
 NORMAL = CLASSES.index("normal")
-FILLS = ("code", "paper", "zero")
-MODES = ("none", "rep_mask", "rep_gen", "repaugment")
-MINORITIES = ("abnormal", "all")
+MODES = tuple(REPRESENTATIONS)  # none | rep_mask | rep_gen | repaugment, as the config file names them
+MASKING = ("rep_mask", "repaugment")  # the modes that run Rep-Mask
+GENERATING = ("rep_gen", "repaugment")  # the modes that run Rep-Gen
 GATE_THRESHOLD = 1.0  # the mask is applied when N(0, 1) <= 1.0: probability 0.8413
 MAX_WIDTH = 288  # the authors' absolute width bound F (their AST policy), methods.md section 9
 
@@ -89,8 +88,8 @@ def rep_mask(z: torch.Tensor, fill: str = "code", max_width: float = MAX_WIDTH, 
     fill, through the mean.
     """
     _check_z(z, "rep_mask")
-    if fill not in FILLS:
-        raise LungsoundError(f"Rep-Mask fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    if fill not in REP_FILLS:
+        raise LungsoundError(f"Rep-Mask fill must be one of {', '.join(REP_FILLS)}, got {fill!r}")
     dim = z.shape[1]
     if not 0 < max_width <= dim:  # before the gate's draw: a bound the representation cannot hold fails every call
         raise LungsoundError(f"Rep-Mask max_width must be in (0, D={dim}], got {max_width}")
@@ -118,8 +117,8 @@ def rep_gen(z: torch.Tensor, labels: torch.Tensor, std: float = 0.2, minority: s
     Returns a new tensor of the same shape; normal rows are returned unchanged (``"abnormal"``).
     """
     _check_z(z, "rep_gen")
-    if minority not in MINORITIES:
-        raise LungsoundError(f"Rep-Gen minority must be one of {', '.join(MINORITIES)}, got {minority!r}")
+    if minority not in REP_MINORITIES:
+        raise LungsoundError(f"Rep-Gen minority must be one of {', '.join(REP_MINORITIES)}, got {minority!r}")
     if not std >= 0:
         raise LungsoundError(f"Rep-Gen std must be >= 0, got {std}")
     if minority == "abnormal":
@@ -141,14 +140,14 @@ class RepAugment(nn.Module):
     training mode and returns ``z`` unchanged in eval mode.
     """
 
-    def __init__(self, mode: Literal["none", "rep_mask", "rep_gen", "repaugment"] = "repaugment", fill: str = "code",
+    def __init__(self, mode: str = "repaugment", fill: str = "code",
                  max_width: int = MAX_WIDTH, max_width_ratio: float | None = None, blocks: int = 2, std: float = 0.2,
                  minority: str = "abnormal", gate: bool = True):
         super().__init__()
         if mode not in MODES:
             raise LungsoundError(f"RepAugment mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if fill not in FILLS:
-            raise LungsoundError(f"RepAugment fill must be one of {', '.join(FILLS)}, got {fill!r}")
+        if fill not in REP_FILLS:
+            raise LungsoundError(f"RepAugment fill must be one of {', '.join(REP_FILLS)}, got {fill!r}")
         if isinstance(max_width, bool) or not isinstance(max_width, int) or max_width < 1:
             raise LungsoundError(f"RepAugment max_width must be an integer >= 1 (dimensions), got {max_width!r}")
         if max_width_ratio is not None and not 0 < max_width_ratio <= 1:
@@ -157,19 +156,19 @@ class RepAugment(nn.Module):
             raise LungsoundError(f"RepAugment blocks must be an integer >= 1 (0 blocks mask nothing), got {blocks!r}")
         if not std >= 0:
             raise LungsoundError(f"RepAugment std must be >= 0, got {std}")
-        if minority not in MINORITIES:
-            raise LungsoundError(f"RepAugment minority must be one of {', '.join(MINORITIES)}, got {minority!r}")
+        if minority not in REP_MINORITIES:
+            raise LungsoundError(f"RepAugment minority must be one of {', '.join(REP_MINORITIES)}, got {minority!r}")
         self.mode, self.fill, self.max_width, self.blocks = mode, fill, max_width, blocks
         self.max_width_ratio = None if max_width_ratio is None else float(max_width_ratio)
         self.std, self.minority, self.gate = float(std), minority, bool(gate)
 
     @property
     def masks(self) -> bool:
-        return self.mode in ("rep_mask", "repaugment")
+        return self.mode in MASKING
 
     @property
     def generates(self) -> bool:
-        return self.mode in ("rep_gen", "repaugment")
+        return self.mode in GENERATING
 
     def width(self, dim: int) -> float:
         """The Rep-Mask width bound ``F`` for a ``dim``-dimensional representation."""

@@ -72,7 +72,8 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return -mean_pos.mean()
 
 
-@register_objective("sgscl")
+@register_objective("sgscl", card="stethoscope-guided supervised contrastive learning, SG-SCL", paper="SGSCL",
+                    uses_domain=True)
 class SGSCL(CleanPassObjective):
     """L = CE(W z1, y) + alpha SupCon_domain([P(z1); stop-grad(P(z2))]); see the module docstring."""
 

@@ -38,9 +38,9 @@ from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.models.base import FeatureClassifier, PatchHook
 from lungsound.models.params import ParamSchema, count_limit, schema_of
-from lungsound.models.registry import register_model
+from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = DEFAULT_SAMPLE_RATE  # the AST's cycles: 16 kHz, as AudioSet's AST (its registrations state it)
 
 
 def frames_for_duration(seconds: float, sample_rate: int = SAMPLE_RATE, frame_ms: float = 25.0,
@@ -261,8 +261,8 @@ def _working_bytes(v: dict, seconds: float) -> int:
     return 4 * (2 * v["num_heads"] * n * n + 12 * n * v["embed_dim"])
 
 
-AST_SPEC = dict(input="fbank", explanation="attention-rollout", memory=_working_bytes, paper="AST",
-                architecture="Audio Spectrogram Transformer (AST)")
+AST_SPEC = dict(input="fbank", sample_rate=SAMPLE_RATE, explanation="attention-rollout", memory=_working_bytes,
+                paper="AST", architecture="Audio Spectrogram Transformer (AST)")
 
 
 @register_model("ast", params=_schema(), **AST_SPEC)

@@ -16,6 +16,7 @@ import torch
 
 from lungsound.documents import Field
 from lungsound.errors import LungsoundError
+from lungsound.features.fbank import FbankConfig, num_frames
 from lungsound.models.base import FeatureClassifier, PatchHook
 from lungsound.models.params import schema_of
 from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
@@ -65,11 +66,11 @@ CNN_FACTOR = 64  # activation bytes per fbank value in a forward pass, measured 
 
 
 def _working_bytes(v: dict, seconds: float) -> int:
-    frames = 1 + (int(seconds * DEFAULT_SAMPLE_RATE) - 400) // 160
+    frames = num_frames(int(seconds * DEFAULT_SAMPLE_RATE), FbankConfig(sample_rate=DEFAULT_SAMPLE_RATE))
     return CNN_FACTOR * 4 * frames * 128
 
 
-CNN_SPEC = dict(input="fbank", explanation="grad-cam", memory=_working_bytes)
+CNN_SPEC = dict(input="fbank", sample_rate=DEFAULT_SAMPLE_RATE, explanation="grad-cam", memory=_working_bytes)
 
 
 @register_model("cnn", params=PARAMS, architecture="convolutional network (timm)", **CNN_SPEC)

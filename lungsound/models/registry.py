@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
+from lungsound.data.cycles import DEFAULT_SAMPLE_RATE  # a spec's default rate: 16 kHz, every published recipe
 from lungsound.errors import LungsoundError
 from lungsound.registry import Registry
 from lungsound.models.params import ParamSchema, any_keys, schema_of
@@ -30,7 +31,6 @@ F = TypeVar("F", bound=Factory)
 
 INPUTS = ("fbank", "waveform")  # what the pipeline feeds a model: the Kaldi fbank, or the cycle's waveform
 EXPLANATIONS = ("attention-rollout", "grad-cam", "gradient-x-input")  # lungsound.inference.explain
-DEFAULT_SAMPLE_RATE = 16000  # Hz: every model registered so far takes 16-kHz cycles (docs/methods.md section 2)
 FBANK_FRAMES_PER_SECOND = 100.0  # the Kaldi fbank's 10-ms frame shift (docs/methods.md section 3)
 
 # Peak working memory (bytes) of one segment's forward pass, from the merged parameter values (defaults, what the clip

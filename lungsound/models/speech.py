@@ -43,7 +43,7 @@ from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
 from lungsound.models.params import ParamSchema, count_limit, schema_of
 from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = DEFAULT_SAMPLE_RATE  # every checkpoint registered here was pretrained on 16-kHz speech
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 FAMILIES: dict[str, tuple[type, type]] = {
     "wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
@@ -393,7 +393,7 @@ def _memory(name: str):
         """The first conv layer's output (2 x channels x samples / stride) plus attention maps (2 per head) and about
         12 activations of the hidden width per encoder frame."""
         hf = hf_config(name, v)
-        length = int(seconds * DEFAULT_SAMPLE_RATE)
+        length = int(seconds * SAMPLE_RATE)
         frames = length
         for stride in hf.conv_stride:
             frames //= stride
@@ -418,6 +418,7 @@ def _factory(name: str):
 
 for _name, _checkpoint in CHECKPOINTS.items():
     _xlsr = _name.startswith("xls_r")
-    register_model(_name, params=_schema(_name), input="waveform", explanation="gradient-x-input",
+    register_model(_name, params=_schema(_name), input="waveform", sample_rate=SAMPLE_RATE,
+                   explanation="gradient-x-input",
                    memory=_memory(_name), architecture="XLS-R (wav2vec 2.0)" if _xlsr else WORDS[_checkpoint.family],
                    paper="XLSR" if _xlsr else PAPERS[_checkpoint.family])(_factory(_name))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lungsound.config import ExperimentConfig
 from lungsound.external.card import split_text
+from lungsound.models.registry import model_spec
 from lungsound.sharing.provenance import SCORE_KEYS, Provenance
 from lungsound.sharing.references import method_words, references_for
 
@@ -29,9 +30,6 @@ NOTICE = "**Research use only. Nothing here is a medical device.**"
 DEFAULT_LICENSE = "apache-2.0"
 SCORE_NAMES = {"sp": "Sp", "se": "Se", "score": "Score"}
 METRIC_TYPES = {"sp": "specificity", "se": "sensitivity", "score": "icbhi_score"}  # the front matter's metric ids
-ARCHITECTURES = (("ast", "Audio Spectrogram Transformer (AST)"), ("wav2vec2", "wav2vec 2.0"), ("hubert", "HuBERT"),
-                 ("wavlm", "WavLM"), ("xls_r", "XLS-R (wav2vec 2.0)"), ("resnet", "ResNet (timm)"),
-                 ("efficientnet", "EfficientNet (timm)"), ("cnn", "convolutional network"))
 SPLITS = {"official": "the official ICBHI 60/40 train/test split"}
 
 
@@ -248,7 +246,8 @@ def _intended_use() -> str:
 
 
 def _architecture(name: str) -> str:
-    return next((words for prefix, words in ARCHITECTURES if name.startswith(prefix)), name)
+    """The card words of the model's registration (`ModelSpec.architecture`); an unknown model is an error."""
+    return model_spec(name).architecture
 
 
 def _protocol_words(protocol: str, cfg: ExperimentConfig) -> str:

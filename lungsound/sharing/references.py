@@ -2,13 +2,15 @@
 
 The references are those of the method specification (../shared/docs/methods.md): [PMCL] Bae et al., Interspeech 2023;
 [SGSCL] Kim et al., ICASSP 2024; [REPAUG] Kim et al., EMBC 2024; [AFT] Kim et al., NeurIPS 2023 DGM4H workshop; and the
-ICBHI 2017 database (Rocha et al., Physiological Measurement 2019). Which ones a model cites:
+ICBHI 2017 database (Rocha et al., Physiological Measurement 2019). Which ones a model cites, read off the
+registrations (`lungsound.methods.base.ObjectiveSpec`, `lungsound.models.registry.ModelSpec`), never off names:
 
-- objective `patchmix_ce` / `patchmix_cl`: [PMCL]; `sgscl`: [SGSCL]; `dat` with the real/generated flag as its
-  domain (`method.params.domain: generated`): [AFT]'s adversarial fine-tuning, any other domain: the DAT baseline of
-  [SGSCL]; `compose`: each part's paper;
-- plain cross-entropy (`ce`): the AST fine-tuning baseline of [PMCL] for an AST, the speech-model recipe of [REPAUG] for
-  a waveform speech model, nothing for a CNN;
+- each objective its own paper (`ObjectiveSpec.paper`): `patchmix_ce` / `patchmix_cl` [PMCL], `sgscl` [SGSCL], `dat`
+  the DAT baseline of [SGSCL], or, with the real/generated flag as its domain (`method.params.domain: generated`),
+  [AFT]'s adversarial fine-tuning (the objective's `configured` hook); `compose`: each part's paper;
+- plain fine-tuning (`ce`, `ObjectiveSpec.fine_tuning`): the recipe its backbone's paper (`ModelSpec.paper`) maps to
+  in `RECIPES`: the AST fine-tuning baseline of [PMCL] for an AST, the speech-model recipe of [REPAUG] for a waveform
+  speech model, nothing for a CNN;
 - `augment.representation` other than none (RepAugment, Rep-Mask, Rep-Gen): [REPAUG];
 - `data.generated` (diffusion-generated training clips): [AFT];
 - real (not synthetic) training data: the ICBHI 2017 database paper.
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lungsound.config import ExperimentConfig
+from lungsound.config import REPRESENTATIONS, ExperimentConfig
+from lungsound.methods.base import ObjectiveSpec, objective_spec
+from lungsound.models.registry import model_spec
 
 
 @dataclass(frozen=True)
@@ -62,25 +66,19 @@ PAPERS: dict[str, Reference] = {
                               'Neural Networks", ICML 2019, arXiv 1905.11946', "https://arxiv.org/abs/1905.11946"),
 }
 
-OBJECTIVES = {
-    "ce": "cross-entropy fine-tuning",
-    "patchmix_ce": "Patch-Mix with mixed-label cross-entropy",
-    "patchmix_cl": "Patch-Mix contrastive learning",
-    "sgscl": "stethoscope-guided supervised contrastive learning, SG-SCL",
-    "dat": "domain-adversarial training, DAT",
-    "compose": "a sum of several methods' auxiliary terms",
+# Plain fine-tuning (an objective with `fine_tuning`) follows a published recipe for some backbones: the backbone's
+# own paper (`ModelSpec.paper`) -> (the paper whose recipe it is, what it is cited for). A backbone not here (a CNN)
+# cites none.
+RECIPES: dict[str, tuple[str, str]] = {
+    "AST": ("PMCL", "the AST fine-tuning recipe"),
+    **{paper: ("REPAUG", "fine-tuning waveform speech models") for paper in ("WAV2VEC2", "HUBERT", "WAVLM", "XLSR")},
 }
-REPRESENTATIONS = {"rep_mask": "Rep-Mask", "rep_gen": "Rep-Gen", "repaugment": "RepAugment"}
 
 
 def method_words(cfg: ExperimentConfig) -> str:
     """The training method in words, e.g. 'Patch-Mix contrastive learning (`patchmix_cl`) + RepAugment'."""
     name = cfg.method.name
-    words = OBJECTIVES.get(name, name)
-    if name == "dat" and _adversarial_fine_tuning(cfg.method.params):
-        words = "adversarial fine-tuning on real and generated sounds, AFT"
-    if name == "compose":
-        words = " + ".join(OBJECTIVES.get(part, part) for part in _parts(cfg.method.params))
+    words = " + ".join(spec.card for spec, _ in _objectives(cfg)) or objective_spec(name).card
     text = f"{words} (`{name}`" + (", class-weighted CE" if cfg.method.class_weighted else "") + ")"
     if cfg.augment.representation != "none":
         text += f" + {REPRESENTATIONS[cfg.augment.representation]} on the representation"
@@ -91,26 +89,17 @@ def method_words(cfg: ExperimentConfig) -> str:
 
 def references_for(cfg: ExperimentConfig, synthetic: bool) -> list[tuple[Reference, str]]:
     """(paper, what it is cited for) for a model's config, each paper once, methods first and the data set last."""
-    from lungsound.models import SPEECH_MODELS
-
     cited: dict[str, str] = {}
 
     def cite(key: str, why: str) -> None:
         cited[key] = f"{cited[key]}; {why}" if key in cited and why not in cited[key] else why
 
-    for name, params in _objectives(cfg):
-        if name in ("patchmix_ce", "patchmix_cl"):
-            cite("PMCL", OBJECTIVES[name])
-        elif name == "sgscl":
-            cite("SGSCL", OBJECTIVES[name])
-        elif name == "dat" and _adversarial_fine_tuning(params):
-            cite("AFT", "adversarial fine-tuning with generated sounds")
-        elif name == "dat":
-            cite("SGSCL", "the device-adversarial (DAT) baseline")
-        elif name == "ce" and cfg.model.name.startswith("ast"):
-            cite("PMCL", "the AST fine-tuning recipe")
-        elif name == "ce" and cfg.model.name in SPEECH_MODELS:
-            cite("REPAUG", "fine-tuning waveform speech models")
+    backbone = model_spec(cfg.model.name).paper  # an unknown model is an error, never a guess
+    for spec, _ in _objectives(cfg):
+        if spec.paper is not None:
+            cite(spec.paper, spec.reason)
+        elif spec.fine_tuning and backbone in RECIPES:
+            cite(*RECIPES[backbone])
     if cfg.augment.representation != "none":
         cite("REPAUG", REPRESENTATIONS[cfg.augment.representation])
     if cfg.data.generated:
@@ -120,25 +109,10 @@ def references_for(cfg: ExperimentConfig, synthetic: bool) -> list[tuple[Referen
     return [(PAPERS[key], why) for key, why in cited.items()]
 
 
-def _objectives(cfg: ExperimentConfig) -> list[tuple[str, dict]]:
-    """(objective name, its params): the method itself, or each part of a `compose` method."""
-    if cfg.method.name != "compose":
-        return [(cfg.method.name, cfg.method.params)]
-    out = []
-    for spec in cfg.method.params.get("parts") or []:
-        if isinstance(spec, str):
-            out.append((spec, {}))
-        elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
-            out.append((spec["name"], spec))
-    return out
-
-
-def _parts(params: dict) -> list[str]:
-    return [spec if isinstance(spec, str) else str(spec.get("name")) for spec in params.get("parts") or []
-            if isinstance(spec, (str, dict))]
-
-
-def _adversarial_fine_tuning(params: dict) -> bool:
-    """A `dat` objective whose domain is the real/generated flag (it defaults to the device): [AFT]'s adversarial
-    fine-tuning."""
-    return params.get("domain", "device") == "generated"
+def _objectives(cfg: ExperimentConfig) -> list[tuple[ObjectiveSpec, dict]]:
+    """(objective spec as its params make it, its params): the method itself, or each part of a composition."""
+    spec = objective_spec(cfg.method.name)
+    if spec.parts is None:
+        return [(spec.as_configured(cfg.method.params), cfg.method.params)]
+    parts = [(objective_spec(name), params) for name, params in spec.parts(cfg.method.params)]
+    return [(part.as_configured(params), params) for part, params in parts]

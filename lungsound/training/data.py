@@ -2,7 +2,8 @@
 
 `paper`: train on the official training split, evaluate on the test split every epoch (the papers select the best test
 epoch). `clean`: hold out whole training patients (about `val_fraction` of the training cycles, the same patients for
-every seed and method) as a validation split, select the epoch on it, and report the test split at that epoch.
+every seed and method) as a validation split, select the epoch on it, and report the test split at that epoch. Cycles
+are cut at the model's own sample rate and featurised as its spec says (`lungsound.models.build.input_configs`).
 
 What the data layer could not match (recordings without a split entry, which are left out of training and testing,
 split entries without an annotation file, duplicates; `MatchReport.problems`) is reported with `warnings.warn`, one
@@ -17,12 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lungsound.config import ExperimentConfig
-from lungsound.data.cycles import CycleConfig
 from lungsound.data.database import Database, open_database
 from lungsound.data.dataset import CycleDataset
 from lungsound.data.default import resolve_root
 from lungsound.errors import LungsoundError
-from lungsound.features.fbank import FbankConfig
+from lungsound.models.build import input_configs
 
 
 @dataclass
@@ -59,8 +59,7 @@ def warn_unmatched(db: Database) -> None:
 def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
     db = open_database(resolve_root(cfg.data.root), split=cfg.data.split)
     warn_unmatched(db)
-    cycle_cfg = CycleConfig(duration=cfg.data.duration, pad=cfg.data.pad)
-    fbank_cfg = FbankConfig() if cfg.data.input == "fbank" else None
+    cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
     kwargs = dict(cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg, progress=progress, use_cache=cfg.data.cache)
     train = CycleDataset.from_split(db, "train", **kwargs)
     test = CycleDataset.from_split(db, "test", **kwargs)

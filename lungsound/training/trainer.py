@@ -29,7 +29,7 @@ from lungsound.features.specaugment import SpecAugConfig, SpecAugment
 from lungsound.data.labels import domain_size
 from lungsound.data.sampler import BalancedOversampler
 from lungsound.errors import LungsoundError
-from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective
+from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective, objective_spec
 from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
 from lungsound.models.build import build_model, check_model_input
@@ -133,7 +133,7 @@ class Trainer:
         params = objective_params(cfg)
         self.domains = None  # batch.domain: another metadata domain, when the method or the data config names one
         domain = params.get("domain", cfg.data.domain)
-        if domain != "device":
+        if objective_spec(cfg.method.name).uses_domain and domain != "device":  # only a domain method reads it
             self.domains = self.data.train.domain_labels(domain, definitions=cfg.train.protocol)
         self.objective = create_objective(cfg.method.name, self.model.feature_dim, self.model.num_classes,
                                           class_weights=weights, **params).to(self.device)
