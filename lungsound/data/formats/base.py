@@ -8,7 +8,7 @@ the `train` or `test` side of the split asked for. What it gives back is a `Data
 downstream (datasets, the feature cache, training, evaluation, `lungsound data stats`) reads only that.
 
 A new corpus is one module: subclass `DataFormat`, set its attributes, write `read`, and decorate the class with
-`@register_format` (tests/test_formats.py defines a CSV-of-cycles format in a dozen lines).
+`@register_format` (tests/test_formats.py defines a CSV-of-cycles format in about twenty-five lines).
 """
 
 from __future__ import annotations
