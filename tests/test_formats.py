@@ -29,13 +29,16 @@ from lungsound.data.naming import parse_stem
 from lungsound.data.sample_meta import SampleMeta
 from lungsound.errors import LungsoundError
 from lungsound.models.folder import read_meta
+from lungsound.results.device_ood import device_ood_rows
+from lungsound.tracking import RunLogger
 from lungsound.training.run import fit
 from lungsound.training.trainer import Trainer, to_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 REPO = Path(__file__).resolve().parents[1]
 TABLE = "cycles.csv"
-COLUMNS = ("file", "start", "end", "crackles", "wheezes", "patient", "age", "sex", "location", "device", "split", "site")
+COLUMNS = ("file", "start", "end", "crackles", "wheezes", "patient", "age", "sex", "location", "device", "split",
+           "site")
 
 
 @register_format
@@ -259,3 +262,17 @@ def test_domain_integers_equal_the_old_computation_on_the_real_annotations(icbhi
     old_device = np.array([old_domain("device", s, d, patients, "clean") for s, d in zip(stems, devices)])
     assert [mixed[i].device for i in range(len(mixed))] == old_device.tolist()
     assert mixed.domain_labels("generated").tolist() == [0] * len(ds) + [1, 1]
+
+
+def test_the_device_ood_table_follows_the_runs_format(mlflow_store):
+    for split, score, per_device in (("official", 60.0, {"phone": 70.0, "digital": 50.0}),
+                                     ("device_out=phone", 40.0, {})):
+        logger = RunLogger.start("fmt-ood", split, {"experiment_file": "exp", "protocol": "paper", "seed": 1,
+                                                     "data_fingerprint": split})
+        logger.log_params({"data.split": split, "train.seed": 1, "data.format": "test_csv_cycles"})
+        logger.log_metrics({"final_test_score": score, **{f"final_test_score_{d}": v for d, v in per_device.items()}})
+        logger.end("FINISHED")
+    rows = device_ood_rows("exp", mlflow_experiments=["fmt-ood"])
+    assert [r["held_out"] for r in rows] == ["phone", "digital", "none (official split)"]
+    assert rows[0]["score"][0] == 40.0 and rows[0]["id_score"][0] == 70.0 and rows[0]["delta"] == -30.0
+    assert rows[1]["seeds"] == 0 and rows[1]["id_score"][0] == 50.0

@@ -16,7 +16,8 @@ from lungsound.data.sample_meta import SampleMeta
 from lungsound.data.splits import SPLIT_CHOICES
 from lungsound.errors import LungsoundError
 
-__all__ = ["AUDIO_SUFFIXES", "DEFAULT_FORMAT", "Database", "MatchReport", "Recording", "SIDE_FILES", "SPLIT_CHOICES", "open_database"]
+__all__ = ["AUDIO_SUFFIXES", "DEFAULT_FORMAT", "Database", "MatchReport", "Recording", "SIDE_FILES", "SPLIT_CHOICES",
+           "open_database"]
 
 
 def open_database(root: str | Path, split: str | None = "official", *, format: str = DEFAULT_FORMAT,

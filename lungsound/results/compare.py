@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lungsound.config import DataConfig
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.results.published import published_for
@@ -57,7 +58,9 @@ def collect_runs(experiments: list[str] | None = None) -> list[dict]:
             m, tags = run.data.metrics, run.data.tags
             if "final_test_score" not in m or tags.get("role") == "parent":
                 continue
-            config = {k: v for k, v in run.data.params.items() if k not in NOT_COMPARED}
+            # runs logged before data.format existed read ICBHI data: the same config as data.format=icbhi
+            config = {"data.format": DataConfig.format,
+                      **{k: v for k, v in run.data.params.items() if k not in NOT_COMPARED}}
             devices = [k[len("final_test_"):] for k in m if k.startswith("final_test_score_")
                        and k[len("final_test_"):] not in NOT_DEVICE_SCORES]
             rows.append({"mlflow_experiment": exp.name, "experiment": tags.get("experiment_file", "?"),
@@ -234,7 +237,8 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "comparison.md", md + "\n")
         with atomic_write(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as fh:
-            columns = list(dict.fromkeys(k for row in table for k in row if not k.startswith("_")))  # rows' devices differ
+            # every row's columns: rows of other data have other devices' scores
+            columns = list(dict.fromkeys(k for row in table for k in row if not k.startswith("_")))
             writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(table)

@@ -155,9 +155,11 @@ class Database:
         return self.patients.get(number)
 
     def find(self, stem: str) -> Recording:
-        """The recording named `stem` (in any naming variant the format accepts: ICBHI matches the first four fields)."""
+        """The recording named `stem`, in any naming variant the format accepts (ICBHI matches the first four
+        fields)."""
         key = self.format.recording_key(stem)
         for rec in self.recordings:
             if rec.name.key == key:
                 return rec
-        raise LungsoundError(f"no recording {stem} (matched on {key}) among the {len(self.recordings)} found", self.root)
+        raise LungsoundError(f"no recording {stem} (matched on {key}) among the {len(self.recordings)} found",
+                             self.root)

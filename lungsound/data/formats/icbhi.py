@@ -144,7 +144,8 @@ class IcbhiFormat(DataFormat):
 
 
 def _match(root: Path, split: str | None, annotations: dict[str, list[Path]], audio: dict[str, list[Path]],
-           side: dict[str, Path], overrides: dict[str, Path], report: MatchReport, load_cycles: bool) -> list[Recording]:
+           side: dict[str, Path], overrides: dict[str, Path], report: MatchReport,
+           load_cycles: bool) -> list[Recording]:
     """One `Recording` per annotation key, with its audio, device and split; what does not match goes to `report`."""
     entries, patient_split = _split_assignment(split, side, overrides, root)
     audio_by_key: dict[str, list[Path]] = defaultdict(list)
