@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from lungsound.data.formats import DEFAULT_FORMAT, FORMATS
 from lungsound.data.labels import domain_size
 from lungsound.documents import load_yaml, read_text
 from lungsound.errors import LungsoundError
@@ -27,8 +28,9 @@ from lungsound.errors import LungsoundError
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # an ICBHI-format folder; None = the built-in synthetic set
-    split: str = "official"  # official | fold0..fold4 | official_noleak | device_out=<device> (lungsound.data.splits)
+    root: str | None = None  # a folder of data in `format`; None = the built-in synthetic set (ICBHI format)
+    format: str = DEFAULT_FORMAT  # how `root` is read: a name of lungsound.data.formats.FORMATS (icbhi, ...)
+    split: str = "official"  # ICBHI: official | fold0..fold4 | official_noleak | device_out=<device> (data.splits)
     duration: float = 8.0  # seconds per cycle (8 for the AST papers, 5 for [AFT])
     pad: str = "repeat"  # repeat | zero
     input: str = "fbank"  # fbank (spectrogram models) | waveform (speech models)
@@ -187,10 +189,8 @@ def _device(value) -> str | None:
     return None if DEVICE_PATTERN.fullmatch(value) else "must be auto, cpu, cuda, cuda:N or mps"
 
 
-def _split(value) -> str | None:
-    from lungsound.data.splits import SPLIT_CHOICES  # the one list of split names the data layer accepts
-
-    return None if value in SPLIT_CHOICES else f"must be one of {', '.join(SPLIT_CHOICES)}"
+def _format(value) -> str | None:
+    return None if value in FORMATS else f"must be one of {', '.join(FORMATS.names())}"
 
 
 def _at_most_chars(limit: int) -> Rule:
@@ -227,7 +227,7 @@ def _string_keys(value) -> str | None:
 RULES: dict[str, Rule] = {
     "name": _name(100),
     "description": _at_most_chars(MAX_DESCRIPTION),
-    "data.split": _split,
+    "data.format": _format,
     "data.duration": _positive,
     "data.val_fraction": _in_range(0, 1, low_open=True, high_open=True),
     "data.val_seed": _at_least(0),
@@ -279,9 +279,23 @@ def validate(cfg: ExperimentConfig, source: str = "<config>") -> ExperimentConfi
         if problem:
             shown = repr(values[key])
             raise LungsoundError(f"{key} {problem}, got {shown if len(shown) <= 80 else shown[:77] + '...'}", source)
+    _check_split(cfg, source)
     _check_model(cfg, source)
     _check_combinations(cfg, source)
     return cfg
+
+
+def _check_split(cfg: ExperimentConfig, source: str) -> None:
+    """`data.split` must be a split the data format knows (ICBHI: lungsound.data.splits.SPLIT_CHOICES), and the
+    built-in data (no `data.root`) is ICBHI-format."""
+    fmt = FORMATS.get(cfg.data.format)
+    if cfg.data.split not in fmt.splits:
+        shown = repr(cfg.data.split)
+        raise LungsoundError(f"data.split must be one of {', '.join(fmt.splits)}, got "
+                             f"{shown if len(shown) <= 80 else shown[:77] + '...'}", source)
+    if cfg.data.root is None and cfg.data.format != DEFAULT_FORMAT:
+        raise LungsoundError(f"data.format={cfg.data.format} needs data.root (the built-in synthetic set is "
+                             f"{DEFAULT_FORMAT}-format)", source)
 
 
 def _check_model(cfg: ExperimentConfig, source: str) -> None:
@@ -320,7 +334,7 @@ def _check_domain_head(cfg: ExperimentConfig, source: str) -> None:
         return
     domain = params.get("domain", "device")
     try:
-        need = domain_size(domain, cfg.train.protocol)
+        need = domain_size(domain, cfg.train.protocol, FORMATS.get(cfg.data.format))  # the format's vocabularies
     except LungsoundError as exc:
         raise LungsoundError(f"method.params.domain: {exc.problem}", source) from None
     given = params.get("n_domains")

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 import lungsound.features.cache as cache_mod
 from lungsound.data.cycles import CycleConfig, load_cycles
 from lungsound.data.database import open_database
-from lungsound.data.dataset import CycleDataset
+from lungsound.data.dataset import CycleDataset, collate_samples
 from lungsound.errors import LungsoundError
 from lungsound.features.fbank import FbankConfig, compute_features_batch
 
@@ -30,9 +30,12 @@ def test_dataset_items_and_domains(tiny_icbhi, tmp_path):
     assert ds.domain_labels("sex").tolist() == [1] * 5
     with pytest.raises(LungsoundError, match="unknown domain 'bmi'"):
         ds.domain_labels("bmi")
-    batch = next(iter(DataLoader(ds, batch_size=4)))
+    batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate_samples)))
     assert batch.x.shape == (4, 198, 128) and batch.label.tolist() == [0, 1, 2, 3]
     assert batch.recording[0] == "101_1b1_Al_sc_Meditron"
+    # one metadata record per sample, its recording's (conftest's metadata.txt: 101 3 years F, 102 0.75 years F)
+    assert [(m.patient, m.age, m.sex, m.location, m.device) for m in batch.meta] == [
+        (101, 3.0, "F", "Al", "Meditron")] * 3 + [(102, 0.75, "F", "Ar", "Meditron")]
 
 
 def test_features_equal_direct_pipeline(tiny_icbhi, tmp_path):

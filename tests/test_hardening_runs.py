@@ -20,7 +20,7 @@ from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.storage import atomic_write_text, exclusive_dir
 from lungsound.training import run as run_mod
-from lungsound.models.folder import load_model
+from lungsound.models.folder import load_model, read_meta
 from lungsound.training.checkpoint import load_state
 from lungsound.training.run import fit
 from lungsound.training.seeds import fit_seeds, resume_group
@@ -244,7 +244,8 @@ def test_each_epoch_is_evaluated_once_and_the_report_is_that_evaluation(small_ic
     result = fit(tiny_cfg(small_icbhi, tmp_path, "train.epochs=3", "tracking.experiment=once"), progress=False)
     assert len(calls) == 3  # one forward pass over the test split per epoch, none afterwards
     with np.load(result.checkpoint / run_mod.EVAL_FILE) as npz:
-        ev = evaluation.Evaluation.from_arrays(npz["test_logits"], npz["test_labels"], npz["test_devices"])
+        ev = evaluation.Evaluation.from_arrays(npz["test_logits"], npz["test_labels"], npz["test_devices"],
+                                               read_meta(result.checkpoint)["devices"])  # the vocabulary saved with it
     assert ev.scores["score"] == pytest.approx(result.metrics["final_test_score"])
     csv_path = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/report/per_class.csv",
                                                    dst_path=str(tmp_path / "rep"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lungsound.data.labels import DEVICES
+from lungsound.data.formats.icbhi import DEVICES
 from lungsound.errors import LungsoundError
 from lungsound.evaluation.metrics import (
     confusion_matrix,

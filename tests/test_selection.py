@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from lungsound.config import load_config
-from lungsound.data.labels import DEVICES
+from lungsound.data.formats.icbhi import DEVICES
 from lungsound.evaluation.evaluate import Evaluation
 from lungsound.evaluation.metrics import icbhi_scores, per_group_scores
 from lungsound.training.data import build_run_data

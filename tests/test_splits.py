@@ -8,7 +8,7 @@ import pytest
 
 from lungsound.config import load_config
 from lungsound.data.database import open_database
-from lungsound.data.labels import DEVICES
+from lungsound.data.formats.icbhi import DEVICES
 from lungsound.data.splits import SPLIT_CHOICES, assign, check_split
 from lungsound.errors import LungsoundError
 

@@ -12,8 +12,12 @@ from lungsound.config import CHOICES
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
+    from lungsound.data.formats import DEFAULT_FORMAT, FORMATS
+
     p.add_argument("--root", type=Path, default=None,
                    help="folder holding an ICBHI-format database (default: the built-in synthetic set, made on first use)")
+    p.add_argument("--format", default=DEFAULT_FORMAT, choices=FORMATS.names(),
+                   help=f"the folder's data format (default {DEFAULT_FORMAT}; see lungsound.data.formats)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,9 +62,10 @@ def run_stats(args: argparse.Namespace) -> int:
     from lungsound.data.database import open_database
     from lungsound.data.stats import database_stats, format_stats
 
-    db = open_database(_root(args), split=args.split, split_file=args.split_file, load_cycles=True)
+    db = open_database(_root(args), split=args.split, format=args.format, split_file=args.split_file,
+                       load_cycles=True)
     stats = database_stats(db)
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats, db.format.title or db.format.name))
     return 0
 
 
@@ -72,7 +77,7 @@ def run_dump(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".npz":
         raise LungsoundError("output must end in .npz", args.out)
-    db = open_database(_root(args), split=None)
+    db = open_database(_root(args), split=None, format=args.format)
     rec = db.find(args.recording)
     if rec.audio is None:
         raise LungsoundError(f"recording {rec.stem} has an annotation but no audio file", db.root)

@@ -1,11 +1,16 @@
 """The training dataset: one item per annotated cycle, with the labels every method needs.
 
-An item is a `Sample(x, label, device, patient, recording, index)`:
+An item is a `Sample(x, label, device, patient, recording, index, meta)`:
 `x` is the AST-normalised fbank (T, 128) or, for waveform models, the 16 kHz cycle (L,); `label` the 4-class index;
-`device` the stethoscope index (Meditron 0, LittC2SE 1, Litt3200 2, AKGC417L 3); `index` the item's position, with which
-`domain_labels(name, definitions=...)` looks up other metadata domains (age group, sex, chest location) for the domain
-methods, in the paper or clean definitions of `lungsound.data.labels` (the experiment's `train.protocol`).
-Arrays come from the feature cache (`lungsound.features.cache`); the dataset never writes into them.
+`device` the stethoscope index in the database's device vocabulary (`Database.devices`; ICBHI: Meditron 0, LittC2SE 1,
+Litt3200 2, AKGC417L 3); `index` the item's position, with which `domain_labels(name, definitions=...)` looks up other
+metadata domains (age group, sex, chest location) for the domain methods, in the paper or clean definitions of
+`lungsound.data.labels` (the experiment's `train.protocol`); `meta` the item's metadata record (`SampleMeta`: patient,
+recording, age, sex, chest location, device and what the corpus adds), its recording's.
+`collate_samples` makes a batch of items: the same fields stacked as the default collate does, and `meta` the list of
+the items' records, one per sample.
+Arrays come from the feature cache (`lungsound.features.cache`); the dataset never writes into them; the metadata is
+rebuilt from the corpus's own files.
 """
 
 from __future__ import annotations
@@ -17,25 +22,34 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.database import Database, Recording
-from lungsound.data.labels import DEFINITIONS, DOMAIN_VOCABULARIES, age_group, sex_group
+from lungsound.data.labels import GENERATED_DOMAIN, domain_indices
+from lungsound.data.sample_meta import SampleMeta
 from lungsound.errors import LungsoundError
 from lungsound.features.cache import load_or_build
 from lungsound.features.fbank import FbankConfig
 
-DOMAINS = DOMAIN_VOCABULARIES["clean"]  # domain name -> vocabulary (clean definitions; paper: DOMAIN_VOCABULARIES)
-
 
 class Sample(NamedTuple):
+    """One item (or, from `collate_samples`, one batch: tensors stacked, `recording` and `meta` as lists)."""
+
     x: torch.Tensor
     label: int
     device: int
     patient: int
     recording: str
     index: int
+    meta: SampleMeta | None = None
+
+
+def collate_samples(items: list[Sample]) -> Sample:
+    """A batch of items: `x`, `label`, `device`, `patient`, `index` stacked and `recording` listed exactly as torch's
+    default collate does, and `meta` the list of the items' metadata records."""
+    head = default_collate([tuple(item[:-1]) for item in items])
+    return Sample(*head, meta=[item.meta for item in items])
 
 
 class CycleDataset(Dataset):
@@ -62,6 +76,7 @@ class CycleDataset(Dataset):
         self.cycle_index = cached.cycle_index
         self.labels = np.array([self.recordings[r].cycles[c].label
                                 for r, c in zip(self.recording_index, self.cycle_index)], dtype=np.int64)
+        self.device_names = db.devices  # the vocabulary of `devices` (per-device scores are named by it)
         self.devices = self.domain_labels("device")
         self.patients = np.array([self.recordings[r].patient for r in self.recording_index], dtype=np.int64)
 
@@ -79,7 +94,12 @@ class CycleDataset(Dataset):
     def __getitem__(self, i: int) -> Sample:
         rec = self.recordings[self.recording_index[i]]
         x = torch.from_numpy(np.array(self.arrays[self.rows[i]], dtype=np.float32))  # a copy: the cache stays read-only
-        return Sample(x, int(self.labels[i]), int(self.devices[i]), rec.patient, rec.stem, i)
+        return Sample(x, int(self.labels[i]), int(self.devices[i]), rec.patient, rec.stem, i, rec.meta)
+
+    @property
+    def metas(self) -> list[SampleMeta]:
+        """Every item's metadata record, in item order."""
+        return [self.recordings[r].meta for r in self.recording_index]
 
     def subset(self, patients: set[int] | None = None, exclude_patients: set[int] | None = None) -> "CycleDataset":
         """A view over the same cached arrays with only the cycles of `patients` (or all but `exclude_patients`)."""
@@ -94,39 +114,17 @@ class CycleDataset(Dataset):
         return view
 
     def domain_labels(self, name: str, *, definitions: str = "clean") -> np.ndarray:
-        """Per-item index into the vocabulary of domain `name` (device, age_group, sex, location); -1 where unknown.
+        """Per-item index into the vocabulary of domain `name` (device, age_group, sex, location; device and location
+        vocabularies are the database's), read from each item's metadata record; -1 where unknown.
 
         `definitions` is "paper" (the reference code: adult at 19 and over, a missing age counted as a child; sex M 0,
         anything else 1; location from the patient's metadata column) or "clean" (child/adult/elderly, unknown ages
         and sexes -1, location from the recording's own name); see `lungsound.data.labels`. Training passes its
         `train.protocol`.
         """
-        if name == "generated":  # real cycles: the generated flag of [AFT] is 0 (see lungsound.data.generated)
+        if name == GENERATED_DOMAIN:  # real cycles: the generated flag of [AFT] is 0 (see lungsound.data.generated)
             return np.zeros(len(self), dtype=np.int64)
-        if name not in DOMAINS:
-            raise LungsoundError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
-        if definitions not in DEFINITIONS:
-            raise LungsoundError(f"domain definitions must be one of {', '.join(DEFINITIONS)}, got {definitions!r}")
-        vocab = DOMAIN_VOCABULARIES[definitions][name]
-        values = []
-        for r in self.recording_index:
-            value = _domain_value(name, self.recordings[r], self.db, definitions)
-            values.append(vocab.index(value) if value in vocab else -1)
-        return np.array(values, dtype=np.int64)
+        return np.array(domain_indices(name, self.metas, definitions, self.db), dtype=np.int64)
 
     def class_counts(self, n_classes: int = 4) -> np.ndarray:
         return np.bincount(self.labels, minlength=n_classes)
-
-
-def _domain_value(name: str, rec: Recording, db: Database, definitions: str) -> str | None:
-    """The vocabulary entry of one recording's domain `name` (None when unknown)."""
-    if name == "device":
-        return rec.device
-    patient = db.patient(rec.patient)
-    if name == "location":
-        if definitions == "paper":  # the reference reads it from metadata.txt: one location per patient
-            return patient.chest_location if patient else None
-        return rec.name.location
-    if name == "age_group":
-        return age_group(patient.age if patient else None, definitions)
-    return sex_group(patient.sex if patient else None, definitions)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lungsound.data.archive import ExtractLimits, content_root, safe_extract
-from lungsound.data.database import AUDIO_SUFFIXES
+from lungsound.data.formats.icbhi import AUDIO_SUFFIXES
 from lungsound.data.meta import read_split_file
 from lungsound.data.naming import is_recording_stem, parse_stem
 from lungsound.errors import LungsoundError

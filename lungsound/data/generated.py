@@ -30,10 +30,12 @@ Inputs are computed once and cached on disk (memory-mapped), keyed by the manife
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,10 @@ from tqdm.auto import tqdm
 
 from lungsound.audio import audio_info, load_audio
 from lungsound.data.cycles import DEFAULT_SAMPLE_RATE, CycleConfig, fix_length
-from lungsound.data.labels import CLASSES, DEVICES
+from lungsound.data.dataset import Sample
+from lungsound.data.formats.icbhi import DEVICES as ICBHI_DEVICES
+from lungsound.data.labels import CLASSES, GENERATED_DOMAIN, domain_indices
+from lungsound.data.sample_meta import SampleMeta
 from lungsound.data.splits import SPLIT_CHOICES
 from lungsound.documents import Field, check_fields, read_json
 from lungsound.errors import LungsoundError
@@ -77,15 +82,17 @@ class GeneratedItem:
     device: str
 
 
-def read_manifest(folder: str | Path) -> list[GeneratedItem]:
-    """The rows of a generated set's manifest, checked (one-line errors naming the file and row)."""
+def read_manifest(folder: str | Path, devices: Sequence[str] = ICBHI_DEVICES) -> list[GeneratedItem]:
+    """The rows of a generated set's manifest, checked (one-line errors naming the file and row); every clip's device
+    must be one of `devices` (the training database's vocabulary; generated sets come from ICBHI vocoders, so the
+    ICBHI format's own list when no database is at hand)."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise LungsoundError(f"not a generated set: {MANIFEST} is missing (make one with lungsound generate synth)",
                              folder)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            items = _read_rows(folder, csv.DictReader(fh), path)
+            items = _read_rows(folder, csv.DictReader(fh), path, devices)
     except UnicodeDecodeError as exc:
         raise LungsoundError(f"not UTF-8 text (byte {exc.start})", path) from None
     except csv.Error as exc:
@@ -95,7 +102,7 @@ def read_manifest(folder: str | Path) -> list[GeneratedItem]:
     return items
 
 
-def _read_rows(folder: str | Path, reader: csv.DictReader, path: Path) -> list[GeneratedItem]:
+def _read_rows(folder: str | Path, reader: csv.DictReader, path: Path, devices: Sequence[str]) -> list[GeneratedItem]:
     missing = [c for c in COLUMNS[:6] if c not in (reader.fieldnames or [])]
     if missing:
         raise LungsoundError(f"missing column(s) {', '.join(missing)}", path)
@@ -107,7 +114,7 @@ def _read_rows(folder: str | Path, reader: csv.DictReader, path: Path) -> list[G
                                  int(row["patient"]), row["device"])
         except (ValueError, TypeError):
             raise LungsoundError(f"row {row_no}: bad class, cycle or patient in {dict(row)}", path) from None
-        if item.device not in DEVICES:
+        if item.device not in devices:
             raise LungsoundError(f"row {row_no}: unknown device {item.device!r}", path)
         clip_path(folder, item.file, f"row {row_no}: ", path)
         items.append(item)
@@ -216,25 +223,26 @@ def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: Cycle
 
 
 class GeneratedCycles(Dataset):
-    """The clips of a generated set as (x, label, device, patient, recording, index) items, like `CycleDataset`."""
+    """The clips of a generated set as (x, label, device, patient, recording, index) items, like `CycleDataset`;
+    device indices are into `devices` (the training database's vocabulary)."""
 
     def __init__(self, folder: str | Path, cycle_cfg: CycleConfig = CycleConfig(),
                  fbank_cfg: FbankConfig | None = FbankConfig(), *, stretch: bool = False, progress: bool = True,
-                 use_cache: bool = True, items: list[GeneratedItem] | None = None):
+                 use_cache: bool = True, items: list[GeneratedItem] | None = None,
+                 devices: Sequence[str] = ICBHI_DEVICES):
         self.folder = Path(folder)
-        self.items = items if items is not None else read_manifest(folder)
+        self.device_names = tuple(devices)
+        self.items = items if items is not None else read_manifest(folder, self.device_names)
         self.arrays = load_inputs(self.folder, self.items, cycle_cfg, fbank_cfg, stretch, progress, use_cache)
         self.rows = np.arange(len(self.items))
         self.labels = np.array([it.label for it in self.items], dtype=np.int64)
-        self.devices = np.array([DEVICES.index(it.device) for it in self.items], dtype=np.int64)
+        self.devices = np.array([self.device_names.index(it.device) for it in self.items], dtype=np.int64)
         self.patients = np.array([it.patient for it in self.items], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def without_patients(self, patients: set[int]) -> "GeneratedCycles":
-        import copy
-
         keep = ~np.isin(self.patients, list(patients))
         view = copy.copy(self)
         view.items = [it for it, k in zip(self.items, keep) if k]
@@ -253,12 +261,18 @@ class MixedDataset(Dataset):
     """Real training cycles followed by generated ones: what the trainer sees when `data.generated` is set.
 
     Item i < len(real) is the real item i; the others are generated clips. Every real item has the generated flag 0 and
-    every clip 1 (`domain_labels("generated")`); the other domains of a clip are those of its source recording.
+    every clip 1 (`domain_labels("generated")`); a clip's metadata record is its source recording's (so are its other
+    domains), with `recording` the clip's file and `extra` adding `generated`, `source_recording` and `source_cycle`.
     """
 
     def __init__(self, real, generated: GeneratedCycles):
+        if tuple(generated.device_names) != tuple(real.device_names):
+            raise LungsoundError(f"the generated set's device vocabulary ({', '.join(generated.device_names)}) is not "
+                                 f"the training data's ({', '.join(real.device_names)})", generated.folder)
         self.real, self.generated = real, generated
         self.db, self.recordings = real.db, real.recordings
+        self.device_names = real.device_names
+        self.clip_metas = [clip_meta(item, self.db.find(item.source_recording).meta) for item in generated.items]
         self.labels = np.concatenate([real.labels, generated.labels])
         self.devices = np.concatenate([real.devices, generated.devices])
         self.patients = np.concatenate([real.patients, generated.patients])
@@ -269,32 +283,36 @@ class MixedDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        from lungsound.data.dataset import Sample
-
         n = len(self.real)
         if i < n:
             s = self.real[i]
-            return Sample(s.x, s.label, s.device, s.patient, s.recording, i)
+            return Sample(s.x, s.label, s.device, s.patient, s.recording, i, s.meta)
         x, item = self.generated.item(i - n)
-        return Sample(x, item.label, int(self.generated.devices[i - n]), item.patient, item.file, i)
+        return Sample(x, item.label, int(self.generated.devices[i - n]), item.patient, item.file, i,
+                      self.clip_metas[i - n])
+
+    @property
+    def metas(self) -> list[SampleMeta]:
+        return self.real.metas + self.clip_metas
 
     def generated_flags(self) -> np.ndarray:
         return np.concatenate([np.zeros(len(self.real), np.int64), np.ones(len(self.generated), np.int64)])
 
     def domain_labels(self, name: str, *, definitions: str = "clean") -> np.ndarray:
-        if name == "generated":
+        if name == GENERATED_DOMAIN:
             return self.generated_flags()
-        from lungsound.data.dataset import _domain_value
-        from lungsound.data.labels import DOMAIN_VOCABULARIES
-
-        vocab = DOMAIN_VOCABULARIES[definitions][name]
-        values = [_domain_value(name, self.db.find(it.source_recording), self.db, definitions)
-                  for it in self.generated.items]
-        extra = np.array([vocab.index(v) if v in vocab else -1 for v in values], dtype=np.int64)
+        extra = np.array(domain_indices(name, self.clip_metas, definitions, self.db), dtype=np.int64)
         return np.concatenate([self.real.domain_labels(name, definitions=definitions), extra])
 
     def class_counts(self, n_classes: int = 4) -> np.ndarray:
         return np.bincount(self.labels, minlength=n_classes)
+
+
+def clip_meta(item: GeneratedItem, source: SampleMeta) -> SampleMeta:
+    """A generated clip's metadata record: its source recording's, naming the clip and where it came from."""
+    return replace(source, recording=item.file, extra={**source.extra, "generated": True,
+                                                       "source_recording": item.source_recording,
+                                                       "source_cycle": item.source_cycle})
 
 
 def check_sources(generated: GeneratedCycles, db) -> None:

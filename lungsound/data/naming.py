@@ -3,6 +3,9 @@
 The same recording is named differently across copies of the database: the challenge download calls 91 recordings
 `_AKGC417L` or `_LittC2SE` that the split file calls `_Meditron`, and `226_1b1_Pl_sc` is `_LittC2SE` in some copies.
 Recordings are therefore matched on `RecordingName.key`, the first four fields, never on the whole stem.
+
+The vocabularies of the name's fields are the ICBHI format's own (lungsound.data.formats.icbhi declares them as its
+device and chest-location vocabularies; everything else reads them from the database or the format).
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lungsound.data.labels import DEVICES, LOCATIONS, MODES
 from lungsound.errors import LungsoundError
+
+# Device indices follow [SGSCL] (Kim et al., ICASSP 2024): Meditron 0, LittC2SE 1, Litt3200 2, AKGC417L 3.
+DEVICES: tuple[str, ...] = ("Meditron", "LittC2SE", "Litt3200", "AKGC417L")
+LOCATIONS: tuple[str, ...] = ("Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr")  # trachea, anterior/posterior/lateral L/R
+MODES: tuple[str, ...] = ("sc", "mc")  # single channel, multichannel
 
 _STEM = re.compile(
     r"^(?P<patient>\d{3})_(?P<index>\d+[a-z]\d+)_(?P<location>[A-Z][a-z])_(?P<mode>[a-z]{2})_(?P<device>[A-Za-z0-9]+)$"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lungsound.data.labels import DEVICES
+from lungsound.data.naming import DEVICES
 from lungsound.errors import LungsoundError
 
 DEVICE_OUT = "device_out="

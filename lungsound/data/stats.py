@@ -1,11 +1,12 @@
-"""Counts of an ICBHI-format database per split, from the annotation files alone (`lungsound data stats`)."""
+"""Counts of a database per split, from the annotation files alone (`lungsound data stats`); devices are the
+database's own vocabulary."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from lungsound.data.database import Database
-from lungsound.data.labels import CLASSES, DEVICES
+from lungsound.data.labels import CLASSES
 
 
 def database_stats(db: Database) -> dict:
@@ -21,7 +22,7 @@ def database_stats(db: Database) -> dict:
             "recordings": len(recs),
             "cycles": sum(labels.values()),
             **{name: labels.get(i, 0) for i, name in enumerate(CLASSES)},
-            "devices": {d: devices.get(d, 0) for d in DEVICES},
+            "devices": {d: devices.get(d, 0) for d in db.devices},
             "patients": len(patients[split]),
             "recordings_with_audio": sum(r.audio is not None for r in recs),
         }
@@ -36,16 +37,17 @@ def database_stats(db: Database) -> dict:
     return out
 
 
-def format_stats(stats: dict) -> str:
-    """A plain-text report of `database_stats`."""
+def format_stats(stats: dict, title: str = "ICBHI") -> str:
+    """A plain-text report of `database_stats` (`title`: the format's name for the corpus, `DataFormat.title`)."""
     cols = ["recordings", "cycles", *CLASSES, "patients"]
-    lines = [f"ICBHI-format database at {stats['root']} (split: {stats['split']})", ""]
+    devices = list(stats["train"]["devices"])  # the database's vocabulary, in its order
+    lines = [f"{title}-format database at {stats['root']} (split: {stats['split']})", ""]
     lines.append(f"{'split':<6}" + "".join(f"{c:>12}" for c in cols))
     for split in ("train", "test"):
         lines.append(f"{split:<6}" + "".join(f"{stats[split][c]:>12}" for c in cols))
-    lines += ["", "recordings per device:", f"{'split':<6}" + "".join(f"{d:>12}" for d in DEVICES)]
+    lines += ["", "recordings per device:", f"{'split':<6}" + "".join(f"{d:>12}" for d in devices)]
     for split in ("train", "test"):
-        lines.append(f"{split:<6}" + "".join(f"{stats[split]['devices'][d]:>12}" for d in DEVICES))
+        lines.append(f"{split:<6}" + "".join(f"{stats[split]['devices'][d]:>12}" for d in devices))
     both = stats["patients_in_both_splits"]
     lines += ["", f"patients in both splits: {', '.join(map(str, both)) if both else 'none'}"]
     lines.append(f"recordings without audio: {stats['recordings_without_audio']} of {stats['recordings']}"

@@ -1,7 +1,9 @@
-"""Evaluate a classifier on a cycle dataset: ICBHI Sp/Se/Score (4-class and two-class), per-class and per-device."""
+"""Evaluate a classifier on a cycle dataset: ICBHI Sp/Se/Score (4-class and two-class), per-class and per-device (named
+by the dataset's device vocabulary, `Database.devices`; a device without cycles has no entry)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lungsound.data.labels import DEVICES
+from lungsound.data.dataset import collate_samples
 from lungsound.evaluation.metrics import icbhi_scores, per_group_scores
 
 
@@ -23,11 +25,13 @@ class Evaluation:
     devices: np.ndarray
 
     @classmethod
-    def from_arrays(cls, logits: np.ndarray, labels: np.ndarray, devices: np.ndarray) -> "Evaluation":
-        """Scores of given logits (N, C), labels (N,) and device indices (N,)."""
+    def from_arrays(cls, logits: np.ndarray, labels: np.ndarray, devices: np.ndarray,
+                    device_names: Sequence[str]) -> "Evaluation":
+        """Scores of given logits (N, C), labels (N,) and device indices (N,) into `device_names` (the vocabulary of
+        the database, or the one stored with a saved model's meta)."""
         preds = logits.argmax(axis=1)
         return cls(scores=icbhi_scores(labels, preds), scores_2class=icbhi_scores(labels, preds, two_class_eval=True),
-                   per_device=per_group_scores(labels, preds, devices, names=list(DEVICES)),
+                   per_device=per_group_scores(labels, preds, devices, names=list(device_names)),
                    logits=logits, labels=labels, devices=devices)
 
     @property
@@ -51,7 +55,7 @@ def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, batc
     was_training = model.training
     model.eval()
     logits, labels, devices = [], [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
             out = model(batch.x.to(device, non_blocking=True))
@@ -64,7 +68,8 @@ def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, batc
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 32, amp: bool = False,
              progress: bool = False, desc: str = "evaluating") -> Evaluation:
-    return Evaluation.from_arrays(*predict(model, dataset, device, batch_size, amp, progress, desc))
+    return Evaluation.from_arrays(*predict(model, dataset, device, batch_size, amp, progress, desc),
+                                  device_names=dataset.device_names)
 
 
 def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, split: str | None = None,
@@ -87,7 +92,8 @@ def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, s
             checkpoint = download_artifacts(run_id, "model", tmp)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, cfg, meta = load_model(checkpoint, device=device)
-    db = open_database(resolve_root(root if root is not None else cfg.data.root), split=split or cfg.data.split)
+    db = open_database(resolve_root(root if root is not None else cfg.data.root), split=split or cfg.data.split,
+                       format=cfg.data.format)
     cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
     dataset = CycleDataset.from_split(db, "test", cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg)
     ev = evaluate(model, dataset, device, cfg.train.eval_batch_size, progress=True)

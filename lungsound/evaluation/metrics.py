@@ -129,7 +129,7 @@ def per_group_scores(
     """ICBHI scores within each group of a metadata field (device, location, age group, ...).
 
     ``groups`` holds one group per cycle. With ``names`` the groups are integer indices into it (e.g. device indices
-    with ``names=DEVICES``) and the result follows the order of ``names``; without it the group values themselves
+    with ``names=db.devices``) and the result follows the order of ``names``; without it the group values themselves
     (strings or numbers) are the keys, in sorted order. Groups without any cycle are left out (the ICBHI test split
     has no LittC2SE recording, for instance).
     """

@@ -60,17 +60,19 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
     """Up to `n` real cycles as the model's input (n, T, 128) or (n, L), and where they came from (see the module
     docstring); cycles are taken evenly from the recordings with audio, in name order."""
     from lungsound.data.cycles import CycleConfig, load_cycles
-    from lungsound.data.database import open_database
+    from lungsound.data.database import DEFAULT_FORMAT, open_database
     from lungsound.data.default import MARKER, default_data_dir, ensure_default_data
     from lungsound.features.fbank import FbankConfig, compute_features_batch
 
+    fmt = cfg.data.format  # the model's training data format, except for the built-in (ICBHI-format) set
     if data is not None:
         root = Path(data)
     elif cfg.data.root is not None and Path(cfg.data.root).is_dir():
         root = Path(cfg.data.root)
     else:
         root = default_data_dir() if (default_data_dir() / MARKER).exists() else ensure_default_data(progress=False)
-    db = open_database(root, split=None)
+        fmt = DEFAULT_FORMAT
+    db = open_database(root, split=None, format=fmt)
     recordings = sorted((r for r in db.recordings if r.audio is not None and r.cycles), key=lambda r: r.stem)
     if not recordings:
         raise LungsoundError("no recording with audio and annotated cycles to check the export on", root)

@@ -38,6 +38,7 @@ class Batch:
     device: torch.Tensor  # (B,) stethoscope index
     domain: torch.Tensor | None = None  # (B,) another metadata domain when the experiment asks for one; -1 unknown
     index: torch.Tensor | None = None  # (B,) dataset item index
+    meta: list | None = None  # the B items' metadata records (lungsound.data.sample_meta.SampleMeta), in batch order
 
 
 @dataclass

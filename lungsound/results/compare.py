@@ -22,14 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lungsound.data.labels import CLASSES, DEVICES
+from lungsound.config import DataConfig
+from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.results.published import published_for
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, EXPERIMENT_FILE_TAG, PROTOCOL_TAG, SEED_TAG, client,
                                 find_experiments, finished_runs, is_parent)
 
 METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]
-DEVICE_METRICS = [f"score_{d}" for d in DEVICES]  # test Score on one stethoscope's cycles (NaN where it has none)
+# Test Score on one stethoscope's cycles, `score_<device>` (NaN where it has none): the devices are those of the data
+# the runs used, read from their `final_test_score_<device>` metrics (`device_metrics`).
+NOT_DEVICE_SCORES = ("score_2class",)
 # Config keys that do not change what a run computes: runs differing only here are the same experiment.
 NOT_COMPARED = ("train.seed", "tracking.run_name", "tracking.output_dir", "tracking.experiment", "data.loader_workers",
                 "train.threads", "train.device", "data.root", "data.cache", "description")
@@ -47,13 +50,22 @@ def collect_runs(experiments: list[str] | None = None) -> list[dict]:
             m, tags = run.data.metrics, run.data.tags
             if "final_test_score" not in m or is_parent(tags):
                 continue
-            config = {k: v for k, v in run.data.params.items() if k not in NOT_COMPARED}
+            # runs logged before data.format existed read ICBHI data: the same config as data.format=icbhi
+            config = {"data.format": DataConfig.format,
+                      **{k: v for k, v in run.data.params.items() if k not in NOT_COMPARED}}
+            devices = [k[len("final_test_"):] for k in m if k.startswith("final_test_score_")
+                       and k[len("final_test_"):] not in NOT_DEVICE_SCORES]
             rows.append({"mlflow_experiment": exp.name, "experiment": tags.get(EXPERIMENT_FILE_TAG, "?"),
                          "protocol": tags.get(PROTOCOL_TAG, "?"), "seed": tags.get(SEED_TAG, "?"),
                          "data": tags.get(DATA_FINGERPRINT_TAG, "?"), "config": config, "run_id": run.info.run_id,
                          "start_time": run.info.start_time or 0,
-                         **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS + DEVICE_METRICS}})
+                         **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS + sorted(devices)}})
     return rows
+
+
+def device_metrics(runs: list[dict]) -> list[str]:
+    """The `score_<device>` keys of `runs`, sorted: every device any of them has a test Score for."""
+    return sorted({k for r in runs for k in r if k.startswith("score_") and k not in NOT_DEVICE_SCORES})
 
 
 def _config_key(config: dict) -> str:
@@ -113,8 +125,8 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
             if np.isnan(values).any():
                 notes.append(f"{title}: {k} is NaN in {int(np.isnan(values).sum())} of {len(values)} seeds")
-        for k in DEVICE_METRICS:  # kept for lungsound.results.device_ood; a device without test cycles is NaN, not a note
-            values = np.array([r[k] for r in chosen], dtype=float)
+        for k in device_metrics(chosen):  # kept for lungsound.results.device_ood; a device without test cycles is NaN
+            values = np.array([r.get(k, float("nan")) for r in chosen], dtype=float)
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
         pub = published_for(name)
         row["published_score"] = pub["score"] if pub else float("nan")
@@ -217,7 +229,9 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "comparison.md", md + "\n")
         with atomic_write(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[k for k in table[0] if not k.startswith("_")], extrasaction="ignore")
+            # every row's columns: rows of other data have other devices' scores
+            columns = list(dict.fromkeys(k for row in table for k in row if not k.startswith("_")))
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(table)
         with atomic_write(out / "comparison.png") as tmp:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lungsound.config import DataConfig
+from lungsound.data.formats import FORMATS
 from lungsound.results.compare import METRICS, collect_runs, summarise
-from lungsound.data.labels import CLASSES, DEVICES
+from lungsound.data.labels import CLASSES
 from lungsound.data.splits import DEVICE_OUT
 from lungsound.errors import LungsoundError
 
@@ -42,18 +44,20 @@ def device_ood_rows(experiment_file: str, protocol: str | None = None,
     if len(protocols) > 1:
         raise LungsoundError(f"runs of {experiment_file!r} use protocols {', '.join(protocols)}; pick one with "
                              "--protocol")
+    devices = run_devices(runs, experiment_file)
     found: list[str] = []
     table = summarise(runs, found)
     notes += [n for n in found if "different data sets" not in n]  # every split is its own data set here, by design
     official = _pick(table, "official", notes)
     rows = []
-    for device in DEVICES:
+    for device in devices:
         fold = _pick(table, f"{DEVICE_OUT}{device}", notes)
         row = {"held_out": device, "seeds": fold["seeds"] if fold else 0}
         for k in METRICS:
             row[k] = (fold[f"{k}_mean"], fold[f"{k}_std"]) if fold else (float("nan"), float("nan"))
         key = f"score_{device}"
-        row["id_score"] = (official[f"{key}_mean"], official[f"{key}_std"]) if official else (np.nan, np.nan)
+        row["id_score"] = ((official.get(f"{key}_mean", np.nan), official.get(f"{key}_std", np.nan)) if official
+                           else (np.nan, np.nan))
         row["id_seeds"] = official["seeds"] if official else 0
         row["delta"] = row["score"][0] - row["id_score"][0]
         rows.append(row)
@@ -65,11 +69,21 @@ def device_ood_rows(experiment_file: str, protocol: str | None = None,
         rows.append({"held_out": "none (official split)", "seeds": official["seeds"],
                      **{k: (official[f"{k}_mean"], official[f"{k}_std"]) for k in METRICS},
                      "id_score": (np.nan, np.nan), "id_seeds": 0, "delta": np.nan})
-    for row in rows[:len(DEVICES)]:
+    for row in rows[:len(devices)]:
         if official is not None and np.isnan(row["id_score"][0]):
             notes.append(f"{row['held_out']}: no official test cycle, so no in-distribution figure (its fold tests on "
                          "recordings the official model trained on)")
     return rows
+
+
+def run_devices(runs: list[dict], experiment_file: str) -> tuple[str, ...]:
+    """The device vocabulary of the runs' data format (`data.format`, ICBHI for runs logged before it existed): one row
+    per device it declares, whether or not its fold has runs."""
+    names = sorted({r["config"].get("data.format", DataConfig.format) for r in runs})
+    if len(names) > 1:
+        raise LungsoundError(f"runs of {experiment_file!r} read data of formats {', '.join(names)}; a leave-one-"
+                             "stethoscope-out table compares one corpus's devices")
+    return tuple(FORMATS.get(names[0]).devices)
 
 
 def _plain(value):
@@ -108,7 +122,7 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folds = [r for r in rows if r["held_out"] in DEVICES]
+    folds = [r for r in rows if not r["held_out"].startswith("none ")]
     x = np.arange(len(folds))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(x - 0.2, [r["score"][0] for r in folds], 0.4, yerr=[r["score"][1] for r in folds], capsize=3,

@@ -57,7 +57,7 @@ def warn_unmatched(db: Database) -> None:
 
 
 def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
-    db = open_database(resolve_root(cfg.data.root), split=cfg.data.split)
+    db = open_database(resolve_root(cfg.data.root), split=cfg.data.split, format=cfg.data.format)
     warn_unmatched(db)
     cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
     kwargs = dict(cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg, progress=progress, use_cache=cfg.data.cache)
@@ -80,7 +80,7 @@ def _with_generated(cfg: ExperimentConfig, db: Database, train, held_out: set[in
     from lungsound.data.generated import GeneratedCycles, MixedDataset, check_sources
 
     generated = GeneratedCycles(cfg.data.generated, cycle_cfg, fbank_cfg, stretch=cfg.train.protocol == "paper",
-                                progress=progress, use_cache=cfg.data.cache)
+                                progress=progress, use_cache=cfg.data.cache, devices=db.devices)
     check_sources(generated, db)
     if held_out:
         generated = generated.without_patients(held_out)

@@ -172,7 +172,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
         if improved or best_epoch == 0:  # the first epoch is kept until an eligible one comes
             best_key, best_epoch = (key if improved else best_key), epoch
             if main:
-                best.capture(trainer.model, _meta(cfg, epoch, metrics, best_key is None),
+                best.capture(trainer.model, _meta(cfg, epoch, metrics, best_key is None, trainer.data.db.devices),
                              _eval_arrays(ev_test, ev_val))
                 best.write(folder / "best", model_cfg)
         if main:
@@ -204,7 +204,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
         logger.set_tags({SELECTED_EPOCH_TAG: best_epoch,
                          SELECTION_TAG: "val" if cfg.train.protocol == "clean" else "test",
                          SELECTION_FALLBACK_TAG: str(best_key is None).lower()})
-        _log_artifacts(logger, cfg, folder, best.arrays, best_epoch)
+        _log_artifacts(logger, cfg, folder, best.arrays, best_epoch, trainer.data.db.devices)
         logger.end("FINISHED")
     return RunResult(logger.run_id if logger else None, final, folder / "best", history, best_epoch, True)
 
@@ -251,18 +251,20 @@ def _dataset_input(cfg: ExperimentConfig, trainer: Trainer, fingerprint: str) ->
     return {"name": Path(d.db.root).resolve().name, "root": d.db.root, "digest": fingerprint, "profile": profile}
 
 
-def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool) -> dict:
+def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool, devices: tuple[str, ...]) -> dict:
+    """The selected model's meta.json: the selection, and the device vocabulary its evaluation arrays index into."""
     return {"selected_epoch": epoch, "protocol": cfg.train.protocol, "method": cfg.method.name,
-            "experiment": cfg.name, "seed": cfg.train.seed, "selection_fallback": fallback,
+            "experiment": cfg.name, "seed": cfg.train.seed, "selection_fallback": fallback, "devices": list(devices),
             "metrics": {k: v for k, v in metrics.items() if k.startswith(("test_", "val_"))}}
 
 
-def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str, np.ndarray], epoch: int) -> None:
+def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str, np.ndarray], epoch: int,
+                   devices: tuple[str, ...]) -> None:
     """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables),
     from the selected epoch's own evaluation."""
     from lungsound.results.reports import write_run_report
 
-    ev = Evaluation.from_arrays(arrays["test_logits"], arrays["test_labels"], arrays["test_devices"])
+    ev = Evaluation.from_arrays(arrays["test_logits"], arrays["test_labels"], arrays["test_devices"], devices)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "config.yaml").write_text(dump_config(cfg))

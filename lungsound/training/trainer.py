@@ -26,7 +26,9 @@ from lungsound.config import ExperimentConfig
 from lungsound.errors import LungsoundError
 from lungsound.evaluation.evaluate import Evaluation, evaluate
 from lungsound.features.specaugment import SpecAugConfig, SpecAugment
-from lungsound.data.labels import domain_size
+from lungsound.data.dataset import collate_samples
+from lungsound.data.formats import FORMATS
+from lungsound.data.labels import Vocabularies, domain_size
 from lungsound.data.sampler import BalancedOversampler
 from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective, objective_spec
@@ -98,20 +100,24 @@ def make_represent(cfg: ExperimentConfig, feature_dim: int) -> RepAugment:
     return rep
 
 
-def objective_params(cfg: ExperimentConfig) -> dict:
+def objective_params(cfg: ExperimentConfig, vocabularies: Vocabularies | None = None) -> dict:
     """The method's params as its objective gets them. DAT's `n_domains`, when the file does not give one, is the number
-    of values of its domain under the protocol's definitions (`lungsound.data.labels.domain_size`: 4 devices, 2 paper
-    age groups, 2 sexes, 7 chest locations, 2 for real/generated); a value too small is refused by the config check."""
+    of values of its domain under the protocol's definitions (`lungsound.data.labels.domain_size`: the database's
+    devices and chest locations (ICBHI 4 and 7), 2 paper age groups, 2 sexes, 2 for real/generated); `vocabularies` is
+    the training database (None: the data format's own lists). A value too small is refused by the config check."""
     params = dict(cfg.method.params)
     if cfg.method.name == "dat" and params.get("n_domains") is None:
-        params["n_domains"] = domain_size(params.get("domain", "device"), cfg.train.protocol)
+        params["n_domains"] = domain_size(params.get("domain", "device"), cfg.train.protocol,
+                                          vocabularies or FORMATS.get(cfg.data.format))
     return params
 
 
 def to_batch(sample, domains: np.ndarray | None, device: torch.device) -> Batch:
+    """A collated `Sample` (lungsound.data.dataset.collate_samples) on `device`, with `domain` the items' entries of
+    `domains` and `meta` their metadata records."""
     domain = None if domains is None else torch.from_numpy(domains[sample.index.numpy()]).to(device)
     return Batch(x=sample.x.to(device, non_blocking=True), label=sample.label.to(device),
-                 device=sample.device.to(device), domain=domain, index=sample.index.to(device))
+                 device=sample.device.to(device), domain=domain, index=sample.index.to(device), meta=sample.meta)
 
 
 class Trainer:
@@ -130,7 +136,7 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.represent = make_represent(cfg, self.model.feature_dim)
         weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
-        params = objective_params(cfg)
+        params = objective_params(cfg, self.data.db)
         self.domains = None  # batch.domain: another metadata domain, when the method or the data config names one
         domain = params.get("domain", cfg.data.domain)
         if objective_spec(cfg.method.name).uses_domain and domain != "device":  # only a domain method reads it
@@ -157,7 +163,8 @@ class Trainer:
         else:
             sampler = dist_utils.epoch_sampler(len(self.data.train), g)
         return DataLoader(self.data.train, batch_size=self.cfg.train.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.cfg.data.loader_workers, pin_memory=self.device.type == "cuda")
+                          num_workers=self.cfg.data.loader_workers, pin_memory=self.device.type == "cuda",
+                          collate_fn=collate_samples)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg.train

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lungsound.data.labels import DIAGNOSES, LOCATIONS
+from lungsound.data.formats.icbhi import LOCATIONS
+from lungsound.data.labels import DIAGNOSES
 from lungsound.data.synthetic.devices import choose_subtype, profile
 from lungsound.data.synthetic.sounds import Voice
 from lungsound.data.synthetic.spec import Cycle, RecordingSpec, format_annotation, plan_rng, voice_rng

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lungsound.data.labels import DEVICES
+from lungsound.data.formats.icbhi import DEVICES
 
 REFERENCE_HZ = 150.0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungsound.data.labels import DEVICES
+from lungsound.data.formats.icbhi import DEVICES
 from lungsound.data.synthetic import tables
 from lungsound.data.synthetic.cohort import assign_folds, assign_split, draw_demographics, draw_diagnosis, draw_voice
 from lungsound.data.synthetic.devices import choose_subtype, profile

@@ -15,7 +15,8 @@ import scipy.signal
 import soundfile as sf
 from matplotlib.figure import Figure
 
-from lungsound.data.labels import CLASSES, DEVICES, class_from_flags
+from lungsound.data.formats.icbhi import DEVICES
+from lungsound.data.labels import CLASSES, class_from_flags
 from lungsound.data.synthetic.like import parse_annotation
 from lungsound.data.synthetic.spec import Cycle, split_stem
 from lungsound.errors import LungsoundError

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungsound.data.database import SIDE_FILES
+from lungsound.data.formats.icbhi import SIDE_FILES
 from lungsound.data.meta import read_metadata
 from lungsound.errors import LungsoundError
 

@@ -30,7 +30,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from lungsound.data.labels import CLASSES, DEVICES, class_from_flags
+from lungsound.data.formats.icbhi import DEVICES
+from lungsound.data.labels import CLASSES, class_from_flags
 from lungsound.data.synthetic import tables
 from lungsound.data.synthetic.cohort import plan_cohort
 from lungsound.data.synthetic.devices import profile
