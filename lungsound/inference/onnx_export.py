@@ -59,6 +59,7 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
     from lungsound.data.database import open_database
     from lungsound.data.default import MARKER, default_data_dir, ensure_default_data
     from lungsound.features.fbank import FbankConfig, compute_features_batch
+    from lungsound.models.registry import model_spec
 
     if data is not None:
         root = Path(data)
@@ -71,7 +72,8 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
     if not recordings:
         raise LungsoundError("no recording with audio and annotated cycles to check the export on", root)
     per = max(1, math.ceil(n / len(recordings)))
-    cycle_cfg = CycleConfig(sample_rate=16000, duration=cfg.data.duration, pad=cfg.data.pad)
+    spec = model_spec(cfg.model.name)  # the model's own input kind and sample rate
+    cycle_cfg = CycleConfig(sample_rate=spec.sample_rate, duration=cfg.data.duration, pad=cfg.data.pad)
     waves, used = [], 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cycles running past the audio's end are cut, as in training
@@ -81,7 +83,8 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
             waves.append(load_cycles(rec.audio, rec.cycles[:per], cycle_cfg))
             used += 1
     batch = np.concatenate(waves)[:n]
-    inputs = torch.from_numpy(batch) if cfg.data.input == "waveform" else compute_features_batch(batch, FbankConfig())
+    inputs = (torch.from_numpy(batch) if spec.input == "waveform"
+              else compute_features_batch(batch, FbankConfig(sample_rate=spec.sample_rate)))
     return inputs, f"{len(batch)} annotated cycles of {used} recordings in {root}"
 
 

@@ -1,4 +1,4 @@
-"""An exported model folder (`lungsound export`) and the ONNX Runtime session that runs it.
+"""The `onnx` runtime: an exported model folder (`lungsound export`) and the ONNX Runtime session that runs it.
 
 An exported folder is self-contained: `model.onnx` (the classifier, input `input` of shape (batch, T, 128) fbanks or
 (batch, L) waveforms, output `logits` (batch, 4); the batch axis is dynamic), the source checkpoint's `config.yaml` and
@@ -16,6 +16,10 @@ checked: it was written by lungsound itself, and exporting again adds the digest
 
 The session runs on the CPU with intra-op threads = the cores this process may use (`lungsound.inference.batching`),
 one inter-op thread, sequential execution and every graph optimisation.
+
+`OnnxRuntime` is the runtime registered as `onnx` (`lungsound.inference.runtimes`): it runs the session, takes one
+segment per call for an int8 model (see `lungsound.inference.onnx_export`), and explains a segment with the folder's
+PyTorch weights, loaded on first use, when the folder holds them.
 """
 
 from __future__ import annotations
@@ -25,14 +29,21 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
+from lungsound.config import ExperimentConfig
 from lungsound.data.download import sha256_of
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.inference.batching import default_threads
+from lungsound.inference.runtimes import RUNTIMES
+from lungsound.models.build import check_model_input
+from lungsound.models.folder import CONFIG_FILE, META_FILE, MODEL_FILE, load_model, read_config, read_meta
 
 ONNX_FILE, EXPORT_FILE = "model.onnx", "export.json"
 DIGESTS = "weights_sha256"  # export.json: {file name: SHA-256} of the weight files the export wrote
-NOT_WEIGHTS = ("config.yaml", "meta.json", EXPORT_FILE)  # read and checked by their own readers
+NOT_WEIGHTS = (CONFIG_FILE, META_FILE, EXPORT_FILE)  # read and checked by their own readers
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PRECISIONS = ("fp32", "int8")
 
@@ -40,7 +51,7 @@ PRECISIONS = ("fp32", "int8")
 def is_exported(folder: str | Path) -> bool:
     """Whether `folder` is an exported model folder (model.onnx, export.json and config.yaml)."""
     folder = Path(folder)
-    return all((folder / name).is_file() for name in (ONNX_FILE, EXPORT_FILE, "config.yaml"))
+    return all((folder / name).is_file() for name in (ONNX_FILE, EXPORT_FILE, CONFIG_FILE))
 
 
 def read_export(folder: str | Path) -> dict:
@@ -92,9 +103,7 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, threads: int | None = None, precision: str = "fp32",
                  classes: int = len(CLASSES)):
-        import onnxruntime as ort
-
-        from lungsound.inference.batching import default_threads
+        import onnxruntime as ort  # an optional dependency, imported when a session is made
 
         self.path, self.precision = Path(path), precision
         self.threads = int(threads or default_threads())
@@ -140,9 +149,6 @@ class OnnxModel:
 
 def load_exported(folder: str | Path, threads: int | None = None):
     """(OnnxModel, config, meta, export info) of an exported folder; each problem is a one-line `LungsoundError`."""
-    from lungsound.models.build import check_model_input
-    from lungsound.models.folder import CONFIG_FILE, read_config, read_meta
-
     folder = Path(folder)
     if folder.is_file():
         folder = folder.parent
@@ -161,3 +167,78 @@ def load_exported(folder: str | Path, threads: int | None = None):
     except LungsoundError as exc:
         raise LungsoundError(f"{CONFIG_FILE} describes no usable model: {exc}", folder) from None
     return OnnxModel(folder / ONNX_FILE, threads, info["precision"]), cfg, meta, info
+
+
+WORDS = {"fp32": "ONNX Runtime, exported model with 32-bit weights (the same results, faster on a CPU)",
+         "int8": "ONNX Runtime, exported model with 8-bit weights in its linear layers (faster and smaller; "
+                 "probabilities may differ slightly from the original)"}
+
+
+@RUNTIMES.register("onnx")
+class OnnxRuntime:
+    """The `onnx` runtime (`lungsound.inference.runtimes.Runtime`): an exported folder's `OnnxModel`, and its PyTorch
+    weights for explanations."""
+
+    name, title, engine, exported = "onnx", "ONNX", "ONNX Runtime", True
+    files = (ONNX_FILE, EXPORT_FILE, CONFIG_FILE, META_FILE, MODEL_FILE)
+    can_explain: bool
+
+    def __init__(self, model: OnnxModel, folder: str | Path, info: dict | None = None):
+        self.model, self.info = model, info
+        self.precision, self.threads, self.device = model.precision, model.threads, torch.device("cpu")
+        self.folder = Path(folder)
+        self._explainer: nn.Module | None = None
+        self.can_explain = (self.folder / MODEL_FILE).is_file()
+
+    @property
+    def label(self) -> str:
+        return f"ONNX Runtime {self.precision}"
+
+    @property
+    def words(self) -> str:
+        return WORDS.get(self.precision, self.label)
+
+    @property
+    def max_batch(self) -> int | None:
+        return 1 if self.precision == "int8" else None  # one activation scale per batch tensor
+
+    @classmethod
+    def holds(cls, folder: Path) -> bool:
+        return is_exported(folder)
+
+    @classmethod
+    def precision_of(cls, folder: Path) -> str:
+        return read_export(folder)["precision"]
+
+    @classmethod
+    def describe(cls, folder: Path) -> str:
+        return f"ONNX {cls.precision_of(folder)} (`{ONNX_FILE}`), run with ONNX Runtime"
+
+    @classmethod
+    def open(cls, folder: Path, device=None,
+             threads: int | None = None) -> tuple["OnnxRuntime", ExperimentConfig, dict]:
+        model, cfg, meta, info = load_exported(folder, threads)  # always on the CPU: `device` is not used
+        return cls(model, Path(folder).parent if Path(folder).is_file() else folder, info), cfg, meta
+
+    @staticmethod
+    def export(checkpoint: str | Path, out: str | Path | None = None, **options) -> dict:
+        """`lungsound export --format onnx`: `lungsound.inference.onnx_export.export_checkpoint`."""
+        from lungsound.inference.onnx_export import export_checkpoint  # it imports this module: a cycle at import
+
+        return export_checkpoint(checkpoint, out, **options)
+
+    def logits(self, inputs) -> np.ndarray:
+        return self.model.logits(inputs)
+
+    def explainer(self) -> nn.Module:
+        if self._explainer is None:
+            if not self.can_explain:
+                raise LungsoundError("this fast ONNX model has no explanation: it was exported without its PyTorch "
+                                     "weights (--no-torch-weights), and ONNX Runtime gives no gradients or attention "
+                                     "maps", self.folder)
+            self._explainer = load_model(self.folder, device="cpu")[0].eval()
+        return self._explainer
+
+    def preload(self) -> None:
+        if self.can_explain:
+            self.explainer()
