@@ -224,16 +224,15 @@ def resolve_model_uri(uri: str) -> tuple[str, str]:
 
 def _registered(uri: str) -> tuple[str, str]:
     ref = uri[len("models:/"):].strip("/")
+    name, _, number = ref.rpartition("@") if "@" in ref else ref.rpartition("/")
+    if not name or not number:
+        raise LungsoundError(f"expected models:/<name>/<version>, models:/<name>/latest or models:/<name>@<alias>, "
+                             f"got {uri!r}")
     mlf = client()
     try:
         if "@" in ref:
-            name, alias = ref.rsplit("@", 1)
-            version = mlf.get_model_version_by_alias(name, alias)
+            version = mlf.get_model_version_by_alias(name, number)
         else:
-            name, _, number = ref.rpartition("/")
-            if not name or not number:
-                raise LungsoundError(f"expected models:/<name>/<version>, models:/<name>/latest or "
-                                     f"models:/<name>@<alias>, got {uri!r}")
             version = _latest(mlf, name, uri) if number.lower() == "latest" else mlf.get_model_version(name, number)
     except LungsoundError:
         raise
