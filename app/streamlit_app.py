@@ -63,7 +63,7 @@ def find_models(env_model: str, cwd: str, tracking_uri: str):
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server)...", max_entries=4)
-def get_predictor(source: str, runtime: str = "torch"):
+def get_predictor(source: str, runtime: str):
     """The model of a picker entry, and a lock: sessions share it, and an explanation hooks into its layers."""
     return load_predictor(source, runtime), threading.Lock()
 

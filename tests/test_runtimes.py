@@ -4,12 +4,17 @@ when ../shared/data is absent) gives the torch runtime's segments and probabilit
 batch of 1 and a batch of N give the same logits; what the runtime says about itself (label, precision, largest
 batch, whether it can explain) holds; and `runtime_for` picks it for its own folders only.
 
-A new runtime is tested here by registering it: nothing in this file names one, except torch as the reference.
+A new runtime is tested here by registering it: nothing in this file names one, except torch as the reference. The
+last test registers a runtime of its own (a copy of the weights under another file name, "exported" by copying) and
+follows it through export, predict, the app's picker, push and the model card: the seam is one class and its
+registration.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +23,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from lungsound.cli import main
 from lungsound.errors import LungsoundError
 from lungsound.inference import DEFAULT_RUNTIME, RUNTIMES, Predictor, runtime_for
-from lungsound.models.folder import read_config
+from lungsound.inference.runtimes import TorchRuntime
+from lungsound.models.folder import CONFIG_FILE, META_FILE, MODEL_FILE, load_model, read_config
 from lungsound.models.registry import model_spec
+from lungsound.sharing.card import model_card
+from lungsound.sharing.push import stage
+from tests.app_support import load_app_module
 from tests.conftest import REPO, SHARED_DATA, random_model, write_recording
 
 RECORDING = SHARED_DATA / "icbhi" / "audio_and_txt_files" / "104_1b1_Ll_sc_Litt3200.wav"  # 18.5 s at 4 kHz
@@ -166,3 +176,76 @@ def test_importing_the_runtimes_module_registers_every_runtime():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ",".join(RUNTIMES.names()) and len(RUNTIMES) >= 2
+
+
+class CopyRuntime(TorchRuntime):
+    """A runtime defined here: its folders hold the PyTorch weights once more as `weights.copy` and an export.json,
+    written by its `export`; it runs them with PyTorch."""
+
+    name, title, engine, exported = "copy", "Copy", "PyTorch from a copy", True
+    files = ("weights.copy", "export.json", CONFIG_FILE, META_FILE, MODEL_FILE)
+
+    @property
+    def label(self) -> str:
+        return f"Copy runtime {self.precision}"
+
+    @property
+    def words(self) -> str:
+        return "the same weights under another name"
+
+    @classmethod
+    def holds(cls, folder: Path) -> bool:
+        return all((Path(folder) / name).is_file() for name in cls.files[:3])
+
+    @classmethod
+    def precision_of(cls, folder: Path) -> str:
+        return json.loads((Path(folder) / "export.json").read_text())["precision"]
+
+    @classmethod
+    def describe(cls, folder: Path) -> str:
+        return f"Copy {cls.precision_of(folder)} (`weights.copy`), run with PyTorch"
+
+    @classmethod
+    def open(cls, folder: Path, device=None, threads=None):
+        model, cfg, meta = load_model(folder, device="cpu")
+        return cls(model, device, threads), cfg, meta
+
+    @staticmethod
+    def export(checkpoint, out=None, **options) -> dict:
+        out = Path(out) if out is not None else Path(checkpoint).parent / f"{Path(checkpoint).name}-copy"
+        shutil.copytree(checkpoint, out)
+        shutil.copy2(out / MODEL_FILE, out / "weights.copy")
+        info = {"format": "copy", "precision": "fp32", "model": read_config(out).model.name}
+        (out / "export.json").write_text(json.dumps(info))
+        return {**info, "folder": str(out), "sizes_bytes": {f.name: f.stat().st_size for f in out.iterdir()}}
+
+
+def test_a_runtime_defined_here_plugs_in_everywhere(checkpoint, recording, reference, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(RUNTIMES._items, "copy", CopyRuntime)  # registered for this test only
+    best = shutil.copytree(checkpoint, tmp_path / "outputs" / "app" / "run-1" / "best")
+    assert main(["export", "--checkpoint", str(best), "--format", "copy"]) == 0
+    out = capsys.readouterr().out
+    folder = best.parent / "best-copy"
+    assert f"exported ast_tiny as fp32 Copy: {folder} (weights.copy" in out and "--runtime copy" in out
+    assert runtime_for(folder) is CopyRuntime and runtime_for(best) is TorchRuntime
+    auto = Predictor.from_pretrained(folder)
+    assert auto.runtime == "copy" and auto.exported and auto.card["runtime"] == "Copy runtime fp32"
+    assert auto.card["explanation"].endswith("computed with the folder's PyTorch weights for the segment shown")
+    np.testing.assert_allclose(probabilities(auto.predict(recording, segmentation="windows")),
+                               probabilities(reference), rtol=0, atol=1e-6)
+    assert main(["predict", str(recording), "--checkpoint", str(folder), "--runtime", "copy", "--json",
+                 "--segmentation", "windows"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["segments"]) == len(reference.segments)
+    models = load_app_module("models")
+    monkeypatch.delenv("LUNGSOUND_APP_MODEL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    found = models.discover_models(tmp_path / "outputs")
+    assert [(c.label, c.runtime) for c in found.choices] == [("checkpoint: app/run-1", "torch"),
+                                                            ("Copy fp32: app/run-1/best-copy", "copy")]
+    assert models.load_predictor(found.choices[1].source, found.choices[1].runtime).runtime == "copy"
+    staged = stage(folder, tmp_path / "staged", "alice/copy")
+    assert staged.files == sorted(CopyRuntime.files + ("README.md",))
+    card = model_card(folder, "alice/copy")
+    assert "Copy fp32 (`weights.copy`), run with PyTorch; the PyTorch weights are included for explanations" in card
+    assert "- copy" in card and "Copy export: `from_pretrained` runs it with PyTorch from a copy." in card

@@ -39,6 +39,7 @@ import torch
 from lungsound.errors import LungsoundError
 from lungsound.inference.onnx_runtime import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
                                               weight_digests)
+from lungsound.models.registry import model_spec
 
 FP32_TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.95
@@ -59,7 +60,6 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
     from lungsound.data.database import open_database
     from lungsound.data.default import MARKER, default_data_dir, ensure_default_data
     from lungsound.features.fbank import FbankConfig, compute_features_batch
-    from lungsound.models.registry import model_spec
 
     if data is not None:
         root = Path(data)
