@@ -23,7 +23,7 @@ from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
 from lungsound.inference.batching import available_cores, batch_size_for, working_bytes
 from lungsound.inference.onnx_export import FP32_TOLERANCE, MIN_AGREEMENT, check_inputs, export_checkpoint
-from lungsound.inference.onnx_runtime import OnnxModel
+from lungsound.inference.onnx_folder import OnnxModel
 from lungsound.models.build import build_model
 from lungsound.models.folder import save_model
 

@@ -7,12 +7,14 @@ each one exactly as training cycles were prepared, applies the stored temperatur
 recording; ``explain(pred, i)`` gives a spectrogram heatmap (AST, CNN) or a time saliency (waveform models) for one
 segment (``lungsound.inference.explaining``). The model runs on one of the ``RUNTIMES``
 (``lungsound.inference.runtimes``): ``torch``, or ``onnx`` for a folder written by ``lungsound export``
-(``lungsound.inference.onnx_export``), run with ONNX Runtime (``lungsound.inference.onnx_runtime``).
+(``lungsound.inference.onnx_export``), run with ONNX Runtime (``lungsound.inference.onnx_runtime``, the folder and its
+session in ``lungsound.inference.onnx_folder``).
 """
 
 # Every runtime module is imported here, so that importing anything of lungsound.inference registers them all.
 from lungsound.inference.runtimes import DEFAULT_RUNTIME, RUNTIMES, Runtime, runtime_for
-from lungsound.inference.onnx_runtime import OnnxModel, OnnxRuntime, is_exported
+from lungsound.inference.onnx_folder import OnnxModel, is_exported
+from lungsound.inference.onnx_runtime import OnnxRuntime
 from lungsound.inference.predictor import SEGMENTATIONS, Predictor
 from lungsound.inference.result import Explanation, Prediction, Segment, summarize
 from lungsound.inference.segmentation import (BreathConfig, annotated_cycles, breath_envelope, breath_period,

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from lungsound.errors import LungsoundError
-from lungsound.inference.onnx_runtime import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
-                                              weight_digests)
+from lungsound.inference.onnx_folder import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
+                                             weight_digests)
 from lungsound.models.registry import model_spec
 
 FP32_TOLERANCE = 1e-4
@@ -231,7 +231,7 @@ def _export_info(checkpoint: Path, source: str | None, cfg, folder: Path, int8: 
         "torch_weights": torch_weights, "calibration_temperature": temperature,
         "sizes_bytes": {f.name: f.stat().st_size for f in sorted(folder.iterdir())
                         if f.suffix in (".onnx", ".safetensors")},
-        DIGESTS: weight_digests(folder),  # checked on every load (lungsound.inference.onnx_runtime.verify_weights)
+        DIGESTS: weight_digests(folder),  # checked on every load (lungsound.inference.onnx_folder.verify_weights)
         "check": check,
         "versions": {"lungsound": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
