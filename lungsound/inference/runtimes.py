@@ -5,8 +5,11 @@ Every runtime is registered on `RUNTIMES` under its name (`lungsound predict --r
 (`TorchRuntime`, here) runs a checkpoint folder's PyTorch weights; `onnx` (`lungsound.inference.onnx_runtime`) runs the
 `model.onnx` of a folder written by `lungsound export`. A new runtime is one module defining a class with the
 protocol's members, registered with `@RUNTIMES.register(name)` and imported by `lungsound/inference/__init__.py`
-(so that importing any of `lungsound.inference` registers it); `Predictor`, the CLI's choices, the app's picker, the
-model card and `lungsound push` read it from there and name no runtime.
+(so that importing any of `lungsound.inference` registers it); `Predictor`, `lungsound predict --runtime` and
+`lungsound export --format`, the app's picker, the model card, `lungsound push` and the hub check read it from
+there and name no runtime (tests/test_runtimes.py plugs one in that way). A folder written by a runtime's `export`
+records how it was made in `export.json` (the app finds exported folders by that file) and keeps the checkpoint's
+config.yaml and meta.json, and its model.safetensors unless exported without them (then there is no explanation).
 
 Which runtime runs a folder (`runtime_for(folder, requested)`), the one rule everything uses: the requested one when
 a name is given (an unknown name is a one-line error listing the known ones); otherwise the exported runtime whose
