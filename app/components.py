@@ -32,12 +32,15 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from lungsound.audio import resample
+from lungsound.features.fbank import kaldi_fbank
 from lungsound.inference.result import THRESHOLD  # the recording-level rule of the summary
 
 CLASS_COLORS = {"normal": "#009E73", "crackle": "#E69F00", "wheeze": "#0072B2", "both": "#CC79A7"}  # Okabe-Ito
 CLASS_WORDS = {"normal": "normal", "crackle": "crackles", "wheeze": "wheezes", "both": "crackles and wheezes"}
 FRAME_SECONDS = 0.010  # fbank frame shift
-MEL_BANDS, MEL_LOW, MEL_HIGH = 128, 20.0, 8000.0
+DISPLAY_RATE = 16000  # Hz: the displayed spectrogram's audio rate (its top band ends at 8 kHz, half of it)
+MEL_BANDS, MEL_LOW, MEL_HIGH = 128, 20.0, DISPLAY_RATE / 2
 FREQ_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000)
 METHOD_WORDS = {"ce": "cross-entropy (standard supervised training)",
                 "patchmix_ce": "Patch-Mix with cross-entropy (Bae et al., Interspeech 2023)",
@@ -48,11 +51,6 @@ METHOD_WORDS = {"ce": "cross-entropy (standard supervised training)",
 PROTOCOL_WORDS = {"paper": "paper (the epoch with the best test score, as in the publications: the test scores are "
                             "optimistic)",
                   "clean": "clean (the epoch was chosen on held-out validation patients: the test scores are unbiased)"}
-RUNTIME_WORDS = {"PyTorch": "PyTorch (the trained model as it is)",
-                 "ONNX Runtime fp32": "ONNX Runtime, exported model with 32-bit weights (the same results, faster on "
-                                      "a CPU)",
-                 "ONNX Runtime int8": "ONNX Runtime, exported model with 8-bit weights in its linear layers (faster "
-                                      "and smaller; probabilities may differ slightly from the original)"}
 SELECTED_SHADE = "#fff3b0"
 MAX_WAVEFORM_POINTS = 4000
 HEAT_SHOWN = 0.25  # share of the explanation heatmap drawn (its most influential quarter)
@@ -112,10 +110,12 @@ def calibration_text(calibrated: bool, temperature: float) -> str:
             "finding.")
 
 
-NO_EXPLANATION_FAST = ("**This fast model has no explanation.** It was exported to ONNX without the original "
-                       "PyTorch weights, and ONNX Runtime gives no gradients or attention maps, so the page cannot "
-                       "show what the model used. The probabilities above are unaffected. Export it again without "
-                       "`--no-torch-weights`, or pick the original model, to see explanations.")
+def no_explanation_fast(title: str, engine: str) -> str:
+    """Instead of the explanation of a model exported (to `title`, run by `engine`) without its PyTorch weights."""
+    return (f"**This fast model has no explanation.** It was exported to {title} without the original PyTorch "
+            f"weights, and {engine} gives no gradients or attention maps, so the page cannot show what the model "
+            "used. The probabilities above are unaffected. Export it again without `--no-torch-weights`, or pick the "
+            "original model, to see explanations.")
 
 
 def fast_model_caption(runtime: str) -> str:
@@ -149,7 +149,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     rows = [("Model", f"{card.get('name', 'unnamed')}" + (f" ({card['model']})" if card.get("model") else "")),
             ("Model input", card.get("input")),
             ("Explanation shown", card.get("explanation")),
-            ("Runs on", RUNTIME_WORDS.get(card.get("runtime"), card.get("runtime"))),
+            ("Runs on", card.get("runtime_words") or card.get("runtime")),
             ("Trained on", card.get("trained_on")),
             ("Training method", METHOD_WORDS.get(card.get("method"), card.get("method"))),
             ("Epoch selection", PROTOCOL_WORDS.get(card.get("protocol"), card.get("protocol"))),
@@ -205,11 +205,11 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def log_mel(waveform: np.ndarray) -> np.ndarray:
-    """The (frames, 128) Kaldi log-mel spectrogram of a 16 kHz waveform, not normalised (`kaldi_fbank`)."""
-    from lungsound.features.fbank import kaldi_fbank
-
-    return kaldi_fbank(np.asarray(waveform, dtype=np.float32)).numpy()
+def log_mel(waveform: np.ndarray, sample_rate: int = DISPLAY_RATE) -> np.ndarray:
+    """The (frames, 128) Kaldi log-mel spectrogram of a waveform at `sample_rate` (resampled to the display's 16 kHz
+    first when it is another), not normalised (`kaldi_fbank`)."""
+    x = np.asarray(waveform, dtype=np.float32)
+    return kaldi_fbank(resample(x, sample_rate, DISPLAY_RATE) if sample_rate != DISPLAY_RATE else x).numpy()
 
 
 def _figure(height: float, rows: int = 1) -> tuple[Figure, Any]:
@@ -315,7 +315,7 @@ def _filter_weights() -> np.ndarray:
     """W_i, the total weight of each of the 128 Kaldi mel filters over the FFT bins (see the module docstring)."""
     from torchaudio.compliance.kaldi import get_mel_banks
 
-    banks, _ = get_mel_banks(MEL_BANDS, 512, 16000.0, MEL_LOW, 0.0, 100.0, -500.0, 1.0)
+    banks, _ = get_mel_banks(MEL_BANDS, 512, float(DISPLAY_RATE), MEL_LOW, 0.0, 100.0, -500.0, 1.0)
     return banks.sum(dim=1).numpy().astype(np.float64)
 
 

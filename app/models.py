@@ -8,12 +8,15 @@ The model picker lists, in this order:
 3. every registered MLflow model, at its newest version;
 4. checkpoint folders written by `lungsound train` under `./outputs/<experiment>/<run>/best` (newest first);
 5. exported model folders written by `lungsound export` under `./outputs/<a>/<b>/<folder>` (e.g. `best-onnx-int8` beside
-   a run's `best`, or `outputs/exported/<run id>/onnx`), newest first, each its own choice labelled with its precision
-   (fp32 or int8); they run on ONNX Runtime. `$LUNGSOUND_APP_MODEL` may name an exported folder too.
+   a run's `best`, or `outputs/exported/<run id>/onnx`), newest first, each its own choice labelled with its format and
+   precision (e.g. `ONNX int8`); they run on the runtime they were exported for. `$LUNGSOUND_APP_MODEL` may name an
+   exported folder too.
 
-A Hugging Face hub id (`USER/NAME[@revision]` or `hf://USER/NAME`, pushed by `lungsound push`) typed into the
-sidebar's text box, or set in `$LUNGSOUND_APP_MODEL`, becomes a choice of its own (`hub_choice`): it is downloaded once
-into the hub cache and read from there afterwards, offline too (`lungsound.sharing.hub`; an existing local path wins).
+What a text names (a folder, an MLflow URI, a hub id) is read by `lungsound.inference.sources`, and which runtime runs
+a folder by `lungsound.inference.runtimes.runtime_for`, as everywhere else. A Hugging Face hub id
+(`USER/NAME[@revision]` or `hf://USER/NAME`, pushed by `lungsound push`) typed into the sidebar's text box, or set in
+`$LUNGSOUND_APP_MODEL`, becomes a choice of its own (`hub_choice`): it is downloaded once into the hub cache and read
+from there afterwards, offline too (an existing local path wins).
 
 MLflow is consulted only where a store already exists (`$MLFLOW_TRACKING_URI`, or `./mlruns/mlflow.db` as
 `lungsound.tracking` writes it), so opening the app never creates one. A store that cannot be read is reported as a
@@ -26,11 +29,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lungsound.errors import LungsoundError, os_error_message
+from lungsound.inference import DEFAULT_RUNTIME, Predictor, runtime_for
+from lungsound.inference.sources import (FOLDER, HUB, HUB_PREFIX, MLFLOW, MODEL_ARTIFACT, parse_hub_id,
+                                         reference_kind)
+
 ENV_MODEL = "LUNGSOUND_APP_MODEL"
 QUICKSTART_EXPERIMENT = "quickstart"
-MODEL_ARTIFACT = "model"
 MAX_CHECKPOINTS = 50
-MLFLOW_SCHEMES = ("runs:/", "models:/")
+AUTO = "auto"  # the runtime of a hub id's choice: decided by what the downloaded folder holds
 
 
 @dataclass(frozen=True)
@@ -40,11 +47,11 @@ class ModelChoice:
     label: str  # what the picker shows
     source: str  # a folder path, "runs:/<id>/model", "models:/<name>/<version>" or "hf://USER/NAME" (a hub id)
     origin: str  # "environment" | "quickstart" | "registered" | "checkpoint" | "exported" | "hub"
-    runtime: str = "torch"  # "onnx" for an exported folder; "auto" for a hub id (decided by what it holds)
+    runtime: str = DEFAULT_RUNTIME  # an exported folder's own runtime ("onnx"); "auto" for a hub id (by what it holds)
 
     @property
     def is_mlflow(self) -> bool:
-        return self.source.startswith(MLFLOW_SCHEMES)
+        return reference_kind(self.source) == MLFLOW
 
     @property
     def is_hub(self) -> bool:
@@ -64,51 +71,43 @@ class Discovery:
 
 
 def is_checkpoint(folder: Path) -> bool:
-    return (folder / "model.safetensors").is_file() and (folder / "config.yaml").is_file()
+    return runtime_for(folder, DEFAULT_RUNTIME).holds(folder)
 
 
 def is_exported(folder: Path) -> bool:
-    from lungsound.inference.onnx_runtime import is_exported as exported
-
-    return exported(folder)
+    return runtime_for(folder).exported
 
 
 def exported_choice(folder: Path, label: str, origin: str, notes: list[str]) -> ModelChoice | None:
-    """The choice of an exported folder, labelled with its precision; None (and a note) when export.json is broken."""
-    from lungsound.errors import LungsoundError
-    from lungsound.inference.onnx_runtime import read_export
-
+    """The choice of an exported folder, its label's "{format}" and "{precision}" filled in (e.g. "ONNX int8"); None
+    (and a note) when the folder's record of its export is broken."""
+    runtime = runtime_for(folder)
     try:
-        precision = read_export(folder)["precision"]
+        precision = runtime.precision_of(folder)
     except LungsoundError as exc:
         notes.append(f"{exc}; skipped.")
         return None
-    return ModelChoice(label.replace("{precision}", precision), str(folder), origin, "onnx")
+    label = label.replace("{format}", runtime.title).replace("{precision}", precision)
+    return ModelChoice(label, str(folder), origin, runtime.name)
 
 
 def hub_choice(text: str, origin: str = "hub") -> ModelChoice:
     """The choice of a Hugging Face hub id typed by the user; a one-line `LungsoundError` when it is not one. Nothing
     is downloaded until the model is loaded."""
-    from lungsound.errors import LungsoundError, os_error_message
-    from lungsound.sharing.hub import HUB_PREFIX, is_hub_source, parse_hub_id
-
     text = text.strip()
     try:
-        hub = is_hub_source(text)
+        ref = parse_hub_id(text) if reference_kind(text) == HUB else None
     except OSError as exc:  # e.g. a 5,000-character name: too long for the file system to even look it up
         raise LungsoundError(f"not a Hugging Face hub id nor a usable path: {os_error_message(exc)}") from None
-    if not hub:
+    if ref is None:
         raise LungsoundError(f"not a Hugging Face hub id: {text!r} (expected USER/NAME, USER/NAME@revision or "
                              "hf://USER/NAME)")
-    ref = parse_hub_id(text)
     label = f"hub: {ref}" + (f" (from ${ENV_MODEL})" if origin == "environment" else "")
-    return ModelChoice(label, f"{HUB_PREFIX}{ref}", origin, "auto")
+    return ModelChoice(label, f"{HUB_PREFIX}{ref}", origin, AUTO)
 
 
 def discover_models(outputs: str | Path = "outputs") -> Discovery:
     """Every model the app can load; the first entry is the default."""
-    from lungsound.errors import os_error_message
-
     found = Discovery()
     env_source = os.environ.get(ENV_MODEL, "").strip()
     try:
@@ -131,35 +130,24 @@ def _environment_choice(env_source: str, found: Discovery) -> None:
     """The choice of `$LUNGSOUND_APP_MODEL` (when set), or a note saying why it is ignored."""
     if not env_source:
         return
-    if is_exported(Path(env_source)):
-        label = f"{_short(env_source)} (from ${ENV_MODEL}, ONNX " + "{precision})"
+    kind = reference_kind(env_source)
+    if kind == FOLDER and is_exported(Path(env_source)):
+        label = f"{_short(env_source)} (from ${ENV_MODEL}, " + "{format} {precision})"
         choice = exported_choice(Path(env_source), label, "environment", found.notes)
         found.choices.extend([choice] if choice else [])
-    elif env_source.startswith(MLFLOW_SCHEMES) or is_checkpoint(Path(env_source)):
+    elif kind == MLFLOW or (kind == FOLDER and is_checkpoint(Path(env_source))):
         found.choices.append(ModelChoice(f"{_short(env_source)} (from ${ENV_MODEL})", env_source, "environment"))
-    elif _is_hub_source(env_source):
+    elif kind == HUB and parse_hub_id(env_source) is not None:
         found.choices.append(hub_choice(env_source, "environment"))
     else:
         found.notes.append(f"${ENV_MODEL} = {env_source} is not a model folder (model.safetensors and "
                            "config.yaml are missing) nor an MLflow URI or Hugging Face hub id; ignored.")
 
 
-def load_predictor(source: str, runtime: str = "torch"):
+def load_predictor(source: str, runtime: str = DEFAULT_RUNTIME):
     """The `Predictor` of a picker entry (a folder, an MLflow URI or a hub id, run by `runtime`; "auto": by what the
     folder holds); errors are `LungsoundError`."""
-    from lungsound.inference import Predictor
-
-    if source.startswith(MLFLOW_SCHEMES):
-        return Predictor.from_mlflow(source, runtime=runtime)
-    if runtime == "auto" or _is_hub_source(source):
-        return Predictor.from_pretrained(source, runtime=None if runtime == "auto" else runtime)
-    return Predictor.from_checkpoint(source, runtime=runtime)
-
-
-def _is_hub_source(source: str) -> bool:
-    from lungsound.sharing.hub import is_hub_source
-
-    return is_hub_source(source)
+    return Predictor.from_pretrained(source, runtime=None if runtime == AUTO else runtime)
 
 
 def _mlflow_client(notes: list[str]):
@@ -217,13 +205,13 @@ def _checkpoint_folders(outputs: Path) -> list[ModelChoice]:
 
 
 def _exported_folders(outputs: Path, notes: list[str]) -> list[ModelChoice]:
-    """Exported folders `<outputs>/<a>/<b>/<folder>` (model.onnx, export.json, config.yaml), newest first."""
+    """Exported folders `<outputs>/<a>/<b>/<folder>` (export.json and the files of its runtime), newest first."""
     if not outputs.is_dir():
         return []
     folders = [f.parent for f in outputs.glob("*/*/*/export.json") if is_exported(f.parent)]
-    folders.sort(key=lambda f: (f / "model.onnx").stat().st_mtime, reverse=True)
-    choices = [exported_choice(f, "ONNX {precision}: " + f"{f.parent.parent.name}/{f.parent.name}/{f.name}", "exported",
-                               notes) for f in folders[:MAX_CHECKPOINTS]]
+    folders.sort(key=lambda f: (f / runtime_for(f).files[0]).stat().st_mtime, reverse=True)  # its model file
+    choices = [exported_choice(f, "{format} {precision}: " + f"{f.parent.parent.name}/{f.parent.name}/{f.name}",
+                               "exported", notes) for f in folders[:MAX_CHECKPOINTS]]
     return [c for c in choices if c is not None]
 
 
@@ -240,7 +228,7 @@ def _unique(found: Discovery) -> Discovery:
 
 
 def _short(source: str) -> str:
-    if source.startswith(MLFLOW_SCHEMES):
+    if reference_kind(source) == MLFLOW:
         return source
     path = Path(source)
     return "/".join(path.parts[-2:]) if len(path.parts) > 2 else source

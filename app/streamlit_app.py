@@ -40,10 +40,10 @@ import components as ui  # noqa: E402  (the app folder is put on sys.path just a
 from models import ENV_MODEL, discover_models, hub_choice, load_predictor  # noqa: E402
 
 from lungsound.errors import LungsoundError  # noqa: E402
-from lungsound.inference.predictor import SAMPLE_RATE as MODEL_RATE  # noqa: E402  (of Prediction.waveform)
 
 MAX_UPLOAD_MB = 50
 MAX_SECONDS = 120.0
+MIC_RATE = 16000  # Hz: what the browser records at (any rate would do: `Predictor.predict` resamples to the model's)
 AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
 SEGMENTATIONS = {"auto": "Automatic (breathing cycles, else windows)", "breath": "Detected breathing cycles",
                  "windows": "Fixed windows", "cycles": "Cycles of the annotation file"}
@@ -63,7 +63,7 @@ def find_models(env_model: str, cwd: str, tracking_uri: str):
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server)...", max_entries=4)
-def get_predictor(source: str, runtime: str = "torch"):
+def get_predictor(source: str, runtime: str):
     """The model of a picker entry, and a lock: sessions share it, and an explanation hooks into its layers."""
     return load_predictor(source, runtime), threading.Lock()
 
@@ -145,7 +145,7 @@ st.sidebar.caption(f"Recordings up to {MAX_SECONDS:.0f} s and {MAX_UPLOAD_MB} MB
 left, right = st.columns([3, 2])
 uploaded = left.file_uploader(f"Upload a recording ({', '.join(AUDIO_TYPES)})", type=AUDIO_TYPES, key="upload",
                               max_upload_size=MAX_UPLOAD_MB, on_change=mark_latest, args=("upload",))
-recorded = right.audio_input("Or record one with the microphone", key="microphone", sample_rate=16000,
+recorded = right.audio_input("Or record one with the microphone", key="microphone", sample_rate=MIC_RATE,
                              on_change=mark_latest, args=("microphone",))
 inputs = {"upload": uploaded, "microphone": recorded}
 latest = st.session_state.get("latest_input")
@@ -208,24 +208,24 @@ else:
     selected = st.selectbox("Segment", range(len(pred.segments)), index=abnormal.index(max(abnormal)),
                             format_func=lambda i: ui.segment_label(i, pred.segments[i]), key=segment_key,
                             help="Starts at the segment the model finds most abnormal.")
-    st.image(ui.png(ui.waveform_figure(pred.waveform, MODEL_RATE, pred.segments, selected)), width="stretch",
+    st.image(ui.png(ui.waveform_figure(pred.waveform, predictor.sample_rate, pred.segments, selected)), width="stretch",
              alt="Waveform of the recording with the segment boundaries")
     explanation = None
-    if predictor.runtime == "onnx" and not predictor.can_explain:  # exported without PyTorch weights: say so plainly
-        st.info(ui.NO_EXPLANATION_FAST, icon=":material/info:")
+    if predictor.exported and not predictor.can_explain:  # exported without PyTorch weights: say so plainly
+        st.info(ui.no_explanation_fast(predictor.backend.title, predictor.backend.engine), icon=":material/info:")
     else:
         try:
             with model_lock:
                 explanation = remember(key + ("explain", selected), lambda: predictor.explain(pred, selected))
         except Exception as exc:  # the plots still make sense without the overlay
             st.warning(f"No explanation for this segment: {exc}", icon=":material/warning:")
-    spectrogram = remember(key + ("spectrogram",), lambda: ui.log_mel(pred.waveform))
+    spectrogram = remember(key + ("spectrogram",), lambda: ui.log_mel(pred.waveform, predictor.sample_rate))
     st.image(ui.png(ui.spectrogram_figure(spectrogram, pred.segments, selected, explanation)), width="stretch",
              alt="Spectrogram with the segment boundaries and the explanation of the selected segment"
              + (" (a time saliency strip under the enlarged segment)" if ui.is_time_explanation(explanation) else ""))
     if explanation is not None and ui.is_time_explanation(explanation):
         st.caption(ui.explanation_caption(explanation))
-    if explanation is not None and predictor.runtime == "onnx":
+    if explanation is not None and predictor.exported:
         st.caption(ui.fast_model_caption(predictor.runtime_label))
 
     with st.expander("All segments (table) and download"):

@@ -23,10 +23,10 @@ from lungsound.cli import main
 from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
-from lungsound.inference.predictor import INTENDED_USE
-from lungsound.sharing import Provenance, SeedGroup, model_card, parse_hub_id, resolve_model
+from lungsound.inference.card import INTENDED_USE
+from lungsound.inference.sources import HubRef, parse_hub_id, resolve_model
+from lungsound.sharing import Provenance, SeedGroup, model_card
 from lungsound.sharing.card import NOTICE
-from lungsound.sharing.hub import HubRef
 from lungsound.sharing.push import hub_api, push, stage
 from lungsound.sharing.references import references_for
 from lungsound.models.build import build_model
@@ -192,7 +192,7 @@ def test_card_of_a_synthetic_uncalibrated_model_says_so(tmp_path):
     (["method.name=ce", "data.root=null"], ["PMCL"]),
 ])
 def test_each_method_cites_its_paper(overrides, expected):
-    from lungsound.inference.predictor import trained_on_synthetic
+    from lungsound.inference.card import trained_on_synthetic
 
     cfg = tiny_config(*overrides)
     assert [ref.key for ref, _ in references_for(cfg, trained_on_synthetic(cfg))] == expected

@@ -17,7 +17,7 @@ from lungsound.cli import main
 from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
-from lungsound.inference.model_uri import resolve_model_uri
+from lungsound.inference.sources import resolve_model_uri
 from lungsound.training.run import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -23,7 +23,7 @@ from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
 from lungsound.inference.batching import available_cores, batch_size_for, working_bytes
 from lungsound.inference.onnx_export import FP32_TOLERANCE, MIN_AGREEMENT, check_inputs, export_checkpoint
-from lungsound.inference.onnx_runtime import OnnxModel
+from lungsound.inference.onnx_folder import OnnxModel
 from lungsound.models.build import build_model
 from lungsound.models.folder import save_model
 
@@ -223,7 +223,7 @@ def test_onnx_session_uses_the_cores(exports, monkeypatch):
     assert session.session.get_session_options().intra_op_num_threads == available_cores() == session.threads
     assert OnnxModel(exports["fp32"] / "model.onnx", threads=1).session.get_session_options().intra_op_num_threads == 1
     monkeypatch.setenv("LUNGSOUND_THREADS", "3")
-    assert Predictor.from_checkpoint(exports["fp32"], runtime="onnx").onnx.session.get_session_options() \
+    assert Predictor.from_checkpoint(exports["fp32"], runtime="onnx").model.session.get_session_options() \
         .intra_op_num_threads == 3
 
 

@@ -1,9 +1,12 @@
 """`lungsound predict`: classify whole recordings with a trained model (`lungsound.inference.Predictor`).
 
-`--runtime onnx` runs the `model.onnx` of a folder written by `lungsound export` with ONNX Runtime (fp32 or int8).
-`--model` takes a model folder or a Hugging Face hub id `USER/NAME[@revision]` pushed by `lungsound push` (downloaded
-once into the hub cache, offline afterwards; an existing path wins, `hf://USER/NAME` forces the hub); without
-`--runtime` it runs an exported folder with ONNX Runtime and any other with PyTorch (docs/sharing.md).
+`--runtime NAME` picks one of the registered runtimes (`lungsound.inference.runtimes.RUNTIMES`): `torch`, or `onnx`
+for the `model.onnx` of a folder written by `lungsound export` (ONNX Runtime, fp32 or int8). `--model` takes any model
+reference (`lungsound.inference.sources`): a model folder or a Hugging Face hub id `USER/NAME[@revision]` pushed by
+`lungsound push` (downloaded once into the hub cache, offline afterwards; an existing path wins, `hf://USER/NAME`
+forces the hub), or an MLflow model; without `--runtime` it runs a folder with the runtime it was made for (an
+exported folder with its export's runtime, any other with PyTorch; docs/sharing.md). With `--checkpoint` or
+`--run-id` the runtime defaults to torch.
 
 Output goes to stdout only: a readable summary per file (default), `--json` (a list with one `Prediction.to_dict()` per
 file) or `--csv` (one row per segment: file, start, end, normal, crackle, wheeze, both). File names are printed escaped
@@ -21,26 +24,25 @@ import json
 import sys
 from pathlib import Path
 
+from lungsound.cli.model_source import add_model_options, model_reference
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError, display_path, os_error_message, printable
+from lungsound.inference import DEFAULT_RUNTIME, RUNTIMES, SEGMENTATIONS, Predictor, open_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify the breathing cycles of whole recordings with a trained model")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (wav, flac, ogg, ...)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")
-    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
-    src.add_argument("--model", metavar="ID_OR_FOLDER",
-                     help="a model folder or a Hugging Face hub id USER/NAME[@revision] (see docs/sharing.md)")
+    add_model_options(p, model=True)
     p.add_argument("--annotation", choices=("auto", "none"), default="auto",
                    help="auto: use an ICBHI <stem>.txt next to the audio when present (default); none: ignore it")
-    p.add_argument("--segmentation", choices=("auto", "cycles", "breath", "windows"), default="auto",
+    p.add_argument("--segmentation", choices=SEGMENTATIONS, default="auto",
                    help="auto: annotated cycles, else detected breathing cycles, else sliding windows")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
-                   help="torch: the PyTorch model (default); onnx: the model.onnx of a folder from `lungsound export` "
-                        "(default with --model when the folder is one)")
+    p.add_argument("--runtime", choices=RUNTIMES.names(), default=None,
+                   help="what computes the logits: torch, the PyTorch weights (default with --checkpoint and "
+                        "--run-id), or the runtime of a folder from `lungsound export`, e.g. onnx (default with "
+                        "--model for such a folder)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list, one object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per segment")
@@ -48,14 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from lungsound.inference import Predictor
-
-    if args.model is not None:
-        predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
-    elif args.checkpoint is not None:
-        predictor = Predictor.from_checkpoint(args.checkpoint, runtime=args.runtime or "torch")
-    else:
-        predictor = Predictor.from_mlflow(args.run_id, runtime=args.runtime or "torch")
+    reference, kind = model_reference(args)
+    with open_source(reference, kind) as source:
+        predictor = Predictor.from_source(source, runtime=args.runtime or (DEFAULT_RUNTIME if kind else None))
     results, failed = [], 0
     writer = _csv_writer() if args.csv else None
     for path in args.files:

@@ -14,18 +14,16 @@ huggingface_hub's ($HF_TOKEN or `hf auth login`).
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
+from lungsound.cli.model_source import add_model_options, model_reference
 from lungsound.sharing.card import DEFAULT_LICENSE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="publish a trained model on the Hugging Face hub with a generated model card")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path,
-                     help="a model folder (model.safetensors, config.yaml, meta.json) or a `lungsound export` folder")
-    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
+    add_model_options(p, checkpoint_help="a model folder (model.safetensors, config.yaml, meta.json) or a `lungsound "
+                                         "export` folder")
     p.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the hub repository (created when missing)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="write the folder that would be uploaded (model files and README.md) here; upload nothing")
@@ -37,19 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from lungsound.sharing.hub import check_repo_id
+    from lungsound.inference.sources import check_repo_id, open_source, parse_reference
     from lungsound.sharing.provenance import provenance_for_folder, provenance_for_run
 
     check_repo_id(args.repo_id)  # before anything is loaded or downloaded
-    if args.checkpoint is not None:
-        return _push(args, args.checkpoint, provenance_for_folder(args.checkpoint))
-    from lungsound.inference.model_uri import resolve_model_uri
-    from lungsound.tracking import download_artifacts
-
-    run_id, artifact = resolve_model_uri(args.run_id)
-    provenance = provenance_for_run(run_id)
-    with tempfile.TemporaryDirectory(prefix="lungsound-push-") as tmp:
-        return _push(args, download_artifacts(run_id, artifact, tmp), provenance)
+    reference = parse_reference(*model_reference(args))
+    run = provenance_for_run(reference.run_id) if reference.run_id else None  # a deleted run: before downloading it
+    with open_source(reference) as source:
+        return _push(args, source.folder, run or provenance_for_folder(source.folder))
 
 
 def _push(args: argparse.Namespace, folder: Path, provenance) -> int:

@@ -156,20 +156,14 @@ def _summary_line(metrics: dict, suffix: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import tempfile
-
+    from lungsound.cli.model_source import model_reference
     from lungsound.evaluation.evaluate import evaluate_checkpoint
+    from lungsound.inference.sources import open_source
 
     if args.out is not None:
         check_output_dir(args.out)
-    with tempfile.TemporaryDirectory(prefix="lungsound-evaluate-") as tmp:
-        checkpoint = args.checkpoint
-        if args.run_id is not None:  # a run id, runs:/ or models:/ URI: its model folder
-            from lungsound.inference.model_uri import resolve_model_uri
-            from lungsound.tracking import download_artifacts
-
-            checkpoint = download_artifacts(*resolve_model_uri(args.run_id), tmp)
-        result = evaluate_checkpoint(checkpoint=checkpoint, root=args.root, split=args.split, out=args.out)
+    with open_source(*model_reference(args)) as source:  # a folder, or a run id, runs:/ or models:/ URI downloaded
+        result = evaluate_checkpoint(checkpoint=source.folder, root=args.root, split=args.split, out=args.out)
     print(json.dumps(result, indent=2) if args.json else result["text"])
     return 0
 

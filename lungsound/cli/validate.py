@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from lungsound.cli.model_source import add_model_options, model_reference
 from lungsound.errors import LungsoundError, display_path, printable
 
 
@@ -28,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                  "an external dataset (e.g. KAUH)")
     p.add_argument("--dataset", required=True, choices=ADAPTERS.names(), help="which external dataset --root holds")
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder (searched recursively for audio)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="a model folder (model.safetensors, config.yaml, meta.json)")
-    src.add_argument("--run-id", help="an MLflow run id, runs:/<id>/model or models:/<name>/<version|latest>")
+    add_model_options(p)
     p.add_argument("--segmentation", choices=("auto", "breath", "windows"), default="auto",
                    help="auto: detected breathing cycles, else sliding windows (default)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")
@@ -42,17 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     from lungsound.external import get_adapter
     from lungsound.external.validate import validate_external
-    from lungsound.inference import Predictor
+    from lungsound.inference import DEFAULT_RUNTIME, Predictor, open_source
 
     adapter = get_adapter(args.dataset)
     external = adapter.load(args.root)  # a missing or empty root fails before the model is loaded
-    if args.checkpoint is not None:
-        predictor = Predictor.from_checkpoint(args.checkpoint)
-    else:
-        predictor = Predictor.from_mlflow(args.run_id)
+    with open_source(*model_reference(args)) as source:
+        predictor = Predictor.from_source(source, runtime=DEFAULT_RUNTIME)
     result = validate_external(predictor, adapter, external, segmentation=args.segmentation,
                                max_seconds=args.max_seconds, progress=not args.quiet)
-    stored, error = _store(args, result)
+    stored, error = _store(args, source.run_id, result)
     result["stored"] = stored
     if args.json:
         print(json.dumps(result, indent=2, default=float))
@@ -65,10 +62,10 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace, result: dict) -> tuple[dict, LungsoundError | None]:
-    """Keep the figures (meta.json and/or the MLflow run); returns where they went and any error, raised later."""
+def _store(args: argparse.Namespace, run_id: str | None, result: dict) -> tuple[dict, LungsoundError | None]:
+    """Keep the figures (meta.json and/or the MLflow run `run_id` the model was loaded from); returns where they went
+    and any error, raised later."""
     from lungsound.external.record import ARTIFACT_DIR, evaluation_key, log_to_run, run_of_folder, save_to_meta
-    from lungsound.inference import resolve_model_uri
 
     stored = {"meta_json": None, "mlflow_run": None, "artifact": None}
     notes, error = [], None
@@ -80,7 +77,6 @@ def _store(args: argparse.Namespace, result: dict) -> tuple[dict, LungsoundError
             if run_id is None:
                 notes.append(f"not logged to MLflow: {why}")
         else:
-            run_id = resolve_model_uri(args.run_id)[0]
             notes.append("meta.json not updated (the model was loaded from MLflow as a copy)")
         if run_id is not None:
             stored["artifact"] = log_to_run(run_id, result)

@@ -9,7 +9,9 @@
   is not logged), and the whole result as the artifact `external_validation/<dataset>.json`, on the run that trained
   the model: the run given by id, or for a model folder the run whose `run_folder` tag (set by `lungsound train`) is
   the folder's parent. No store, or no such run: nothing is logged, and `run_of_folder` says why. A model loaded from
-  MLflow shows those figures too (`evaluations_of_run`, read by `Predictor.from_mlflow`).
+  MLflow shows those figures too: `lungsound.inference.sources.run_evaluations` reads them back for any model loaded
+  from a run (the compact record `meta_entry`, the key `evaluation_key` and `ARTIFACT_DIR` are defined there, with the
+  reader).
 """
 
 from __future__ import annotations
@@ -20,27 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lungsound.errors import LungsoundError
+from lungsound.inference.sources import ARTIFACT_DIR, evaluation_key, meta_entry
 from lungsound.tracking import (RunLogger, artifact_paths, client, download_artifacts, live_run, run_of_model_folder,
                                 store_exists, tracking_uri)
 
 EVALUATIONS = "evaluations"
-ARTIFACT_DIR = "external_validation"
-SCORE_KEYS = ("sensitivity", "specificity", "ci", "positives", "negatives", "tp", "fn", "tn", "fp")
-
-
-def evaluation_key(dataset: str) -> str:
-    return f"external:{dataset}"
-
-
-def meta_entry(result: dict, date: str | None = None) -> dict:
-    """The compact record of a result kept in meta.json (no per-recording rows)."""
-    return {"dataset": result["dataset"], "title": result["title"],
-            "date": date or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "n": result["scored"], "recordings": result["recordings"], "scored": result["scored"],
-            "unmappable": len(result["unmappable"]), "segmentation": result["segmentation"],
-            "interval": result["interval"],
-            **{finding: {k: result[finding][k] for k in SCORE_KEYS} for finding in ("crackle", "wheeze")},
-            "confusion": result["confusion"]}
 
 
 def save_to_meta(folder: str | Path, result: dict) -> Path:
@@ -90,25 +76,6 @@ def log_to_run(run_id: str, result: dict) -> str:
         path.write_text(json.dumps(dated, indent=2, default=float) + "\n")
         logger.log_artifact(path, ARTIFACT_DIR)
     return f"{ARTIFACT_DIR}/{name}"
-
-
-def evaluations_of_run(run_id: str) -> dict[str, dict]:
-    """The `meta_entry` of every external validation logged to a run (artifacts `external_validation/*.json`), keyed as
-    in meta.json: how a model loaded from MLflow, whose meta.json is a downloaded copy, still shows its figures."""
-    mlf = client()
-    try:
-        names = [p for p in artifact_paths(mlf, run_id, ARTIFACT_DIR) if p.endswith(".json")]
-    except Exception:  # no such run or artifact folder: nothing measured
-        return {}
-    out = {}
-    with tempfile.TemporaryDirectory(prefix="lungsound-external-") as tmp:
-        for name in names:
-            try:
-                result = json.loads(download_artifacts(run_id, name, tmp).read_text())
-                out[evaluation_key(result["dataset"])] = meta_entry(result, date=result.get("date"))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # an unreadable record is not a figure to show
-    return out
 
 
 def run_of_folder(folder: str | Path) -> tuple[str | None, str]:

@@ -1,5 +1,11 @@
-"""What a model used: attention rollout for the AST, Grad-CAM for CNNs (both over the spectrogram), and a time saliency
-(gradient x input) for waveform models.
+"""The explanation methods: attention rollout (a transformer over the spectrogram's patches), Grad-CAM (a CNN over the
+spectrogram) and a time saliency (gradient x input, a model of the waveform), each on one model input.
+
+`METHODS` names them (the ids a model's registration states as `ModelSpec.explanation`, with what each explains over
+and its words for a model card); `explain_input(model, x, target, method)` runs one. Applying them to a segment of a
+whole-recording prediction (the padded input folded back onto the segment's own frames) is
+`lungsound.inference.explaining`. Without `method`, `explanation_method` tells it from the module itself (an AST, a
+waveform model, a CNN with `backbone.global_pool`): for models built by hand, e.g. in tests.
 
 Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020). With A_l the attention
 of block l (heads x N x N, N = 2 + F T' tokens: cls, dist, then the patches freq-major, methods.md section 4):
@@ -16,30 +22,30 @@ Grad-CAM (Selvaraju et al., ICCV 2017) for a CNN whose last feature map A (C x h
 class score y^c: alpha_k = (1 / hw) sum_ij dy^c / dA_kij and L = ReLU(sum_k alpha_k A_k), bilinearly upsampled from
 (h, w) = (time, frequency) to the fbank's (T, 128). For timm CNNs A is the input of `backbone.global_pool`.
 
-Gradient x input time saliency for a waveform model (input x, L samples at 16 kHz; y^c the logit of class c). The
+Gradient x input time saliency for a waveform model (input x, L samples at its rate; y^c the logit of class c). The
 gradient dy^c/dx is the saliency of Simonyan, Vedaldi & Zisserman ("Deep Inside Convolutional Networks: Visualising
 Image Classification Models and Saliency Maps", ICLR workshop 2014); multiplied by the input it is "gradient x input"
 (Shrikumar et al., "Not Just a Black Box", arXiv 1605.01713, 2016), the first-order share of each sample in y^c:
 
-    r_i = | x_i dy^c/dx_i |,      h_k = sum of r_i over the samples i of frame k = [160 k, 160 k + 160)
+    r_i = | x_i dy^c/dx_i |,      h_k = sum of r_i over the samples i of frame k = [s k, s k + s)
 
-(frames of 10 ms, the fbank hop, so h lines up with the spectrogram's frames), then min-max normalised. The absolute
-value is needed: the speech models normalise each input to zero mean and unit variance, so y^c(a x + b) = y^c(x) and
-by Euler's theorem sum_i x_i dy^c/dx_i = 0 - signed contributions cancel over the input by construction, and within a
-frame the signed products of an oscillating waveform cancel too. Gradient x input rather than occlusion: it costs one
-forward and one backward pass, where occlusion at 10 ms resolution needs one forward pass per frame (800 for an 8-s
-cycle: minutes per segment for a base model on a CPU); and silencing a 10-ms stretch of a waveform puts two steps into
-it (broadband clicks the convolutional front end reacts to) and changes the per-cycle normalisation of all other
-samples, so an occlusion map mixes those artefacts into the answer. Its limits: it is a local, first-order view (a
-saturated model can depend on a sample with a small gradient), and sample gradients are noisy (summing per frame
-smooths them).
+(frames of s = 10 ms of samples, 160 at 16 kHz: the fbank hop, so h lines up with the spectrogram's frames), then
+min-max normalised. The absolute value is needed: the speech models normalise each input to zero mean and unit
+variance, so y^c(a x + b) = y^c(x) and by Euler's theorem sum_i x_i dy^c/dx_i = 0 - signed contributions cancel over
+the input by construction, and within a frame the signed products of an oscillating waveform cancel too. Gradient x
+input rather than occlusion: it costs one forward and one backward pass, where occlusion at 10 ms resolution needs one
+forward pass per frame (800 for an 8-s cycle: minutes per segment for a base model on a CPU); and silencing a
+10-ms stretch of a waveform puts two steps into it (broadband clicks the convolutional front end reacts to) and
+changes the per-cycle normalisation of all other samples, so an occlusion map mixes those artefacts into the answer.
+Its limits: it is a local, first-order view (a saturated model can depend on a sample with a small gradient), and
+sample gradients are noisy (summing per frame smooths them).
 
 Every heatmap is min-max normalised to [0, 1] (all zeros when constant).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -48,13 +54,19 @@ from torch import nn
 
 from lungsound.errors import LungsoundError
 
-FRAME_SAMPLES = 160  # 10 ms at 16 kHz: the fbank frame shift
-# method id -> (what is explained over, words for a model card)
+FRAME_SAMPLES = 160  # 10 ms at 16 kHz: the fbank frame shift (a waveform saliency's default frame)
+
+
+class Method(NamedTuple):
+    over: str  # what is explained over: "time-frequency" (a (T, F) map over the fbank) or "time" (one value per frame)
+    words: str  # for a model card
+
+
 METHODS = {
-    "attention-rollout": ("time-frequency", "attention rollout over the spectrogram (Abnar & Zuidema, 2020)"),
-    "grad-cam": ("time-frequency", "Grad-CAM over the spectrogram (Selvaraju et al., 2017)"),
-    "gradient-x-input": ("time", "gradient x input time saliency over the waveform (Simonyan et al., 2014; "
-                                 "Shrikumar et al., 2016)"),
+    "attention-rollout": Method("time-frequency", "attention rollout over the spectrogram (Abnar & Zuidema, 2020)"),
+    "grad-cam": Method("time-frequency", "Grad-CAM over the spectrogram (Selvaraju et al., 2017)"),
+    "gradient-x-input": Method("time", "gradient x input time saliency over the waveform (Simonyan et al., 2014; "
+                                       "Shrikumar et al., 2016)"),
 }
 
 
@@ -212,10 +224,12 @@ def explanation_method(model: nn.Module) -> str | None:
     return None
 
 
-def explain_input(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, str, int | None]:
-    """(heatmap, method, target class) for one model input: rollout for an AST, Grad-CAM for a pooled CNN (both
-    (T, F) over the fbank `x`), gradient x input for a waveform model (n_frames,) over the waveform `x` (L,)."""
-    method = explanation_method(model)
+def explain_input(model: nn.Module, x: torch.Tensor, target: int | None = None,
+                  method: str | None = None) -> tuple[np.ndarray, str, int | None]:
+    """(heatmap, method, target class) for one model input by `method` (a key of `METHODS`; None: the module's own,
+    `explanation_method`): rollout (T, F) over the fbank `x` (class-agnostic: the target is returned as given),
+    Grad-CAM (T, F) over the fbank `x`, gradient x input (n_frames,) over the waveform `x` (L,)."""
+    method = explanation_method(model) if method is None else method
     if method == "attention-rollout":
         return attention_rollout(model, x), method, target
     if method == "gradient-x-input":

@@ -1,4 +1,8 @@
-"""The explanation of one segment (`Predictor.explain`): the model's heatmap folded back onto the segment's own audio.
+"""Applying an explanation method (`lungsound.inference.explain`) to one segment of a prediction (`Predictor.explain`):
+the model's heatmap over its padded input, folded back onto the segment's own audio.
+
+The method is the model's own (`ModelSpec.explanation`); what it explains over (`METHODS[method].over`) says how the
+map is folded: per fbank frame and band, or per sample of the waveform.
 
 The model sees the segment cut and padded to its fixed length L (methods.md section 2): truncated to its first L
 samples when longer, tiled (`repeat`, with a fade-out) or centred in zeros (`zero`) when shorter. The heatmap over that
@@ -9,11 +13,12 @@ input is folded back onto the n samples of the segment (the first L of a longer 
   segment's frames takes the mean of the input frames landing on it (a frame no input frame lands on takes its nearest
   neighbour's), then min-max normalised;
 - time saliencies (gradient x input of a waveform model) per sample: each of the segment's samples takes the mean of
-  |x_i dy/dx_i| over its copies in the input, the result is summed per 10-ms frame [160 k, 160 k + 160) for the frames
-  of the display fbank, then min-max normalised.
+  |x_i dy/dx_i| over its copies in the input, the result is summed per 10-ms frame [s k, s k + s) (s = 160 samples
+  at 16 kHz) for the frames of the display fbank, then min-max normalised.
 
 The display spectrogram is the Kaldi fbank of the segment's own audio (the first L samples, padded to one 25-ms frame
-when shorter), computed the same way for every model (a waveform model's display uses the default `FbankConfig`).
+when shorter), computed the same way for every model (a waveform model's display uses the default `FbankConfig` at
+the model's sample rate).
 """
 
 from __future__ import annotations
@@ -24,30 +29,30 @@ from torch import nn
 
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.labels import CLASSES
-from lungsound.inference.explain import explain_input, frame_sums, gradient_x_input, normalize01
 from lungsound.features.fbank import FbankConfig, kaldi_fbank, num_frames
+from lungsound.inference.explain import METHODS, explain_input, frame_sums, gradient_x_input, normalize01
 from lungsound.inference.result import Explanation
 
 
 def explain_segment(model: nn.Module, x: torch.Tensor, piece: np.ndarray, start: float, cycle_cfg: CycleConfig,
-                    fbank_cfg: FbankConfig | None, target: int) -> Explanation:
-    """The `Explanation` of one segment: `x` is the model's input for it (fbank (T, 128), or waveform (L,) when
-    `fbank_cfg` is None), `piece` the segment's own faded samples, `start` its start in seconds, `target` the class."""
-    display = fbank_cfg if fbank_cfg is not None else FbankConfig()
+                    fbank_cfg: FbankConfig | None, target: int, method: str) -> Explanation:
+    """The `Explanation` of one segment by `method` (a key of `METHODS`): `x` is the model's input for it (fbank
+    (T, 128), or waveform (L,) when `fbank_cfg` is None), `piece` the segment's own faded samples, `start` its start
+    in seconds, `target` the class."""
+    display = fbank_cfg if fbank_cfg is not None else FbankConfig(sample_rate=cycle_cfg.sample_rate)
     shown = min(len(piece), cycle_cfg.length)
     one_frame = int(display.sample_rate * display.frame_length_ms / 1000)
     audio = np.pad(piece[:shown], (0, max(0, one_frame - shown)))  # a very short cycle still gets one frame
     fbank = kaldi_fbank(audio, display).numpy()
-    if fbank_cfg is None:
+    kind = METHODS[method].over
+    if kind == "time":
         relevance, target = gradient_x_input(model, x, target)
         shift = int(display.sample_rate * display.frame_shift_ms / 1000)
         heat = normalize01(frame_sums(fold_samples(relevance, len(piece), cycle_cfg), shift, len(fbank)))
-        method, kind = "gradient-x-input", "time"
     else:
-        heat, method, explained = explain_input(model, x, target)
+        heat, method, explained = explain_input(model, x, target, method)
         target = explained if explained is not None else target
         heat = fold_frames(heat, len(piece), cycle_cfg, fbank_cfg)[:len(fbank)]
-        kind = "time-frequency"
     return Explanation(fbank=fbank, heatmap=heat, method=method, start=start,
                        end=start + shown / cycle_cfg.sample_rate, target=CLASSES[target], kind=kind)
 

@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from lungsound.errors import LungsoundError
-from lungsound.inference.onnx_runtime import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
-                                              weight_digests)
+from lungsound.inference.onnx_folder import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
+                                             weight_digests)
+from lungsound.models.registry import model_spec
 from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
 # what `export_checkpoint` writes; --out must be new, empty or such a folder (lungsound.storage.claim_output_dir)
@@ -77,7 +78,8 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
     if not recordings:
         raise LungsoundError("no recording with audio and annotated cycles to check the export on", root)
     per = max(1, math.ceil(n / len(recordings)))
-    cycle_cfg = CycleConfig(sample_rate=16000, duration=cfg.data.duration, pad=cfg.data.pad)
+    spec = model_spec(cfg.model.name)  # the model's own input kind and sample rate
+    cycle_cfg = CycleConfig(sample_rate=spec.sample_rate, duration=cfg.data.duration, pad=cfg.data.pad)
     waves, used = [], 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cycles running past the audio's end are cut, as in training
@@ -87,7 +89,8 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
             waves.append(load_cycles(rec.audio, rec.cycles[:per], cycle_cfg))
             used += 1
     batch = np.concatenate(waves)[:n]
-    inputs = torch.from_numpy(batch) if cfg.data.input == "waveform" else compute_features_batch(batch, FbankConfig())
+    inputs = (torch.from_numpy(batch) if spec.input == "waveform"
+              else compute_features_batch(batch, FbankConfig(sample_rate=spec.sample_rate)))
     return inputs, f"{len(batch)} annotated cycles of {used} recordings in {root}"
 
 
@@ -231,7 +234,7 @@ def _export_info(checkpoint: Path, source: str | None, cfg, folder: Path, int8: 
         "torch_weights": torch_weights, "calibration_temperature": temperature,
         "sizes_bytes": {f.name: f.stat().st_size for f in sorted(folder.iterdir())
                         if f.suffix in (".onnx", ".safetensors")},
-        DIGESTS: weight_digests(folder),  # checked on every load (lungsound.inference.onnx_runtime.verify_weights)
+        DIGESTS: weight_digests(folder),  # checked on every load (lungsound.inference.onnx_folder.verify_weights)
         "check": check,
         "versions": {"lungsound": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},

@@ -49,12 +49,12 @@ class Prediction:
 
     file: str
     duration: float
-    sample_rate: int  # of the source (the model works at 16 kHz)
+    sample_rate: int  # of the source (the model works at its own rate, `Predictor.sample_rate`)
     segmentation: str  # cycles | breath | windows (what was actually used)
     segments: list[Segment]
     summary: dict
     warnings: list[str] = field(default_factory=list)
-    waveform: np.ndarray | None = field(default=None, repr=False)  # 16 kHz float32 mono
+    waveform: np.ndarray | None = field(default=None, repr=False)  # float32 mono at `Predictor.sample_rate`
 
     def to_dict(self) -> dict:
         """JSON-ready: {"file", "duration", "summary", "warnings", "segments": [{"start", "end", "probabilities"}]}."""

@@ -13,7 +13,7 @@ drift from the weights it describes. Sections, in order:
   paper, protocol, selected epoch, seed, run), test scores (this model; the seed group when there is one), calibration
   (temperature, ECE before and after), external evaluations (`meta["evaluations"]`, the same table as the app's card,
   `lungsound.external.card`), intended use and limitations (the same words as the app's card:
-  `lungsound.inference.predictor`), how to use it, license and the citations (`lungsound.sharing.references`).
+  `lungsound.inference.card`), how to use it, license and the citations (`lungsound.sharing.references`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 from lungsound.config import ExperimentConfig
 from lungsound.external.card import split_text
+from lungsound.inference.card import INTENDED_USE, input_words, model_limitations, trained_on_synthetic
+from lungsound.inference.runtimes import runtime_for
 from lungsound.models.registry import model_spec
 from lungsound.sharing.provenance import SCORE_KEYS, Provenance
 from lungsound.sharing.references import method_words, references_for
@@ -36,13 +38,12 @@ SPLITS = {"official": "the official ICBHI 60/40 train/test split"}
 def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | None = None,
                license: str = DEFAULT_LICENSE, files: list[str] | None = None) -> str:
     """The README.md text for the model folder `folder` pushed as `repo_id` (see the module docstring)."""
-    from lungsound.inference.onnx_runtime import is_exported, read_export
-    from lungsound.inference.predictor import trained_on_synthetic
     from lungsound.models.folder import read_config, read_meta
 
     folder = Path(folder)
     cfg, meta = read_config(folder), read_meta(folder)
-    export = read_export(folder) if is_exported(folder) else None
+    runtime = runtime_for(folder)  # the runtime that runs the folder: torch, or the one it was exported for
+    export = {"runtime": runtime.name, "title": runtime.title, "engine": runtime.engine} if runtime.exported else None
     provenance = provenance or Provenance()
     synthetic = trained_on_synthetic(cfg)
     files = files if files is not None else sorted(f.name for f in folder.iterdir() if f.is_file())
@@ -53,7 +54,7 @@ def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | Non
         f"crackle, wheeze or both: {_architecture(cfg.model.name)}, `{cfg.model.name}`, trained with "
         f"{method_words(cfg)}.\n",
         f"{NOTICE} {_intended_use()}\n",
-        _model_section(cfg, meta, export, files),
+        _model_section(cfg, meta, export, files, runtime.describe(folder)),
         _training_section(cfg, meta, provenance, synthetic),
         _scores_section(meta, provenance),
         _calibration_section(meta),
@@ -78,7 +79,7 @@ def _front_matter(cfg: ExperimentConfig, meta: dict, repo_id: str, license: str,
 
     tags = ["lungsound", "audio", "audio-classification", "respiratory-sound", "lung-sound", cfg.model.name,
             cfg.method.name, f"protocol-{meta.get('protocol', cfg.train.protocol)}",
-            "synthetic-data" if synthetic else "icbhi-2017"] + (["onnx"] if export else [])
+            "synthetic-data" if synthetic else "icbhi-2017"] + ([export["runtime"]] if export else [])
     test = _test_scores(meta)
     results = []
     if test and not synthetic:
@@ -93,17 +94,13 @@ def _front_matter(cfg: ExperimentConfig, meta: dict, repo_id: str, license: str,
     return f"---\n{data.to_yaml()}\n---\n"
 
 
-def _model_section(cfg: ExperimentConfig, meta: dict, export: dict | None, files: list[str]) -> str:
-    from lungsound.inference.predictor import INPUT_WORDS
-
-    fmt = "PyTorch weights (`model.safetensors`), run with PyTorch"
+def _model_section(cfg: ExperimentConfig, meta: dict, export: dict | None, files: list[str], fmt: str) -> str:
     if export is not None:
-        fmt = (f"ONNX {export.get('precision')} (`model.onnx`), run with ONNX Runtime"
-               + ("; the PyTorch weights are included for explanations" if "model.safetensors" in files else
-                  "; without PyTorch weights, so no explanations"))
+        fmt += ("; the PyTorch weights are included for explanations" if "model.safetensors" in files else
+                "; without PyTorch weights, so no explanations")
     rows = [("architecture", f"{_architecture(cfg.model.name)}, `{cfg.model.name}`"
              + (f" initialised from `{cfg.model.pretrained}`" if cfg.model.pretrained else "")),
-            ("input", f"{INPUT_WORDS[cfg.data.input == 'waveform']} of a {cfg.data.duration:g}-s segment "
+            ("input", f"{input_words(model_spec(cfg.model.name))} of a {cfg.data.duration:g}-s segment "
                       f"({cfg.data.pad} padding)"),
             ("output", "4 classes: " + ", ".join(meta.get("classes", ["normal", "crackle", "wheeze", "both"]))
              + "; probabilities softmax(logits / T)"),
@@ -201,8 +198,6 @@ def _evaluations_section(meta: dict) -> str:
 
 
 def _use_section(synthetic: bool, calibrated: bool) -> str:
-    from lungsound.inference.predictor import model_limitations
-
     limitations = model_limitations(synthetic, calibrated)
     return ("## Intended use\n\n" + _intended_use() + " Out of scope: diagnosis, screening, triage, monitoring or any "
             "other clinical decision about a person.\n\n## Limitations\n\n" + f"{NOTICE}\n\n"
@@ -210,7 +205,8 @@ def _use_section(synthetic: bool, calibrated: bool) -> str:
 
 
 def _how_to_section(repo_id: str, export: dict | None) -> str:
-    runtime = (" It is an ONNX export: `from_pretrained` runs it with ONNX Runtime." if export else "")
+    runtime = (f" It is an {export['title']} export: `from_pretrained` runs it with {export['engine']}." if export
+               else "")
     return ("## How to use\n\nWith lungsound installed (the hub copy is downloaded once into the Hugging Face cache "
             "and read from there afterwards, offline too):\n\n"
             "```python\nfrom lungsound.inference import Predictor\n\n"
@@ -240,8 +236,6 @@ def _citation_section(cfg: ExperimentConfig, synthetic: bool) -> str:
 
 
 def _intended_use() -> str:
-    from lungsound.inference.predictor import INTENDED_USE
-
     return INTENDED_USE
 
 

@@ -1,8 +1,10 @@
 """Publishing a model folder on the Hugging Face hub: stage it with its model card, then upload it as one commit.
 
-`stage(folder, out, repo_id)` checks the folder loads (a checkpoint's weights are rebuilt into its model; an export's
-model.onnx opens in ONNX Runtime), then writes `out` as a whole (`lungsound.storage`: built beside it and swapped in;
-`out` must be new, empty or a folder staged before, `STAGED_FOLDER`) holding exactly what a user needs and nothing else:
+`stage(folder, out, repo_id)` checks the folder loads with the runtime that runs it
+(`lungsound.inference.runtimes.runtime_for`: a checkpoint's weights are rebuilt into its model; an export's model.onnx
+opens in ONNX Runtime), then writes `out` as a whole (`lungsound.storage`: built beside it and swapped in; `out` must be
+new, empty or a folder staged before, `STAGED_FOLDER`) holding exactly what a user needs and nothing else, the files
+that runtime names (`Runtime.files`):
 
 - a checkpoint folder (`lungsound train`): model.safetensors, config.yaml, meta.json;
 - an exported folder (`lungsound export`, fp32 or int8): model.onnx, export.json, config.yaml, meta.json and, when it
@@ -25,17 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lungsound.errors import LungsoundError
+from lungsound.inference.runtimes import RUNTIMES, runtime_for
+from lungsound.inference.sources import check_repo_id
 from lungsound.sharing.card import DEFAULT_LICENSE, model_card
-from lungsound.sharing.hub import check_repo_id
 from lungsound.sharing.provenance import Provenance
 from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
-CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "meta.json")
-EXPORT_FILES = ("model.onnx", "export.json", "config.yaml", "meta.json", "model.safetensors")
+MODEL_FILES = tuple(dict.fromkeys(name for _, runtime in RUNTIMES.items() for name in runtime.files))
 CARD_FILE = "README.md"
 # what `stage` writes: the card and the model's config always, and only model files besides
-STAGED_FOLDER = FolderKind("a staged model folder", (CARD_FILE, "config.yaml"), EXPORT_FILES + (CARD_FILE,))
-REPLACED_PATTERNS = ["*.safetensors", "*.onnx", "*.json", "*.yaml"]  # a previous push's model files
+STAGED_FOLDER = FolderKind("a staged model folder", (CARD_FILE, "config.yaml"), tuple(MODEL_FILES) + (CARD_FILE,))
+REPLACED_PATTERNS = sorted({f"*{Path(name).suffix}" for name in MODEL_FILES})  # a previous push's model files
 
 
 @dataclass
@@ -49,22 +51,12 @@ class PushResult:
 
 def model_files(folder: str | Path) -> list[str]:
     """The files of `folder` that a push carries (see the module docstring), after checking that the folder loads."""
-    from lungsound.inference.onnx_runtime import OnnxModel, is_exported, read_export, verify_weights
-    from lungsound.models.folder import load_model, read_config, read_meta
-
     folder = Path(folder)
     if not folder.is_dir():
         raise LungsoundError("no such model folder", folder)
-    if is_exported(folder):
-        info = read_export(folder)
-        verify_weights(folder, info)  # a swapped model.onnx is not published
-        read_config(folder), read_meta(folder)
-        OnnxModel(folder / "model.onnx", threads=1, precision=info["precision"])
-        names = EXPORT_FILES
-    else:
-        load_model(folder, device="cpu")  # a one-line error for a folder that is not a loadable checkpoint
-        names = CHECKPOINT_FILES
-    return [name for name in names if (folder / name).is_file()]
+    runtime = runtime_for(folder)
+    runtime.open(folder, device="cpu", threads=1)  # one line for a folder that does not load (a swapped model.onnx)
+    return [name for name in runtime.files if (folder / name).is_file()]
 
 
 def stage(folder: str | Path, out: str | Path, repo_id: str, *, provenance: Provenance | None = None,

@@ -100,7 +100,7 @@ def _tag_kind(mlf, exp) -> None:
 def register_model(run_id: str, name: str, artifact: str = "model", description: str | None = None,
                    tags: dict[str, Any] | None = None) -> str:
     """Register `runs:/<run_id>/<artifact>` as a new version of registered model `name` (created when missing);
-    returns the version number. `models:/<name>/latest` then resolves to it (`lungsound.inference.model_uri`)."""
+    returns the version number. `models:/<name>/latest` then resolves to it (`lungsound.inference.sources`)."""
     mlf = client()
     lock = _sqlite_lock()
     try:
