@@ -34,7 +34,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--train-batch", type=int, default=32)  # the reference's effective batch (methods.md section 10)
+    p.add_argument("--train-batch", type=int, default=32)  # the reference's effective batch (docs/methods.md section 10)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--gpu-tflops", type=float, default=30.0,
                    help="sustained TFLOP/s assumed for the GPU estimate (fp32 convs on a current data-centre GPU)")

@@ -14,8 +14,10 @@ Counted from the source alone (the `ast` of every `.py` file under the package, 
   the library;
 - the largest files by line count.
 
-The data-flow order (`LAYERS`) is the one the architecture document draws; a name absent from it counts as the
-foundation (layer 0).
+The order (`LAYERS`) is the one `docs/architecture.md` draws, as dependencies: a stage comes after the stages it
+uses (the trainer scores epochs and logs to MLflow, so evaluation and tracking come before training; the vocoder's
+loop runs on the engine's parts, so generation comes after it); a name absent from it counts as the foundation
+(layer 0).
 """
 
 from __future__ import annotations
@@ -28,19 +30,20 @@ from pathlib import Path
 
 # The data flow, earliest first; a module may import from its own layer or earlier ones.
 LAYERS = [
-    ("errors", "storage", "config", "registry", "audio", "download"),
+    ("errors", "storage", "documents", "limits", "registry", "audio", "store_retry"),
     ("data",),
     ("features",),
+    ("config",),  # typed configs check values against the data's vocabularies (splits, formats, domains)
     ("models",),
     ("methods",),
-    ("generation",),
     ("metrics", "evaluation", "calibration"),  # the engine's evaluation: the trainer scores every epoch
+    ("tracking",),  # what the engine logs to: MLflow, below the engine that calls it
     ("training",),
-    ("tracking",),
+    ("generation",),  # the vocoder's loop runs on the engine's parts (devices, DDP, training state)
     ("inference", "explain"),
     ("sharing", "external"),
-    ("compare", "paired", "published", "reports", "device_ood", "results", "grid", "sweep", "sweep_backends",
-     "sweeps"),
+    ("compare", "paired", "published", "reports", "device_ood", "results"),
+    ("grid", "sweep", "sweep_backends", "sweeps"),
     ("cli",),
 ]
 

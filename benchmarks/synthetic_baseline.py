@@ -1,7 +1,7 @@
 """Difficulty of a dataset for a simple model: logistic regression on pooled fbank features.
 
 Features per cycle: the mean, standard deviation and maximum over time of each of the 128 normalised fbank bins (the
-8-s repeat-padded cycles of methods.md sections 2-3), standardised; class-balanced logistic regression fitted on the
+8-s repeat-padded cycles of docs/methods.md sections 2-3), standardised; class-balanced logistic regression fitted on the
 train split, ICBHI Sp/Se/Score on the test split. Prints one line per regularisation strength.
 
     python benchmarks/synthetic_baseline.py [--root PATH]     # default: the built-in synthetic set

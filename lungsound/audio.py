@@ -1,4 +1,4 @@
-"""Audio decoding and resampling: the first stage of the pipeline (methods.md sections 1 and 2, step 1).
+"""Audio decoding and resampling: the first stage of the pipeline (docs/methods.md sections 1 and 2, step 1).
 
 ICBHI 2017 (Rocha et al., Physiol. Meas. 2019) ships recordings at 44.1 kHz (16/24/32-bit PCM), 10 kHz and 4 kHz
 (Litt3200), some copies as float32. The AST papers ([PMCL] Bae et al. 2023, [SGSCL] Kim et al. 2024,

@@ -49,7 +49,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "ast"  # a name from lungsound.models.list_models()
     pretrained: str | None = None  # HF id or folder, audioset .pth, or a timm DeiT name; None = random init
-    pos_embed: str = "paper"  # paper | clean (methods.md section 4)
+    pos_embed: str = "paper"  # paper | clean (docs/methods.md section 4)
     strict: bool = True  # fail on missing/unexpected keys when loading weights
     params: dict = field(default_factory=dict)  # passed to create_model (sizes, ...)
 
@@ -59,7 +59,7 @@ class AugmentConfig:
     specaug: bool = True
     semantics: str = "paper"  # paper (0.841 gate) | clean (fresh per-sample masks, p = 1)
     per: str = "sample"  # sample ([PMCL]) | batch ([SGSCL], [AFT]: one draw for the batch, in place)
-    # RepAugment ([REPAUG], methods.md section 9) on the pooled representation z, training only:
+    # RepAugment ([REPAUG], docs/methods.md section 9) on the pooled representation z, training only:
     representation: str = "none"  # REPRESENTATIONS: none | rep_mask | rep_gen | repaugment (Rep-Mask then Rep-Gen)
     rep_fill: str = "code"  # Rep-Mask fill: code (z * batch mean) | paper (batch mean) | zero
     # Rep-Mask block width bound F in dimensions, absolute as in the authors' code (288, their AST policy, whatever D;
@@ -120,7 +120,7 @@ class ExperimentConfig:
         return asdict(self)
 
 
-# RepAugment's modes ([REPAUG], methods.md section 9) and the words a model card uses for them, written once: read by
+# RepAugment's modes ([REPAUG], docs/methods.md section 9) and the words a model card uses for them, written once: read by
 # `lungsound.methods.repaugment`, which runs them, and by the card. They are here, not there, because that module
 # imports torch (2.7 s on a cold start, against 0.04 s for this module) and reading an experiment file must not.
 REPRESENTATIONS = {"none": "no representation augmentation", "rep_mask": "Rep-Mask", "rep_gen": "Rep-Gen",

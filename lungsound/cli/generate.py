@@ -1,4 +1,4 @@
-"""`lungsound generate ...`: the DiffWave vocoder of [AFT] and the synthetic cycle sets it makes (methods.md section 10)."""
+"""`lungsound generate ...`: the DiffWave vocoder of [AFT] and the synthetic cycle sets it makes (docs/methods.md section 10)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "from MLflow; --paired A B tests two rows seed by seed")
     p.add_argument("--experiment", action="append", default=None, help="MLflow experiment name(s) (default: all)")
     p.add_argument("--out", type=Path, default=Path("outputs/compare"), help="folder for the Markdown/CSV/PNG")
-    p.add_argument("--published", action="store_true", help="add the published numbers of methods.md")
+    p.add_argument("--published", action="store_true", help="add the published numbers of docs/methods.md")
     p.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
                    help="also compare two rows seed by seed (mean A - B, 95%% t interval, paired t-test on the common "
                         "seeds); name each row as the table shows it, NAME or NAME:PROTOCOL, where NAME is the "

@@ -2,7 +2,7 @@
 
 Times must be finite with 0 <= start < end (`inf` and `nan` parse as floats, so they are refused explicitly).
 
-The label is `crackles + 2 * wheezes` (normal 0, crackle 1, wheeze 2, both 3; methods.md section 1).
+The label is `crackles + 2 * wheezes` (normal 0, crackle 1, wheeze 2, both 3; docs/methods.md section 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Respiratory-cycle extraction exactly as the reference pipeline does it (methods.md section 2).
+"""Respiratory-cycle extraction exactly as the reference pipeline does it (docs/methods.md section 2).
 
 1. The whole recording, float mono in [-1, 1], resampled to `sample_rate` (16 kHz) with torchaudio's default resampler.
 2. A linear fade-in and fade-out of `sample_rate / 16` samples (1,000 at 16 kHz) over the whole recording

@@ -1,7 +1,7 @@
 """`lungsound data download`: fetch the official ICBHI 2017 database and the small side files it lacks.
 
 Rocha et al., "An open access database for the evaluation of respiratory sound classification algorithms",
-Physiological Measurement 2019 (methods.md section 1). The challenge archive holds the 920 recordings (`.wav` plus
+Physiological Measurement 2019 (docs/methods.md section 1). The challenge archive holds the 920 recordings (`.wav` plus
 annotation `.txt`); the split file, diagnoses and demographics are separate files on the challenge site, and the 5
 patient folds and `metadata.txt` come from the reference code of [PMCL]. Result: `<dest>/ICBHI_final_database/` with
 everything side by side, which is what `open_database` and the `make icbhi-*` targets

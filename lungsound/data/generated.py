@@ -1,5 +1,5 @@
 """Generated cycles as extra training data (`data.generated: DIR`), for [AFT] (Kim et al., "Adversarial Fine-tuning using
-Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023 DGM4H workshop, arXiv 2311.06480; methods.md
+Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023 DGM4H workshop, arXiv 2311.06480; docs/methods.md
 section 10).
 
 A generated set is a folder of 16-kHz wavs with a `manifest.csv` (written by `lungsound generate synth`, whose clips are

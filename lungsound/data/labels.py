@@ -1,4 +1,4 @@
-"""Label vocabularies of ICBHI 2017 (methods.md section 1) in one place, and the two definitions of metadata domains.
+"""Label vocabularies of ICBHI 2017 (docs/methods.md section 1) in one place, and the two definitions of metadata domains.
 
 Class index = crackles + 2 * wheezes: (0,0) normal, (1,0) crackle, (0,1) wheeze, (1,1) both.
 The device and chest-location vocabularies belong to a data format (`Database.devices`, `Database.locations`; ICBHI's

@@ -1,4 +1,4 @@
-"""The ICBHI side files: split file, 5 patient folds, patient metadata and diagnoses (methods.md section 1).
+"""The ICBHI side files: split file, 5 patient folds, patient metadata and diagnoses (docs/methods.md section 1).
 
 Formats (official challenge files and their Kaggle copies are both accepted):
 - split: `<stem>\\t{train|test}` per line (`ICBHI_challenge_train_test.txt`, 539 train / 381 test recordings);

@@ -1,4 +1,4 @@
-"""ICBHI recording names: `<patient>_<recording index>_<chest location>_<mode>_<device>` (methods.md section 1).
+"""ICBHI recording names: `<patient>_<recording index>_<chest location>_<mode>_<device>` (docs/methods.md section 1).
 
 The same recording is named differently across copies of the database: the challenge download calls 91 recordings
 `_AKGC417L` or `_LittC2SE` that the split file calls `_Meditron`, and `226_1b1_Pl_sc` is `_LittC2SE` in some copies.

@@ -1,12 +1,12 @@
 """Class-balanced oversampling: every epoch holds the same number of items of every class.
 
-The second Rep-Gen setting of [REPAUG] (Kim et al., EMBC 2024, arXiv 2405.02996; methods.md section 9) oversamples
+The second Rep-Gen setting of [REPAUG] (Kim et al., EMBC 2024, arXiv 2405.02996; docs/methods.md section 9) oversamples
 every class and adds noise to every representation. The target count ``T`` (items per class and epoch) is ``per_class``
 when given (``data.balance_per_class``), else the count of the largest class, so every class is brought up to the
-majority class (normal on ICBHI). methods.md says "topped up to the target count" without naming the count: the largest
+majority class (normal on ICBHI). docs/methods.md says "topped up to the target count" without naming the count: the largest
 class is our reading of that oversampling (not stated, our choice). Two ways to fill it:
 
-- ``draw="once"`` (the authors' code, the default; methods.md section 9: "builds its oversampled list once: each class
+- ``draw="once"`` (the authors' code, the default; docs/methods.md section 9: "builds its oversampled list once: each class
   list extended with shuffled copies of itself and topped up to the target count"). At construction, for each class c
   with ``n_c`` items in dataset order, its list is extended with shuffled copies of itself (a fresh shuffle per copy)
   until it holds at least ``T`` items, then cut to ``T``. So every item of c appears ``T // n_c`` times and

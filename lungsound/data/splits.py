@@ -1,6 +1,6 @@
 """Named train/test splits of an ICBHI-format database, and the evaluations beyond the official split they enable.
 
-- `official`: the challenge's 60/40 split file (methods.md section 1).
+- `official`: the challenge's 60/40 split file (docs/methods.md section 1).
 - `fold0` .. `fold4`: patient folds of `patient_list_foldwise.txt`; fold k is the test side, the other four train.
 - `official_noleak`: the official split with its patient leak removed. Patients 156 and 218 have recordings on both
   sides of the official split; their *test-side* recordings are set aside, so no test patient was seen in training. The

@@ -1,4 +1,4 @@
-"""The ICBHI 2017 challenge metric (methods.md section 6; Rocha et al., Physiol. Meas. 2019).
+"""The ICBHI 2017 challenge metric (docs/methods.md section 6; Rocha et al., Physiol. Meas. 2019).
 
 Every paper this toolkit reproduces ([PMCL] Bae et al. 2023, [SGSCL] Kim et al. 2024, [REPAUG] Kim et al. 2024,
 [AFT] Kim et al. 2023) reports the same three numbers on the 4-class task (normal 0, crackle 1, wheeze 2, both 3).

@@ -1,4 +1,4 @@
-"""Features and spectrogram augmentation: Kaldi fbank with AST normalisation, and SpecAugment (methods.md section 3)."""
+"""Features and spectrogram augmentation: Kaldi fbank with AST normalisation, and SpecAugment (docs/methods.md section 3)."""
 
 from lungsound.features.fbank import (
     FbankConfig,

@@ -1,4 +1,4 @@
-"""Kaldi-compatible log mel filterbank and the AST input normalisation (methods.md section 3).
+"""Kaldi-compatible log mel filterbank and the AST input normalisation (docs/methods.md section 3).
 
 The AST models of [PMCL] (Bae et al., Interspeech 2023), [SGSCL] (Kim et al., ICASSP 2024), [REPAUG] (Kim et al.,
 EMBC 2024) and [AFT] (Kim et al., 2023) all take the AudioSet AST input (Gong et al., Interspeech 2021): torchaudio's

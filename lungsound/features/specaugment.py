@@ -1,4 +1,4 @@
-"""SpecAugment masking as used by the AST respiratory-sound papers (methods.md section 3).
+"""SpecAugment masking as used by the AST respiratory-sound papers (docs/methods.md section 3).
 
 SpecAugment (Park et al., Interspeech 2019) without time warping, with the policy of [PMCL] (Bae et al., Interspeech
 2023), [SGSCL] (Kim et al., ICASSP 2024) and [AFT] (Kim et al., 2023), on spectrograms laid out (time, freq):

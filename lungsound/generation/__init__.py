@@ -1,4 +1,4 @@
-"""Generation: the [AFT] DiffWave vocoder that synthesises respiratory sounds from mels (methods.md section 10).
+"""Generation: the [AFT] DiffWave vocoder that synthesises respiratory sounds from mels (docs/methods.md section 10).
 
 Kong et al., "DiffWave: A Versatile Diffusion Model for Audio Synthesis", ICLR 2021.
 [AFT] Kim et al., "Adversarial Fine-tuning using Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023

@@ -1,4 +1,4 @@
-"""The vocoder's batches: shuffled epochs without replacement, the last partial batch dropped (methods.md section 10).
+"""The vocoder's batches: shuffled epochs without replacement, the last partial batch dropped (docs/methods.md section 10).
 
 The reference DiffWave trainer feeds a PyTorch `DataLoader(shuffle=True, drop_last=True)` (a `DistributedSampler` on
 several GPUs): every epoch is a fresh permutation of the training clips, cut into batches of `batch_size`, and the

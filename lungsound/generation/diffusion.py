@@ -1,4 +1,4 @@
-"""Noise schedules, the training loss and the samplers of the DiffWave vocoder (methods.md section 10).
+"""Noise schedules, the training loss and the samplers of the DiffWave vocoder (docs/methods.md section 10).
 
 Kong et al., "DiffWave: A Versatile Diffusion Model for Audio Synthesis", ICLR 2021.
 [AFT] Kim et al., "Adversarial Fine-tuning using Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023

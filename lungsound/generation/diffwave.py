@@ -1,4 +1,4 @@
-"""DiffWave as a mel-conditioned neural vocoder (methods.md section 10).
+"""DiffWave as a mel-conditioned neural vocoder (docs/methods.md section 10).
 
 Kong et al., "DiffWave: A Versatile Diffusion Model for Audio Synthesis", ICLR 2021.
 [AFT] Kim et al., "Adversarial Fine-tuning using Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023

@@ -1,4 +1,4 @@
-"""The vocoder's log-mel spectrogram (methods.md section 10).
+"""The vocoder's log-mel spectrogram (docs/methods.md section 10).
 
 [AFT] Kim et al., "Adversarial Fine-tuning using Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023
 DGM4H workshop, arXiv 2311.06480. Kong et al., "DiffWave: A Versatile Diffusion Model for Audio Synthesis", ICLR 2021.

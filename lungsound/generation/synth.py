@@ -1,4 +1,4 @@
-"""Synthetic cycle sets for [AFT] (methods.md section 10): `lungsound generate synth`.
+"""Synthetic cycle sets for [AFT] (docs/methods.md section 10): `lungsound generate synth`.
 
 For each class c: draw `per_class` training cycles of class c at random with replacement (a NumPy generator seeded by
 `seed`), vocode each one's mel from fresh noise with the vocoder (the 6-step fast schedule by default), and label the clip c.
@@ -150,7 +150,7 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
 
 def _data_card(out: Path, vocoder, sha: str, meta: dict, seed: int, schedule: str, counts: dict, root: str) -> None:
     lines = ["# Generated respiratory cycles", "",
-             "Made by `lungsound generate synth` with a DiffWave vocoder ([AFT], methods.md section 10): each clip is a "
+             "Made by `lungsound generate synth` with a DiffWave vocoder ([AFT], docs/methods.md section 10): each clip is a "
              "real training cycle's mel vocoded from fresh noise, labelled with that cycle's class. **Synthetic "
              "audio: for data augmentation research only, never for clinical use or evaluation.**", "",
              f"- vocoder: `{vocoder}` (model.safetensors SHA-256 `{sha}`), trained {meta.get('step', '?')} steps, "

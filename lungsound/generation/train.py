@@ -1,4 +1,4 @@
-"""Training the DiffWave vocoder of [AFT] on the training split (methods.md section 10; Kong et al., ICLR 2021).
+"""Training the DiffWave vocoder of [AFT] on the training split (docs/methods.md section 10; Kong et al., ICLR 2021).
 
 Data: every training cycle cut as section 2 with desired length 4 s (repeat padding), at 16 kHz; under the clean
 protocol the classifier's validation patients (`data.val_fraction`, `data.val_seed`, the same patients the classifier

@@ -1,4 +1,4 @@
-"""Vocoder folders: save, load, fingerprint, and import a checkpoint of the reference trainer (methods.md section 10).
+"""Vocoder folders: save, load, fingerprint, and import a checkpoint of the reference trainer (docs/methods.md section 10).
 
 Kong et al., "DiffWave: A Versatile Diffusion Model for Audio Synthesis", ICLR 2021.
 [AFT] Kim et al., "Adversarial Fine-tuning using Generated Respiratory Sound to Address Class Imbalance", NeurIPS 2023

@@ -8,7 +8,7 @@ whole-recording prediction (the padded input folded back onto the segment's own 
 waveform model, a CNN with `backbone.global_pool`): for models built by hand, e.g. in tests.
 
 Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020). With A_l the attention
-of block l (heads x N x N, N = 2 + F T' tokens: cls, dist, then the patches freq-major, methods.md section 4):
+of block l (heads x N x N, N = 2 + F T' tokens: cls, dist, then the patches freq-major, docs/methods.md section 4):
 
     Abar_l = mean over heads of A_l,      Ahat_l = rownorm(Abar_l + I)   (the residual connection),
     R = Ahat_L Ahat_{L-1} ... Ahat_1      (how much each output token draws on each input token).

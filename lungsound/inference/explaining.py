@@ -4,7 +4,7 @@ the model's heatmap over its padded input, folded back onto the segment's own au
 The method is the model's own (`ModelSpec.explanation`); what it explains over (`METHODS[method].over`) says how the
 map is folded: per fbank frame and band, or per sample of the waveform.
 
-The model sees the segment cut and padded to its fixed length L (methods.md section 2): truncated to its first L
+The model sees the segment cut and padded to its fixed length L (docs/methods.md section 2): truncated to its first L
 samples when longer, tiled (`repeat`, with a fade-out) or centred in zeros (`zero`) when shorter. The heatmap over that
 input is folded back onto the n samples of the segment (the first L of a longer one):
 

@@ -2,9 +2,9 @@
 
 A recording (a file, an upload's bytes, or an array) is decoded to float mono and resampled to the model's sample rate
 (`ModelSpec.sample_rate`, 16 kHz for every model so far); each segment is then cut and padded exactly as the training
-cycles were (methods.md section 2: fade-in/out of the whole recording, samples [int(start sr), int(end sr)), fixed
+cycles were (docs/methods.md section 2: fade-in/out of the whole recording, samples [int(start sr), int(end sr)), fixed
 length L = duration sr with the model's `repeat` or `zero` padding) and turned into the model's input (Kaldi fbank
-with the AST normalisation, methods.md section 3, or the waveform for waveform models). Class probabilities are
+with the AST normalisation, docs/methods.md section 3, or the waveform for waveform models). Class probabilities are
 softmax(logits / T) with the temperature T stored by `lungsound.evaluation.calibration` (T = 1 when the checkpoint is
 uncalibrated). The recording-level rule is in `lungsound.inference.result`.
 

@@ -1,6 +1,6 @@
 """Where the segments of a whole recording lie: annotated cycles, detected breathing cycles, or sliding windows.
 
-The models are trained on single respiratory cycles (methods.md section 2), so a recording without annotation is first
+The models are trained on single respiratory cycles (docs/methods.md section 2), so a recording without annotation is first
 cut into breathing cycles. Breath sounds are loudest during inspiration, quieter during expiration, and nearly absent
 in the pause before the next inspiration; the quiet points of the breath-sound envelope therefore separate cycles.
 

@@ -5,7 +5,7 @@ ICASSP 2024, arXiv 2312.09603) and adversarial fine-tuning ([AFT] Kim et al., 20
 
     x1 = aug(x),  z = f(x1),  L = CE(W z, y) + L_aux(z, x1, batch)
 
-(methods.md sections 7, 8, 10): a *clean pass* through the augmented input, its cross-entropy, and a method-specific
+(docs/methods.md sections 7, 8, 10): a *clean pass* through the augmented input, its cross-entropy, and a method-specific
 term that reuses ``z`` (as a contrastive target, an anchor view, or the input of a domain discriminator) and may run
 further passes. :class:`CleanPassObjective` is that shape; a method implements only
 :meth:`~CleanPassObjective.auxiliary`, returning ``alpha * L_aux`` and its logs.
@@ -20,7 +20,7 @@ composition's own ``weighted_ce`` decides the shared CE; the parts' ``weighted_c
 
 CE weighting: ``weighted_ce=False`` (the default of every method here) means plain CE even when the experiment
 configured class weights; ``True`` uses the experiment's class weights. The reference scripts pass ``--weighted_loss``
-only to the CE baseline, never to Patch-Mix, Patch-Mix CL, DAT or SG-SCL, and methods.md section 7 states L_CE
+only to the CE baseline, never to Patch-Mix, Patch-Mix CL, DAT or SG-SCL, and docs/methods.md section 7 states L_CE
 unweighted for Patch-Mix CL.
 
 The clean pass augments a copy of ``batch.x``: with the paper's per-batch SpecAugment, which writes in place, the

@@ -3,8 +3,8 @@
 The gradient reversal layer and schedule are from DANN: Ganin & Lempitsky, "Unsupervised Domain Adaptation by
 Backpropagation", ICML 2015. DAT on the stethoscope domain is the baseline of [SGSCL] Kim, Bae, Cho, Lee, Jung,
 "Stethoscope-guided Supervised Contrastive Learning for Cross-domain Adaptation on Respiratory Sound Classification",
-ICASSP 2024, arXiv 2312.09603 (methods.md section 8); the same objective with real/generated as the domain and
-alpha = 0.2 is the adversarial fine-tuning of [AFT] Kim et al., 2023, arXiv 2311.06480 (methods.md section 10).
+ICASSP 2024, arXiv 2312.09603 (docs/methods.md section 8); the same objective with real/generated as the domain and
+alpha = 0.2 is the adversarial fine-tuning of [AFT] Kim et al., 2023, arXiv 2311.06480 (docs/methods.md section 10).
 
     GRL_lambda(z) = z  in the forward pass,   d GRL_lambda / dz = -lambda I  in the backward pass;
     z = f(aug(x)),   L = CE(W z, y) + alpha CE(D(GRL_lambda(z)), d),   D = LayerNorm + Linear(D, n_domains).

@@ -2,8 +2,8 @@
 
 - :class:`Projector` ``h(z) = Linear(D, D) -> BatchNorm1d(D) -> ReLU -> Linear(D, D_out)`` (``D_out = D`` by default) is
   the projection head of Patch-Mix contrastive learning ([PMCL] Bae et al., Interspeech 2023, arXiv 2305.14032,
-  methods.md section 7) and of stethoscope-guided supervised contrastive learning ([SGSCL] Kim et al., ICASSP 2024,
-  arXiv 2312.09603, methods.md section 8). One definition serves both.
+  docs/methods.md section 7) and of stethoscope-guided supervised contrastive learning ([SGSCL] Kim et al., ICASSP 2024,
+  arXiv 2312.09603, docs/methods.md section 8). One definition serves both.
 - :class:`DomainHead` ``D(z) = Linear(D, n_domains)(LayerNorm(z))`` is the domain discriminator of the DAT baseline
   ([SGSCL], after DANN, Ganin & Lempitsky, ICML 2015) and of adversarial fine-tuning ([AFT] Kim et al., 2023,
   arXiv 2311.06480, real vs generated). It has the class head's layout, so it is that class under another name.

@@ -1,4 +1,4 @@
-"""RepAugment: representation-level augmentation for any backbone (methods.md section 9).
+"""RepAugment: representation-level augmentation for any backbone (docs/methods.md section 9).
 
 [REPAUG] Kim, Toikkanen, Bae, Kim, Jung, "RepAugment: Input-Agnostic Representation-Level Augmentation for Respiratory
 Sound Classification", EMBC 2024, arXiv 2405.02996.
@@ -19,7 +19,7 @@ and, with ``mu = mean(z)`` the scalar mean of the whole batch's representation,
     fill "code":   z' = z (1 - M) + mu z M        (what the authors' code of the period computes; the default)
     fill "zero":   z' = z (1 - M)
 
-The width bound ``F`` is an absolute number of dimensions, as in the authors' code (methods.md section 9): ``F = 288``
+The width bound ``F`` is an absolute number of dimensions, as in the authors' code (docs/methods.md section 9): ``F = 288``
 (their AST policy; 192 for 512-d CNNs), the same for a 1,024-d large speech model, whose blocks are therefore at most 287
 wide too. The option ``max_width_ratio = r`` gives ``F = r D`` instead (``r = 0.375``: 288 of 768, 384 of 1,024).
 ``F <= D`` is required.
@@ -49,7 +49,7 @@ MODES = tuple(REPRESENTATIONS)  # none | rep_mask | rep_gen | repaugment, as the
 MASKING = ("rep_mask", "repaugment")  # the modes that run Rep-Mask
 GENERATING = ("rep_gen", "repaugment")  # the modes that run Rep-Gen
 GATE_THRESHOLD = 1.0  # the mask is applied when N(0, 1) <= 1.0: probability 0.8413
-MAX_WIDTH = 288  # the authors' absolute width bound F (their AST policy), methods.md section 9
+MAX_WIDTH = 288  # the authors' absolute width bound F (their AST policy), docs/methods.md section 9
 
 
 def _draw_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:

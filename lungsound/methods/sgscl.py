@@ -1,7 +1,7 @@
 """Stethoscope-guided supervised contrastive learning (SG-SCL).
 
 [SGSCL] Kim, Bae, Cho, Lee, Jung, "Stethoscope-guided Supervised Contrastive Learning for Cross-domain Adaptation on
-Respiratory Sound Classification", ICASSP 2024, arXiv 2312.09603; methods.md section 8. The contrastive term is the
+Respiratory Sound Classification", ICASSP 2024, arXiv 2312.09603; docs/methods.md section 8. The contrastive term is the
 supervised contrastive loss of Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, with the *domain*
 (stethoscope) as the label.
 
@@ -16,7 +16,7 @@ Per batch:
     L = L_CE + alpha L_SG,  alpha = 1.0.   No gradient reversal.
 
 A = anchors with at least one positive. Here every anchor has one (its other view shares its domain), so |A| = 2B and
-this is methods.md's formula; for other inputs an anchor without positives has an undefined term (0/0 in the reference
+this is docs/methods.md's formula; for other inputs an anchor without positives has an undefined term (0/0 in the reference
 formula) and is left out of the mean rather than made NaN or counted as zero. Samples of unknown domain (d = -1) are
 left out of the contrastive term (neither anchors nor contrast samples); they still count in L_CE.
 

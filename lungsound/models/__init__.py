@@ -1,6 +1,6 @@
 """Models behind one contract (:mod:`lungsound.models.base`), built by name.
 
-``create_model("ast", num_classes=4)`` builds the AST of [PMCL]/[SGSCL]/[AFT] (methods.md section 4); ``ast_tiny`` is a
+``create_model("ast", num_classes=4)`` builds the AST of [PMCL]/[SGSCL]/[AFT] (docs/methods.md section 4); ``ast_tiny`` is a
 small AST for tests; ``cnn`` / ``resnet18`` / ``efficientnet_b0`` are timm CNN baselines; ``wav2vec2_base``,
 ``hubert_base``, ``wavlm_base_plus`` (and large and tiny variants) are waveform speech models ([REPAUG], section 9). Pretrained AST weights load
 through :func:`load_ast_weights` (Hugging Face, the original AudioSet ``.pth``, or ImageNet DeiT).

@@ -1,7 +1,7 @@
 """Audio Spectrogram Transformer backbone on Hugging Face ``transformers.ASTModel``.
 
 AST (Gong et al., Interspeech 2021) as used by [PMCL] Bae et al. 2023 (arXiv 2305.14032), [SGSCL] Kim et al. 2024
-(arXiv 2312.09603) and [AFT] Kim et al. 2023 (arXiv 2311.06480); methods.md section 4.
+(arXiv 2312.09603) and [AFT] Kim et al. 2023 (arXiv 2311.06480); docs/methods.md section 4.
 
 A distilled DeiT ViT over the fbank seen as a one-channel image ``(128 freq x T time)``: a ``Conv2d(1, D, 16x16,
 stride fstride x tstride)`` cuts it into ``F x T'`` patches, with
@@ -16,7 +16,7 @@ feature is ``z = (h_cls + h_dist) / 2``. The head is ``LayerNorm(D) + Linear(D, 
 The forward is the HF module's own (so SDPA attention, its weight layout and its pooling are used unchanged).
 ``patch_hook`` is attached for the call as a forward hook on ``embeddings.patch_embeddings``, whose output is exactly
 ``E`` after the patch projection and before the cls/dist tokens and position embeddings are added, which is where
-Patch-Mix replaces patches (methods.md section 7). ``transformers``' patch embedding transposes the input
+Patch-Mix replaces patches (docs/methods.md section 7). ``transformers``' patch embedding transposes the input
 ``(B, T, F) -> (B, 1, F, T)`` itself.
 
 Parameters are checked by the registration before anything is built (`BOUNDS`, `lungsound.models.params`): sizes

@@ -1,6 +1,6 @@
 """Pretrained weights for the AST backbone: three loading routes and position-embedding adaptation.
 
-Methods.md section 4 ([PMCL] arXiv 2305.14032 and the AST papers building on it). Routes, chosen from the source:
+docs/methods.md section 4 ([PMCL] arXiv 2305.14032 and the AST papers building on it). Routes, chosen from the source:
 
 (a) ``hf``: a Hugging Face id or folder in ``transformers.ASTModel`` layout, e.g.
     ``MIT/ast-finetuned-audioset-10-10-0.4593`` (keys optionally under ``audio_spectrogram_transformer.``). Its source

@@ -1,6 +1,6 @@
 """The contract every lungsound model follows, and the classifier head they share.
 
-Input is an AST-normalised Kaldi fbank batch ``x`` of shape ``(B, T, 128)`` (time x frequency, methods.md section 3).
+Input is an AST-normalised Kaldi fbank batch ``x`` of shape ``(B, T, 128)`` (time x frequency, docs/methods.md section 3).
 Every model exposes
 
 - ``forward_features(x, patch_hook=None) -> z`` of shape ``(B, feature_dim)``, the pooled representation that the
@@ -8,7 +8,7 @@ Every model exposes
 - ``forward_head(z) -> logits`` of shape ``(B, num_classes)``;
 - ``forward(x) = forward_head(forward_features(x))``.
 
-The head is the AST papers' ``LayerNorm(D) + Linear(D, n_classes)`` (methods.md section 4):
+The head is the AST papers' ``LayerNorm(D) + Linear(D, n_classes)`` (docs/methods.md section 4):
 ``logits = W LN(z) + b``. Models whose input is not cut into patch tokens set ``supports_patch_hook = False`` and refuse a
 ``patch_hook`` with a :class:`~lungsound.errors.LungsoundError`, so Patch-Mix ([PMCL]) fails loudly on them.
 """

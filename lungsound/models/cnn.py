@@ -2,7 +2,7 @@
 
 The fbank ``(B, T, 128)`` is a one-channel image ``(B, 1, T, 128)`` (time rows, frequency columns). The backbone is
 ``timm.create_model(arch, in_chans=1, pretrained=False, num_classes=0)``, whose output is its globally pooled feature
-``z`` of shape ``(B, num_features)``; the head is the shared ``LayerNorm + Linear`` (methods.md section 4). These are
+``z`` of shape ``(B, num_features)``; the head is the shared ``LayerNorm + Linear`` (docs/methods.md section 4). These are
 plain from-scratch baselines for the AST of [PMCL] (arXiv 2305.14032), not a method of the papers.
 Any clip length works (global pooling). CNNs have no patch tokens, so ``patch_hook`` (Patch-Mix) is refused.
 """

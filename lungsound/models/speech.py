@@ -1,10 +1,10 @@
 """Waveform speech backbones (wav2vec 2.0, HuBERT, WavLM) behind the lungsound model contract.
 
 The speech models of [REPAUG] Kim, Toikkanen, Bae, Kim, Jung, "RepAugment: Input-Agnostic Representation-Level
-Augmentation for Respiratory Sound Classification", EMBC 2024, arXiv 2405.02996 (methods.md section 9), built on
+Augmentation for Respiratory Sound Classification", EMBC 2024, arXiv 2405.02996 (docs/methods.md section 9), built on
 ``transformers``' own ``Wav2Vec2Model`` / ``HubertModel`` / ``WavLMModel``.
 
-Input ``x`` is a batch of 16 kHz waveforms ``(B, L)`` (the 8-s cycles of methods.md section 2, L = 128,000; any L at
+Input ``x`` is a batch of 16 kHz waveforms ``(B, L)`` (the 8-s cycles of docs/methods.md section 2, L = 128,000; any L at
 least the conv stack's receptive field, 400 samples for the published models). Inside the model, as the checkpoint's
 ``Wav2Vec2FeatureExtractor(do_normalize=True)`` does, each cycle is normalised when ``normalize`` is on:
 

@@ -1,4 +1,4 @@
-"""The published ICBHI numbers the benchmarks are compared with (methods.md sections 7 to 10), in one table.
+"""The published ICBHI numbers the benchmarks are compared with (docs/methods.md sections 7 to 10), in one table.
 
 Official 60/40 split, 4-class, mean over seeds, best-test-epoch selection (the papers' protocol). Keys are the experiment
 names in `experiments/`; `std` is the published std of the Score where the paper gives one; `note` says when the
@@ -37,7 +37,7 @@ def published_for(experiment_name: str) -> dict | None:
 # Rows this toolkit adds that no paper reports (tables mark them; there is no published number to compare with).
 # The per-backbone speech-model numbers of [REPAUG] are not public, so those rows have no published number either.
 EXTENSIONS: dict[str, str] = {
-    "icbhi_repaug_wavlm": "WavLM base+ is in no table of [REPAUG] and not in the authors' code (methods.md section 9)",
+    "icbhi_repaug_wavlm": "WavLM base+ is in no table of [REPAUG] and not in the authors' code (docs/methods.md section 9)",
 }
 
 

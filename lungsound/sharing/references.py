@@ -1,6 +1,6 @@
 """The papers a trained model owes its method to, read off its config (for the model card's citation section).
 
-The references are those of the method specification (../shared/docs/methods.md): [PMCL] Bae et al., Interspeech 2023;
+The references are those of the method specification (docs/methods.md): [PMCL] Bae et al., Interspeech 2023;
 [SGSCL] Kim et al., ICASSP 2024; [REPAUG] Kim et al., EMBC 2024; [AFT] Kim et al., NeurIPS 2023 DGM4H workshop; and the
 ICBHI 2017 database (Rocha et al., Physiological Measurement 2019). Which ones a model cites, read off the
 registrations (`lungsound.methods.base.ObjectiveSpec`, `lungsound.models.registry.ModelSpec`), never off names:
@@ -27,7 +27,7 @@ from lungsound.models.registry import model_spec
 
 @dataclass(frozen=True)
 class Reference:
-    key: str  # the tag methods.md uses, e.g. "PMCL"
+    key: str  # the tag docs/methods.md uses, e.g. "PMCL"
     text: str  # authors, title, venue
     url: str
 

@@ -1,6 +1,6 @@
 """Augmentation grids: experiment files x augmentation cells x seeds, a front of the sweep engine, and the grid table.
 
-The RepAugment ablation of [REPAUG] (Kim et al., EMBC 2024; methods.md section 9) is the grid
+The RepAugment ablation of [REPAUG] (Kim et al., EMBC 2024; docs/methods.md section 9) is the grid
 backbone x {none, SpecAugment (spectrogram models only), Rep-Mask, Rep-Gen, RepAugment}: each cell is the backbone's
 experiment file with the cell's `augment.*` overrides (`lungsound.sweeps.plan.AUGMENTATIONS`), trained over the seeds
 as one multi-seed MLflow group named `<experiment file>-<cell>` (`-weighted` added when its CE is class-weighted).

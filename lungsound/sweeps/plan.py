@@ -23,7 +23,7 @@ from pathlib import Path
 from lungsound.config import ExperimentConfig, load_config
 from lungsound.errors import LungsoundError
 
-# The RepAugment ablation's cells [REPAUG] (methods.md section 9): each cell's `augment.*` overrides.
+# The RepAugment ablation's cells [REPAUG] (docs/methods.md section 9): each cell's `augment.*` overrides.
 AUGMENTATIONS: dict[str, list[str]] = {
     "none": ["augment.specaug=false", "augment.representation=none"],
     "specaugment": ["augment.specaug=true", "augment.representation=none"],

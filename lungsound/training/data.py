@@ -1,4 +1,4 @@
-"""Datasets for a training run, per protocol (methods.md section 5).
+"""Datasets for a training run, per protocol (docs/methods.md section 5).
 
 `paper`: train on the official training split, evaluate on the test split every epoch (the papers select the best test
 epoch). `clean`: hold out whole training patients (about `val_fraction` of the training cycles, the same patients for

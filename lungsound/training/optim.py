@@ -1,4 +1,4 @@
-"""Optimiser pieces of the AST papers' recipe (methods.md section 5).
+"""Optimiser pieces of the AST papers' recipe (docs/methods.md section 5).
 
 Cosine schedule, set once at the start of epoch e = 1..E:
     lr_e = eta_min + (lr - eta_min) * (1 + cos(pi * e / E)) / 2,   eta_min = lr * 1e-3.

@@ -1,4 +1,4 @@
-"""The training loop shared by every method (methods.md section 5).
+"""The training loop shared by every method (docs/methods.md section 5).
 
 Per epoch e = 1..E: set the cosine learning rate, run the steps (objective loss, backward, Adam, moving-average blend),
 evaluate, select, checkpoint. Selection follows the protocol: `paper` keeps the epoch with the best test Score among

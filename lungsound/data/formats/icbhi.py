@@ -1,4 +1,4 @@
-"""The ICBHI 2017 format (methods.md section 1): find an ICBHI-format database under a folder and match its recordings
+"""The ICBHI 2017 format (docs/methods.md section 1): find an ICBHI-format database under a folder and match its recordings
 to a split.
 
 Accepted layouts: the official flat archive (`ICBHI_final_database/` with `.wav` + `.txt` side by side, split and metadata

@@ -1,6 +1,6 @@
 """Plan a synthetic ICBHI-like cohort: patients, their recordings, cycle labels and a patient-disjoint split.
 
-The proportions follow ICBHI 2017 (Rocha et al., Physiol. Meas. 2019; methods.md section 1): COPD patients are the
+The proportions follow ICBHI 2017 (Rocha et al., Physiol. Meas. 2019; docs/methods.md section 1): COPD patients are the
 largest group and contribute most recordings (mostly multichannel AKGC417L sessions); children are mostly recorded
 with the Meditron; cycle labels are driven by the diagnosis so the cycle classes come out near ICBHI's
 normal 53 % > crackle 27 % > wheeze 13 % > both 7 %. Labels are correlated within a patient and a recording, as in the
@@ -9,7 +9,7 @@ p_recording ~ Dirichlet(8 p_patient + 0.05), and each cycle's class is drawn fro
 
 Cycle lengths are log-normal around the patient's typical length (median ~2.5 s, clipped to 1-8 s), laid end to end
 from a short offset (0-1.2 s) up to a 12-22 s target; the audio ends 0.05-0.5 s after the last cycle. The split
-assigns whole patients to train or test, keeping the recording share of train near 60 % (methods.md: 539/381
+assigns whole patients to train or test, keeping the recording share of train near 60 % (docs/methods.md: 539/381
 recordings) and the class mixes of both sides alike. Patients number about n / 4.5 (ICBHI: 920 / 126), so small
 sets still mix several patients.
 """

@@ -5,7 +5,7 @@ one synthetic recording with the same stem, the same cycle boundaries and labels
 verbatim), the device named in the stem and that device's sample rate, and a duration of the last cycle's end plus a
 small margin (0.05-0.5 s). The official split file is looked for in the folder, its ``meta/`` subfolder, its parent
 and the parent's ``meta/`` (or given explicitly); its lines for the recordings present are copied verbatim, so the
-full set reproduces the official split exactly (4,142 train / 2,756 test cycles, methods.md section 1). Recordings
+full set reproduces the official split exactly (4,142 train / 2,756 test cycles, docs/methods.md section 1). Recordings
 are matched to split lines by the first four stem fields, as the loader does, because the archive and the split file
 disagree on the device name of 91 recordings. ``metadata.txt``, the diagnosis list and the patient folds are copied
 when found next to the split file (or in the same search folders) and synthesised otherwise.
