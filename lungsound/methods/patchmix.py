@@ -1,6 +1,6 @@
 """Patch-Mix and Patch-Mix contrastive learning.
 
-[PMCL] Bae, Kim, Cho, Kim, Jung, Lee, "Patch-Mix Contrastive Learning with Audio Spectrogram Transformer on Respiratory
+[PMCL] Bae et al., "Patch-Mix Contrastive Learning with Audio Spectrogram Transformer on Respiratory
 Sound Classification", Interspeech 2023, arXiv 2305.14032; docs/methods.md section 7.
 
 Patch-Mix, inside the AST forward, on the patch tokens E (B, N, D) before the cls/dist tokens and position embeddings:
