@@ -21,7 +21,7 @@ from torch import nn
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config
 from lungsound.data.labels import CLASSES
 from lungsound.documents import load_yaml, read_text
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.evaluation.calibration import check_temperature
 from lungsound.models.build import build_model, checkpoint_config
 from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
@@ -126,8 +126,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # size mismatches
-        first = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+        detail = one_line(exc, limit=None, prefer=("size mismatch",))
         raise LungsoundError(f"{MODEL_FILE} does not fit the model in {CONFIG_FILE}: {detail}", folder) from None
     if missing or unexpected:
         raise LungsoundError(f"{MODEL_FILE} does not fit the model in {CONFIG_FILE}: missing {missing[:5]}, "

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 
 HUB_PREFIX = "hf://"
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
@@ -115,8 +115,7 @@ def download(ref: HubRef) -> Path:
         raise LungsoundError(f"{where}: not in the hub cache ({constants.HF_HUB_CACHE}) and {why}: download it once "
                              "with network access (unset HF_HUB_OFFLINE), or pass a local model folder") from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LungsoundError(f"{where}: could not be downloaded: {detail[:300]}") from None
+        raise LungsoundError(f"{where}: could not be downloaded: {one_line(exc)}") from None
     folder = _inside_cache(folder, ref, Path(constants.HF_HUB_CACHE))
     if not (folder / "config.yaml").is_file() or not any((folder / f).is_file()
                                                          for f in ("model.safetensors", "model.onnx")):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lungsound.config import ExperimentConfig, dump_config, flatten
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.evaluation.evaluate import Evaluation
 from lungsound.limits import check_stop_after
 from lungsound.models.build import checkpoint_config
@@ -99,7 +99,7 @@ def _check_best(folder: Path, best: _Best, cfg: ExperimentConfig) -> None:
         with np.load(folder / EVAL_FILE) as npz:
             npz["test_logits"]
     except (LungsoundError, OSError, ValueError, KeyError) as exc:
-        warnings.warn(f"{folder}: damaged selected-model folder ({str(exc)[:160]}); rebuilt from last.pt", stacklevel=3)
+        warnings.warn(f"{folder}: damaged selected-model folder ({one_line(exc, limit=160)}); rebuilt from last.pt", stacklevel=3)
         best.write(folder, cfg)
 
 
