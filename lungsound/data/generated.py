@@ -47,7 +47,7 @@ from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.data.splits import SPLIT_CHOICES
 from lungsound.documents import Field, check_fields, read_json
 from lungsound.errors import LungsoundError
-from lungsound.features.fbank import FbankConfig, compute_features
+from lungsound.features.fbank import FbankConfig, compute_features, frames_for_duration
 
 MANIFEST = "manifest.csv"
 SET_FILE = "set.json"  # how the set was made: vocoder, its training data and meta, seed, schedule
@@ -163,8 +163,6 @@ def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig 
     if fbank_cfg is None or not stretch:
         wave = fix_length(clip.astype(np.float32), cycle_cfg)
         return wave if fbank_cfg is None else compute_features(wave, fbank_cfg).numpy()
-    from lungsound.models.ast import frames_for_duration  # (imports transformers: only when stretching)
-
     target = frames_for_duration(cycle_cfg.length / cycle_cfg.sample_rate, cycle_cfg.sample_rate,
                                  fbank_cfg.frame_length_ms, fbank_cfg.frame_shift_ms)  # the real cycles' frame count
     feats = compute_features(clip.astype(np.float32), fbank_cfg)  # (T, F); the normalisation is affine: order is free
