@@ -5,7 +5,7 @@ An item is a `Sample(x, label, device, patient, recording, index)`:
 `device` the stethoscope index (Meditron 0, LittC2SE 1, Litt3200 2, AKGC417L 3); `index` the item's position, with which
 `domain_labels(name, definitions=...)` looks up other metadata domains (age group, sex, chest location) for the domain
 methods, in the paper or clean definitions of `lungsound.data.labels` (the experiment's `train.protocol`).
-Arrays come from the feature cache (`lungsound.features.cache`); the dataset never writes into them.
+Arrays come from the feature cache (`lungsound.data.cache`); the dataset never writes into them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lungsound.data.cache import load_or_build
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.database import Database, Recording
 from lungsound.data.labels import DEFINITIONS, DOMAIN_VOCABULARIES, age_group, sex_group
 from lungsound.errors import LungsoundError
-from lungsound.features.cache import load_or_build
 from lungsound.features.fbank import FbankConfig
 
 DOMAINS = DOMAIN_VOCABULARIES["clean"]  # domain name -> vocabulary (clean definitions; paper: DOMAIN_VOCABULARIES)

@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lungsound.audio import audio_info, load_audio
+from lungsound.data.cache import cache_root, file_sha1, library_versions
 from lungsound.data.cycles import DEFAULT_SAMPLE_RATE, CycleConfig, fix_length
 from lungsound.data.labels import CLASSES, DEVICES
 from lungsound.data.splits import SPLIT_CHOICES
@@ -174,8 +175,6 @@ def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig 
 def _cache_key(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stretch: bool) -> str:
     from dataclasses import asdict
 
-    from lungsound.features.cache import file_sha1, library_versions
-
     h = hashlib.sha1((Path(folder) / MANIFEST).read_bytes())
     for item in items:
         h.update(file_sha1(Path(folder) / item.file).encode())
@@ -197,7 +196,6 @@ def _build(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stret
 def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None,
                 stretch: bool, progress: bool = True, use_cache: bool = True) -> np.ndarray:
     """(n, ...) model inputs of the clips, from the on-disk cache when present (memory-mapped)."""
-    from lungsound.features.cache import cache_root
     from lungsound.storage import FolderKind, replace_dir, temp_dir_beside
 
     folder = Path(folder)
@@ -311,8 +309,6 @@ def check_sources(generated: GeneratedCycles, db) -> None:
 
 def check_not_recordings(folder: Path, items: list[GeneratedItem], db) -> None:
     """Refuse a clip whose bytes are those of an audio file of `db` (same size first, then the same SHA-1)."""
-    from lungsound.features.cache import file_sha1
-
     clips: dict[int, list[Path]] = {}
     for item in items:
         path = clip_path(folder, item.file)

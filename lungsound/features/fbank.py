@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from lungsound.data.cycles import DEFAULT_SAMPLE_RATE
+from lungsound.audio import DEFAULT_SAMPLE_RATE
 from lungsound.errors import LungsoundError
 
 
