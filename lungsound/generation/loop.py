@@ -1,4 +1,4 @@
-"""The vocoder's step loop (see `lungsound.generation.train` for what is trained and why).
+"""The vocoder's step loop, `train_vocoder` (see `lungsound.generation.train` for what is trained and why).
 
 It reuses the classifier engine's pieces rather than copying the trainer: `run_dir` (an exclusive run folder), the
 weights-only `last.pt` state (`save_state` / `read_weights_only`), RNG capture, MLflow's `RunLogger` (a run that
@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lungsound.config import flatten
+from lungsound.config import flatten, typed_from_dict
 from lungsound.errors import LungsoundError
 from lungsound.generation.batches import EpochBatcher
-from lungsound.generation.train import VocoderExperiment, build_vocoder, crop_batch, training_clips
+from lungsound.generation.train import (VocoderExperiment, build_vocoder, check_vocoder_config, crop_batch,
+                                        training_clips)
+from lungsound.limits import check_stop_after
 from lungsound.training import distributed as dist_utils
 from lungsound.training.checkpoint import read_weights_only, rng_state, save_state, set_rng_state
 from lungsound.training.trainer import resolve_device
@@ -28,9 +30,6 @@ EXAMPLES = 3  # clips vocoded at every sample_every step
 
 
 def _load_resume(resume: str | Path) -> dict:
-    from lungsound.config import typed_from_dict
-    from lungsound.generation.train import check_vocoder_config
-
     path = Path(resume)
     path = path / "last.pt" if path.is_dir() else path
     state = read_weights_only(path)
@@ -43,12 +42,14 @@ def _load_resume(resume: str | Path) -> dict:
     return state
 
 
-def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = None, progress: bool = True,
-        track: bool = True) -> dict:
+def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = None, stop_after: int | None = None,
+                  progress: bool = True, track: bool = True) -> dict:
+    """Train (or, with `resume`, continue) a vocoder; returns {run_id, folder, vocoder, step, loss, finished}."""
     from lungsound.tracking import (CLIPS_TAG, DATA_ROOT_TAG, KIND_TAG, PROTOCOL_TAG, RUN_FOLDER_TAG, VOCODER_KIND,
                                     RunLogger, ends_on_error, environment_tags)
     from lungsound.training.run import run_dir
 
+    check_stop_after(stop_after)
     dist_utils.init_from_env()
     state = _load_resume(resume) if resume else None
     cfg = state["config"] if state else cfg

@@ -20,6 +20,9 @@ torchrun with two. The run is step-based: MLflow gets the loss every
 checkpoint (`last.pt`, weights-only loadable, plus the usable `vocoder/` folder) every `checkpoint_every`. `resume`
 continues exactly: `last.pt` holds the batcher's epoch and position, epoch e's order depends only on (seed, e), and the
 crops and noise of step s only on (seed, s, rank), never on what ran before.
+
+This module is what is trained: the experiment's config and its checks, the training clips, the crop of a step and the
+network; `lungsound.generation.loop.train_vocoder` runs it (the loop imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import torch
 from lungsound.config import RULES, TrackingConfig
 from lungsound.errors import LungsoundError
 from lungsound.generation.diffwave import SIZE_BOUNDS
-from lungsound.limits import check_stop_after
 
 
 @dataclass
@@ -178,12 +180,3 @@ def build_vocoder(cfg: VocoderExperiment):
                             dilation_cycle_length=m.dilation_cycle_length,
                             num_classes=len(CLASSES) if m.class_conditional else None)
     return DiffWave(config), config
-
-
-def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = None, stop_after: int | None = None,
-                  progress: bool = True, track: bool = True) -> dict:
-    """Train (or, with `resume`, continue) a vocoder; returns {run_id, folder, vocoder, step, loss}."""
-    from lungsound.generation.loop import run
-
-    check_stop_after(stop_after)
-    return run(cfg, resume=resume, stop_after=stop_after, progress=progress, track=track)
