@@ -158,7 +158,7 @@ def _summary_line(metrics: dict, suffix: str) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from lungsound.evaluation.evaluate import evaluate_checkpoint
+    from lungsound.results.reports import evaluate_checkpoint
 
     if args.out is not None:
         check_output_dir(args.out)

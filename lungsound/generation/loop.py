@@ -13,17 +13,25 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
 from lungsound.config import flatten, typed_from_dict
 from lungsound.errors import LungsoundError
 from lungsound.generation.batches import EpochBatcher
+from lungsound.generation.diffusion import sample, training_loss
+from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
+from lungsound.generation.plots import mel_comparison
 from lungsound.generation.train import (VocoderExperiment, build_vocoder, check_vocoder_config, crop_batch,
                                         training_clips)
+from lungsound.generation.vocoder_io import save_vocoder
 from lungsound.limits import check_stop_after
+from lungsound.tracking import (CLIPS_TAG, DATA_ROOT_TAG, KIND_TAG, PROTOCOL_TAG, RUN_FOLDER_TAG, VOCODER_KIND,
+                                RunLogger, ends_on_error, environment_tags)
 from lungsound.training import distributed as dist_utils
 from lungsound.training.checkpoint import read_weights_only, rng_state, save_state, set_rng_state
+from lungsound.training.run import run_dir
 from lungsound.training.trainer import resolve_device
 
 EXAMPLES = 3  # clips vocoded at every sample_every step
@@ -45,10 +53,6 @@ def _load_resume(resume: str | Path) -> dict:
 def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = None, stop_after: int | None = None,
                   progress: bool = True, track: bool = True) -> dict:
     """Train (or, with `resume`, continue) a vocoder; returns {run_id, folder, vocoder, step, loss, finished}."""
-    from lungsound.tracking import (CLIPS_TAG, DATA_ROOT_TAG, KIND_TAG, PROTOCOL_TAG, RUN_FOLDER_TAG, VOCODER_KIND,
-                                    RunLogger, ends_on_error, environment_tags)
-    from lungsound.training.run import run_dir
-
     check_stop_after(stop_after)
     dist_utils.init_from_env()
     state = _load_resume(resume) if resume else None
@@ -101,8 +105,6 @@ def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = 
 
 def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, batcher: EpochBatcher, folder: Path, logger,
           losses: list, start: int, stop_after, progress: bool, main: bool) -> dict:
-    from lungsound.generation.diffusion import training_loss
-
     t = cfg.train
     bar = tqdm(total=t.steps, initial=start - 1, desc="vocoder", unit="step", disable=not progress,
                dynamic_ncols=True)
@@ -147,8 +149,6 @@ def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, batcher:
 
 def _checkpoint(cfg, model, dw_config, optimizer, scaler, batcher: EpochBatcher, folder: Path, logger, losses,
                 step: int, root: str) -> None:
-    from lungsound.generation.vocoder_io import save_vocoder
-
     save_state(folder / "last.pt", {
         "kind": "vocoder", "config": asdict(cfg), "step": step, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
@@ -163,12 +163,6 @@ def _checkpoint(cfg, model, dw_config, optimizer, scaler, batcher: EpochBatcher,
 @torch.no_grad()
 def _log_examples(model, clips, logger, step: int) -> None:
     """A few training cycles vocoded from their mels (fast schedule): wavs and a real-vs-generated mel picture."""
-    import soundfile as sf
-
-    from lungsound.generation.diffusion import sample
-    from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
-    from lungsound.generation.plots import mel_comparison
-
     picks = [int(np.flatnonzero(clips.labels == c)[0]) for c in np.unique(clips.labels)][:EXAMPLES]
     real = torch.stack([torch.from_numpy(np.array(clips.waves[clips.rows[i]], dtype=np.float32)) for i in picks])
     mels = vocoder_mel(real).to(next(model.parameters()).device)

@@ -33,9 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungsound.config import RULES, TrackingConfig
+from lungsound.config import RULES, TrackingConfig, load_typed
+from lungsound.data.cycles import CycleConfig
+from lungsound.data.database import open_database
+from lungsound.data.dataset import CycleDataset
+from lungsound.data.default import resolve_root
+from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.generation.diffwave import SIZE_BOUNDS
+from lungsound.generation.diffusion import random_crop
+from lungsound.generation.diffwave import SIZE_BOUNDS, DiffWave, DiffWaveConfig
+from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
+from lungsound.training.data import validation_patients
 
 
 @dataclass
@@ -89,8 +97,6 @@ class VocoderExperiment:
 
 def load_vocoder_config(path: str | Path | None = None, overrides=()) -> VocoderExperiment:
     """A vocoder experiment file (e.g. experiments/vocoder_diffwave.yaml) with overrides, range-checked."""
-    from lungsound.config import load_typed
-
     return check_vocoder_config(load_typed(VocoderExperiment, path, overrides), str(path or "<defaults>"))
 
 
@@ -139,13 +145,6 @@ def training_clips(root: str | None, split: str, duration: float, protocol: str,
                    val_seed: int = 0, progress: bool = True, use_cache: bool = True) -> TrainingClips:
     """Training-split cycles cut to `duration` seconds at the vocoder's rate; under `clean`, without the classifier's
     validation patients."""
-    from lungsound.data.cycles import CycleConfig
-    from lungsound.data.database import open_database
-    from lungsound.data.dataset import CycleDataset
-    from lungsound.data.default import resolve_root
-    from lungsound.generation.mel import SAMPLE_RATE
-    from lungsound.training.data import validation_patients
-
     db = open_database(resolve_root(root), split=split)
     ds = CycleDataset.from_split(db, "train", cycle_cfg=CycleConfig(SAMPLE_RATE, duration), fbank_cfg=None,
                                  progress=progress, use_cache=use_cache)
@@ -158,9 +157,6 @@ def training_clips(root: str | None, split: str, duration: float, protocol: str,
 
 def crop_batch(clips: TrainingClips, idx, crop_frames: int, generator: torch.Generator):
     """(audio (B, crop*256), mel (B, 80, crop), labels (B,)) of one training step: clips `idx`, randomly cropped."""
-    from lungsound.generation.diffusion import random_crop
-    from lungsound.generation.mel import vocoder_mel
-
     idx = [int(i) for i in idx]
     audio, mels = [], []
     for i in idx:
@@ -172,9 +168,6 @@ def crop_batch(clips: TrainingClips, idx, crop_frames: int, generator: torch.Gen
 
 
 def build_vocoder(cfg: VocoderExperiment):
-    from lungsound.data.labels import CLASSES
-    from lungsound.generation.diffwave import DiffWave, DiffWaveConfig
-
     m = cfg.model
     config = DiffWaveConfig(residual_layers=m.residual_layers, residual_channels=m.residual_channels,
                             dilation_cycle_length=m.dilation_cycle_length,

@@ -37,6 +37,7 @@ import transformers
 from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.features.fbank import frames_for_duration, patch_grid
+from lungsound.models.ast_weights import load_ast_weights
 from lungsound.models.base import FeatureClassifier, PatchHook
 from lungsound.models.params import ParamSchema, count_limit, schema_of
 from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
@@ -174,8 +175,6 @@ def build_ast(config: ASTConfig) -> AST:
     """An :class:`AST` from ``config``, with ``config.weights`` loaded when set."""
     model = AST(config)
     if config.weights:
-        from lungsound.models.ast_weights import load_ast_weights
-
         load_ast_weights(model, config.weights, pos_embed=config.pos_embed, strict=config.strict_weights)
     else:
         init_tokens(model)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lungsound import __version__
 from lungsound.config import ExperimentConfig
-from lungsound.external.card import split_text
+from lungsound.external.card import evaluations_markdown, split_text
+from lungsound.models.folder import read_config, read_meta
 from lungsound.models.registry import model_spec
 from lungsound.sharing.provenance import SCORE_KEYS, Provenance
 from lungsound.sharing.references import method_words, references_for
@@ -38,7 +40,6 @@ def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | Non
     """The README.md text for the model folder `folder` pushed as `repo_id` (see the module docstring)."""
     from lungsound.inference.onnx_runtime import is_exported, read_export
     from lungsound.inference.predictor import trained_on_synthetic
-    from lungsound.models.folder import read_config, read_meta
 
     folder = Path(folder)
     cfg, meta = read_config(folder), read_meta(folder)
@@ -63,8 +64,6 @@ def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | Non
         _license_section(license, synthetic),
         _citation_section(cfg, synthetic),
     ]
-    from lungsound import __version__
-
     parts.append(f"_Card written by lungsound {__version__} from this repository's config.yaml and meta.json._\n")
     return "\n".join(p for p in parts if p)
 
@@ -194,8 +193,6 @@ def _calibration_section(meta: dict) -> str:
 
 
 def _evaluations_section(meta: dict) -> str:
-    from lungsound.external.card import evaluations_markdown
-
     table = evaluations_markdown(meta.get("evaluations"))
     return f"## External evaluations\n\n{table}\n" if table else ""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from lungsound.errors import LungsoundError, one_line
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, PARENT_TAG, SEED_TAG, children_of, client, experiment_name,
                                 find_run, is_parent, live_run, run_of_model_folder, seeds_of, store_exists)
+from lungsound.training.seeds import aggregate
 
 SCORE_KEYS = ("sp", "se", "score")
 
@@ -39,8 +40,6 @@ class SeedGroup:
 
     def summary(self) -> dict[str, tuple[float, float]]:
         """{"sp": (mean, std), ...} over the finished seeds (population std, as the parent run logs it)."""
-        from lungsound.training.seeds import aggregate
-
         stats = aggregate(list(self.scores.values()))
         return {k: (stats[f"{k}_mean"], stats[f"{k}_std"]) for k in SCORE_KEYS if f"{k}_mean" in stats}
 

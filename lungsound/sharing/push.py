@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lungsound import __version__
 from lungsound.errors import LungsoundError, one_line
 from lungsound.sharing.card import DEFAULT_LICENSE, model_card
 from lungsound.sharing.hub import check_repo_id
@@ -109,8 +110,6 @@ def push(folder: str | Path, repo_id: str, *, provenance: Provenance | None = No
 def hub_api():
     """huggingface_hub's client with the user's token; a one-line error when pushing cannot work (offline, no token)."""
     from huggingface_hub import HfApi, constants, get_token
-
-    from lungsound import __version__
 
     if constants.HF_HUB_OFFLINE:
         raise LungsoundError("HF_HUB_OFFLINE is set: pushing to the Hugging Face hub needs the network (unset it, or "

@@ -16,6 +16,7 @@ Multi-seed groups are in `lungsound.training.seeds`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import tempfile
@@ -29,10 +30,12 @@ import torch
 
 from lungsound.config import ExperimentConfig, dump_config, flatten
 from lungsound.errors import LungsoundError, one_line
+from lungsound.evaluation.calibration import calibrate_checkpoint, reliability_diagram, softmax
 from lungsound.evaluation.evaluate import Evaluation
 from lungsound.limits import check_stop_after
 from lungsound.models.build import checkpoint_config
 from lungsound.models.folder import EVAL_FILE, load_model, save_model
+from lungsound.results.reports import write_run_report
 from lungsound.storage import exclusive_dir
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, DATA_ROOT_TAG, RUN_FOLDER_TAG, SEED_TAG, SELECTED_EPOCH_TAG,
                                 SELECTION_FALLBACK_TAG, SELECTION_TAG, WORLD_SIZE_TAG, RunLogger, config_tags,
@@ -211,8 +214,6 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
 
 def _calibrate(folder: Path, arrays: dict[str, np.ndarray], logger) -> dict[str, float]:
     """Temperature scaling of the selected model on the validation split of its own epoch's evaluation."""
-    from lungsound.evaluation.calibration import calibrate_checkpoint, reliability_diagram, softmax
-
     logits, labels = arrays["val_logits"], arrays["val_labels"]
     record = calibrate_checkpoint(folder, logits, labels)
     if logger:
@@ -227,8 +228,6 @@ def _calibrate(folder: Path, arrays: dict[str, np.ndarray], logger) -> dict[str,
 
 
 def _fingerprint(trainer: Trainer) -> str:
-    import hashlib
-
     d = trainer.data
     h = hashlib.sha1()
     for ds in (d.train, d.test) + ((d.val,) if d.val is not None else ()):
@@ -260,8 +259,6 @@ def _meta(cfg: ExperimentConfig, epoch: int, metrics: dict, fallback: bool) -> d
 def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str, np.ndarray], epoch: int) -> None:
     """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables),
     from the selected epoch's own evaluation."""
-    from lungsound.results.reports import write_run_report
-
     ev = Evaluation.from_arrays(arrays["test_logits"], arrays["test_labels"], arrays["test_devices"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
