@@ -33,7 +33,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from lungsound.errors import LungsoundError
-from lungsound.models.folder import META_FILE, TEMPERATURE_RANGE, check_temperature, read_meta  # noqa: F401 (re-exported)
+# TEMPERATURE_RANGE and check_temperature are re-exported: the range is a rule of meta.json, explained here
+from lungsound.models.folder import META_FILE, TEMPERATURE_RANGE, check_temperature, read_meta  # noqa: F401
 from lungsound.storage import atomic_write_json
 
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
