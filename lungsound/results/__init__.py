@@ -4,6 +4,6 @@
 - `rows`: the table's figures per run, row names and seed order (what `compare` and `paired` share).
 - `paired`: seed-by-seed differences between two rows with a t interval and the paired t-test.
 - `published`: the papers' figures each experiment file is compared with, and the rows that are extensions.
-- `reports`: one run's evaluation written as Markdown, CSV and a confusion-matrix picture; `lungsound evaluate`.
+- `reports`: `lungsound evaluate`, a saved model scored again with its report (`lungsound.evaluation.report`).
 - `device_ood`: the leave-one-stethoscope-out table.
 """

@@ -32,10 +32,10 @@ from lungsound.config import ExperimentConfig, dump_config, flatten
 from lungsound.errors import LungsoundError, one_line
 from lungsound.evaluation.calibration import calibrate_checkpoint, reliability_diagram, softmax
 from lungsound.evaluation.evaluate import Evaluation
+from lungsound.evaluation.report import write_run_report
 from lungsound.limits import check_stop_after
 from lungsound.models.build import checkpoint_config
 from lungsound.models.folder import EVAL_FILE, load_model, save_model
-from lungsound.results.reports import write_run_report
 from lungsound.storage import exclusive_dir
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, DATA_ROOT_TAG, RUN_FOLDER_TAG, SEED_TAG, SELECTED_EPOCH_TAG,
                                 SELECTION_FALLBACK_TAG, SELECTION_TAG, WORLD_SIZE_TAG, RunLogger, config_tags,
