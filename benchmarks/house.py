@@ -31,8 +31,8 @@ from pathlib import Path
 # The data flow, earliest first; a module may import from its own layer or earlier ones.
 LAYERS = [
     ("errors", "storage", "documents", "limits", "registry", "audio", "store_retry"),
-    ("data",),
-    ("features",),
+    ("features",),  # fbank and SpecAugment: transforms of a waveform or a spectrogram, nothing of the data layer
+    ("data",),  # recordings, cycles and the feature cache (which applies the features to a data root)
     ("config",),  # typed configs check values against the data's vocabularies (splits, formats, domains)
     ("models",),
     ("methods",),

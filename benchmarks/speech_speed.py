@@ -81,7 +81,7 @@ def training_run_memory() -> tuple[float, float, float]:
     """Peak RSS (GB) and wall time of a `lungsound train` of the tiny wav2vec 2.0 on the built-in data; cached GB."""
     import numpy as np
 
-    from lungsound.features.cache import cache_root
+    from lungsound.data.cache import cache_root
 
     wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # this run's own peak, nothing else

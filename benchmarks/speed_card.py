@@ -148,7 +148,7 @@ def features(args, root: Path, work: Path) -> list[str]:
     from lungsound.audio import load_audio
     from lungsound.data.cycles import CycleConfig, cycle_bounds, fade_recording, fix_length
     from lungsound.data.database import open_database
-    from lungsound.features.cache import load_or_build
+    from lungsound.data.cache import load_or_build
     from lungsound.features.fbank import FbankConfig, compute_features
     from lungsound.inference.batching import available_cores
 

@@ -59,6 +59,8 @@ import torchaudio.transforms
 
 from lungsound.errors import LungsoundError
 
+DEFAULT_SAMPLE_RATE = 16000  # Hz, every published recipe's; a model's `ModelSpec.sample_rate` may ask for another
+
 # torchaudio's Resample defaults, and the largest kernel (values) for which its module is used.
 _ZERO_CROSSINGS, _ROLLOFF = 6, 0.99
 _MAX_KERNEL_VALUES = 1 << 20

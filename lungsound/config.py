@@ -300,9 +300,9 @@ def _check_split(cfg: ExperimentConfig, source: str) -> None:
 
 def _check_model(cfg: ExperimentConfig, source: str) -> None:
     """model.params checked by the model's registration (types, ranges, sizes), before any run or folder exists."""
-    # Imported here: lungsound.models loads torch, transformers and timm (6 s measured on a cold start, against 0.06 s
-    # for this module), which the vocoder commands (`lungsound generate ...`) never need, though they import this
-    # module for their own typed configs.
+    # deferred: lungsound.models loads torch, transformers and timm (6 s measured on a cold start, against 0.06 s for
+    # this module; tests/test_registries.py checks that reading an experiment file does not load torch), and models
+    # imports this module (config -> models at the top would close a circle).
     from lungsound.models import check_model_params
 
     check_model_params(cfg.model.name, cfg.model.params, source, seconds=cfg.data.duration)

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 50
@@ -106,7 +106,7 @@ def load_yaml(text: str, source: str | Path = "<yaml>") -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise LungsoundError(f"not valid YAML: {exc.problem or exc.context}{where}", source) from None
     except yaml.YAMLError as exc:
-        raise LungsoundError(f"not valid YAML: {str(exc).splitlines()[0]}", source) from None
+        raise LungsoundError(f"not valid YAML: {one_line(exc, limit=None)}", source) from None
     finally:
         loader.dispose()
 

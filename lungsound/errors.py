@@ -10,6 +10,9 @@ characters. `printable` writes every such character the way Python's repr does (
 ``\\n``) and shortens any run of more than `MAX_WORD` characters without a space to its head and tail with its length;
 `display_path` is that for a path. A `LungsoundError`'s message goes through `printable`, so every one-line error is
 safe to print; the command line's other output (predict's table and CSV) uses `display_path` for file names.
+
+A library's own exception (MLflow's, the hub's, torch's, ONNX Runtime's) often runs to many lines; `one_line` is the
+one rule that turns it (or any message) into the line a `LungsoundError` or a report quotes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,23 @@ def os_error_message(exc: OSError) -> str:
     if not names:
         return printable(f"{reason}: {exc}" if str(exc) and str(exc) != reason else reason)
     return f"{' -> '.join(names)}: {reason}"
+
+
+def one_line(source: BaseException | str, limit: int | None = 300, *, with_type: bool = False,
+             prefer: tuple[str, ...] = ()) -> str:
+    """The first non-empty line of `source` (an exception's message, or a text), stripped and cut to `limit`
+    characters (None: uncut).
+
+    An exception without a message gives its type name. `with_type` puts the type name first (``OSError: disk full``;
+    for a report of an exception nobody foresaw). `prefer`: the first line holding one of these words is taken instead
+    of the first line (torch names the cause of a failed load on a later line: ``size mismatch for ...``)."""
+    text = str(source)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = next((line for line in lines if any(word in line for word in prefer)), lines[0] if lines else "")
+    if isinstance(source, BaseException):
+        name = type(source).__name__
+        line = (f"{name}: {line}" if line else name) if with_type else (line or name)
+    return line if limit is None else line[:limit]
 
 
 class LungsoundError(Exception):

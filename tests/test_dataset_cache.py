@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import lungsound.features.cache as cache_mod
+import lungsound.data.cache as cache_mod
 from lungsound.data.cycles import CycleConfig, load_cycles
 from lungsound.data.database import open_database
 from lungsound.data.dataset import CycleDataset, collate_samples

@@ -64,7 +64,8 @@ def test_experiment_runs_two_steps(path, builtin_small, request, tmp_path):
 
 @pytest.mark.parametrize("path", VOCODERS, ids=lambda p: p.stem)
 def test_vocoder_file_runs_two_steps(path, builtin_small, tmp_path):
-    from lungsound.generation.train import load_vocoder_config, train_vocoder
+    from lungsound.generation.loop import train_vocoder
+    from lungsound.generation.train import load_vocoder_config
 
     cfg = load_vocoder_config(path, [f"data.root={builtin_small}", "model.residual_layers=2",
                                      "model.residual_channels=4", "train.steps=2", "train.batch_size=2",

@@ -14,8 +14,10 @@ from lungsound.features.fbank import (
     ast_normalize,
     compute_features,
     compute_features_batch,
+    frames_for_duration,
     kaldi_fbank,
     num_frames,
+    patch_grid,
 )
 
 SHARED_ICBHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icbhi" / "audio_and_txt_files"
@@ -67,6 +69,19 @@ def test_shapes_of_8_and_5_second_cycles(seconds, frames):
 
 def test_num_frames_snip_edges():
     assert [num_frames(n) for n in (0, 399, 400, 559, 560, 720)] == [0, 0, 1, 1, 2, 3]
+
+
+def test_frames_for_duration_and_the_patch_grid_are_fbank_facts():
+    assert frames_for_duration(8.0) == 798 and frames_for_duration(5.0) == 498
+    assert frames_for_duration(1.0, 32000) == 98  # 1 + (32,000 - 800) // 320
+    assert frames_for_duration(1.0, shift_ms=20.0) == 49  # 1 + (16,000 - 400) // 320
+    assert kaldi_fbank(synthetic_signal(2.0)).shape[0] == frames_for_duration(2.0)
+    with pytest.raises(LungsoundError, match="a clip of 0.01 s is shorter than one 25.0 ms fbank frame"):
+        frames_for_duration(0.01)
+    assert patch_grid(128, 798) == (12, 79)  # the papers' 948 patches of an 8-s cycle
+    assert patch_grid(128, 798, fstride=4, tstride=4) == (29, 196)
+    with pytest.raises(LungsoundError, match="an fbank of 10 frames x 128 bins is smaller than one 16x16 patch"):
+        patch_grid(128, 10)
 
 
 def test_matches_numpy_reference():

@@ -121,7 +121,7 @@ def test_the_pipeline_cuts_cycles_at_the_models_own_rate(base, model_at, tiny_ic
 
 
 def test_the_feature_cache_keeps_each_rate_apart(model_at, tiny_icbhi):
-    from lungsound.features.cache import cache_root
+    from lungsound.data.cache import cache_root
 
     model_at("at_32k", "resnet18", 32000)
     before = {p.name for p in cache_root().iterdir()} if cache_root().is_dir() else set()

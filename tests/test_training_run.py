@@ -9,7 +9,7 @@ import pytest
 
 from lungsound.cli import main
 from lungsound.config import load_config
-from lungsound.evaluation.evaluate import evaluate_checkpoint
+from lungsound.results.reports import evaluate_checkpoint
 from lungsound.models.folder import load_model
 from lungsound.training.run import fit
 

@@ -17,7 +17,8 @@ from lungsound.errors import LungsoundError
 from lungsound.generation import synth as synth_module
 from lungsound.generation.quality import evaluate_set, frechet_distance
 from lungsound.generation.synth import synthesize
-from lungsound.generation.train import load_vocoder_config, train_vocoder
+from lungsound.generation.loop import train_vocoder
+from lungsound.generation.train import load_vocoder_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

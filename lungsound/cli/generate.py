@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from lungsound.generation.train import load_vocoder_config, train_vocoder
+    from lungsound.generation.loop import train_vocoder
+    from lungsound.generation.train import load_vocoder_config
     from lungsound.generation.vocoder_io import VOCODER_FOLDER  # torch: imported when the command runs, like the rest
 
     cfg = None if args.resume else load_vocoder_config(args.config, args.overrides)

@@ -157,8 +157,8 @@ def _summary_line(metrics: dict, suffix: str) -> str:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from lungsound.cli.model_source import model_reference
-    from lungsound.evaluation.evaluate import evaluate_checkpoint
     from lungsound.inference.sources import open_source
+    from lungsound.results.reports import evaluate_checkpoint
 
     if args.out is not None:
         check_output_dir(args.out)

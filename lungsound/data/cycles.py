@@ -23,12 +23,11 @@ import numpy as np
 import torch
 import torchaudio
 
-from lungsound.audio import load_audio
+from lungsound.audio import DEFAULT_SAMPLE_RATE, load_audio  # the rate cycles are cut at unless a model asks
 from lungsound.data.annotations import Cycle
 from lungsound.errors import LungsoundError
 
 PAD_MODES = ("repeat", "zero")
-DEFAULT_SAMPLE_RATE = 16000  # Hz, every published recipe's; a model's `ModelSpec.sample_rate` may ask for another
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ metadata domains (age group, sex, chest location) for the domain methods, in the
 recording, age, sex, chest location, device and what the corpus adds), its recording's.
 `collate_samples` makes a batch of items: the same fields stacked as the default collate does, and `meta` the list of
 the items' records, one per sample.
-Arrays come from the feature cache (`lungsound.features.cache`); the dataset never writes into them; the metadata is
+Arrays come from the feature cache (`lungsound.data.cache`); the dataset never writes into them; the metadata is
 rebuilt from the corpus's own files.
 """
 
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from lungsound.data.cache import load_or_build
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.database import Database, Recording
 from lungsound.data.labels import GENERATED_DOMAIN, domain_indices
 from lungsound.data.sample_meta import SampleMeta
 from lungsound.errors import LungsoundError
-from lungsound.features.cache import load_or_build
 from lungsound.features.fbank import FbankConfig
 
 

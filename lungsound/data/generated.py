@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lungsound.audio import audio_info, load_audio
+from lungsound.data.cache import cache_root, file_sha1, library_versions
 from lungsound.data.cycles import DEFAULT_SAMPLE_RATE, CycleConfig, fix_length
 from lungsound.data.dataset import Sample
 from lungsound.data.formats.icbhi import DEVICES as ICBHI_DEVICES
@@ -52,7 +53,7 @@ from lungsound.data.sample_meta import SampleMeta
 from lungsound.data.splits import SPLIT_CHOICES
 from lungsound.documents import Field, check_fields, read_json
 from lungsound.errors import LungsoundError
-from lungsound.features.fbank import FbankConfig, compute_features
+from lungsound.features.fbank import FbankConfig, compute_features, frames_for_duration
 
 MANIFEST = "manifest.csv"
 SET_FILE = "set.json"  # how the set was made: vocoder, its training data and meta, seed, schedule
@@ -170,8 +171,6 @@ def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig 
     if fbank_cfg is None or not stretch:
         wave = fix_length(clip.astype(np.float32), cycle_cfg)
         return wave if fbank_cfg is None else compute_features(wave, fbank_cfg).numpy()
-    from lungsound.models.ast import frames_for_duration  # (imports transformers: only when stretching)
-
     target = frames_for_duration(cycle_cfg.length / cycle_cfg.sample_rate, cycle_cfg.sample_rate,
                                  fbank_cfg.frame_length_ms, fbank_cfg.frame_shift_ms)  # the real cycles' frame count
     feats = compute_features(clip.astype(np.float32), fbank_cfg)  # (T, F); the normalisation is affine: order is free
@@ -182,8 +181,6 @@ def clip_input(clip: np.ndarray, cycle_cfg: CycleConfig, fbank_cfg: FbankConfig 
 
 def _cache_key(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stretch: bool) -> str:
     from dataclasses import asdict
-
-    from lungsound.features.cache import file_sha1, library_versions
 
     h = hashlib.sha1((Path(folder) / MANIFEST).read_bytes())
     for item in items:
@@ -206,7 +203,6 @@ def _build(folder: Path, items: list[GeneratedItem], cycle_cfg, fbank_cfg, stret
 def load_inputs(folder: str | Path, items: list[GeneratedItem], cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None,
                 stretch: bool, progress: bool = True, use_cache: bool = True) -> np.ndarray:
     """(n, ...) model inputs of the clips, from the on-disk cache when present (memory-mapped)."""
-    from lungsound.features.cache import cache_root
     from lungsound.storage import FolderKind, replace_dir, temp_dir_beside
 
     folder = Path(folder)
@@ -331,8 +327,6 @@ def check_sources(generated: GeneratedCycles, db) -> None:
 
 def check_not_recordings(folder: Path, items: list[GeneratedItem], db) -> None:
     """Refuse a clip whose bytes are those of an audio file of `db` (same size first, then the same SHA-1)."""
-    from lungsound.features.cache import file_sha1
-
     clips: dict[int, list[Path]] = {}
     for item in items:
         path = clip_path(folder, item.file)

@@ -17,9 +17,10 @@ c_i = max_k p_ik, prediction yhat_i = argmax_k p_ik and bins B_m = ((m-1)/M, m/M
 
 `calibrate_checkpoint` stores {"temperature", "ece_before", "ece_after", "n"} under "calibration" in a model folder's
 meta.json; `lungsound.inference.Predictor` divides logits by that temperature. A stored temperature must lie in
-`TEMPERATURE_RANGE` = [0.01, 100] (checked where meta.json is read, `check_temperature`): it holds every value the fit
-can give (0.05 to 20) with room for one set by hand, while T -> 0 turns z / T into infinities and softmax into NaN
-(1e-300 does), and T -> inf makes every probability 1/C whatever the model says.
+`TEMPERATURE_RANGE` = [0.01, 100] (checked where meta.json is read: `lungsound.models.folder.check_temperature`,
+re-exported here): it holds every value the fit can give (0.05 to 20) with room for one set by hand, while T -> 0
+turns z / T into infinities and softmax into NaN (1e-300 does), and T -> inf makes every probability 1/C whatever the
+model says.
 """
 
 from __future__ import annotations
@@ -32,17 +33,11 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from lungsound.errors import LungsoundError
+# TEMPERATURE_RANGE and check_temperature are re-exported: the range is a rule of meta.json, explained here
+from lungsound.models.folder import META_FILE, TEMPERATURE_RANGE, check_temperature, read_meta  # noqa: F401
+from lungsound.storage import atomic_write_json
 
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
-TEMPERATURE_RANGE = (0.01, 100.0)
-
-
-def check_temperature(value, where: str = "the calibration temperature") -> float:
-    """`value` as a float when it is a number in `TEMPERATURE_RANGE`, else a one-line error naming `where`."""
-    low, high = TEMPERATURE_RANGE
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise LungsoundError(f"{where} must be a positive number from {low:g} to {high:g}, got {value!r}")
-    return float(value)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -114,9 +109,6 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path,
 
 def calibrate_checkpoint(folder: str | Path, logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
     """Fit T on held-out logits/labels and store the calibration under "calibration" in the folder's meta.json."""
-    from lungsound.storage import atomic_write_json
-    from lungsound.models.folder import META_FILE, read_meta
-
     logits, labels = _check(logits, labels)
     meta_path = Path(folder) / META_FILE
     if not meta_path.exists():

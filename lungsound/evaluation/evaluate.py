@@ -71,38 +71,3 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, device: torch.device, bat
     return Evaluation.from_arrays(*predict(model, dataset, device, batch_size, amp, progress, desc),
                                   device_names=dataset.device_names)
 
-
-def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, split: str | None = None,
-                        out=None) -> dict:
-    """`lungsound evaluate`: load a model folder or an MLflow run's model and score it on a test split."""
-    import tempfile
-    from pathlib import Path
-
-    from lungsound.data.database import open_database
-    from lungsound.data.dataset import CycleDataset
-    from lungsound.data.default import resolve_root
-    from lungsound.evaluation.metrics import format_scores
-    from lungsound.models.build import input_configs
-    from lungsound.models.folder import load_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if run_id is not None:
-            from lungsound.tracking import download_artifacts
-
-            checkpoint = download_artifacts(run_id, "model", tmp)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, cfg, meta = load_model(checkpoint, device=device)
-    db = open_database(resolve_root(root if root is not None else cfg.data.root), split=split or cfg.data.split,
-                       format=cfg.data.format)
-    cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
-    dataset = CycleDataset.from_split(db, "test", cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg)
-    ev = evaluate(model, dataset, device, cfg.train.eval_batch_size, progress=True)
-    if out is not None:
-        from lungsound.results.reports import write_run_report
-
-        write_run_report(ev, Path(out), title=f"{cfg.name} on {db.root} (test split)")
-    lines = [f"{cfg.name} ({meta.get('protocol', cfg.train.protocol)} protocol, epoch {meta.get('selected_epoch')}) "
-             f"on {db.root}, {db.split_name} test split, {len(dataset)} cycles",
-             "4-class:   " + format_scores(ev.scores), "two-class: " + format_scores(ev.scores_2class)]
-    lines += [f"  {dev:<9} " + format_scores(s) for dev, s in ev.per_device.items()]
-    return {"text": "\n".join(lines), "metrics": ev.metrics("test"), "n": len(dataset), "root": str(db.root)}

@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.external.base import ADAPTERS, ExternalSet, LabelledRecording, Unmappable
 
 FILTER_MODES = {"BP": "bell", "DP": "diaphragm", "EP": "extended"}
@@ -76,8 +76,8 @@ class KauhAdapter:
             try:
                 item = parse_recording(path)
             except Exception as exc:  # one name nobody foresaw never stops the others
-                item = Unmappable(path, f"file name could not be parsed: unexpected {type(exc).__name__}: "
-                                        f"{str(exc)[:200]}")
+                item = Unmappable(path, f"file name could not be parsed: unexpected "
+                                        f"{one_line(exc, limit=200, with_type=True)}")
             (labelled if isinstance(item, LabelledRecording) else unmappable).append(item)
         return ExternalSet(self.name, root, labelled, unmappable)
 

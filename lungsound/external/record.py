@@ -21,7 +21,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.sources import ARTIFACT_DIR, evaluation_key, meta_entry
 from lungsound.tracking import (RunLogger, artifact_paths, client, download_artifacts, live_run, run_of_model_folder,
                                 store_exists, tracking_uri)
@@ -86,12 +86,7 @@ def run_of_folder(folder: str | Path) -> tuple[str | None, str]:
     try:
         run = run_of_model_folder(client(), folder)
     except Exception as exc:  # a locked or old-schema store: say so, the figures are still in meta.json
-        return None, f"could not read the MLflow store {tracking_uri()}: {_one_line(exc)}"
+        return None, f"could not read the MLflow store {tracking_uri()}: {one_line(exc, with_type=True)}"
     if run is None:
         return None, f"no MLflow run in {tracking_uri()} wrote {Path(folder).resolve()}"
     return run.info.run_id, ""
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.external.base import FINDINGS, DatasetAdapter, ExternalSet, LabelledRecording, Unmappable, flags_of
 from lungsound.external.stats import INTERVAL, binary_scores, finding_confusion
 
@@ -41,9 +41,7 @@ def validate_external(predictor, adapter: DatasetAdapter, data: str | Path | Ext
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # anything unforeseen: reported for this recording, the others still go on
-            detail = str(exc).strip().splitlines()
-            failed.append(Unmappable(rec.file, f"could not be analysed: unexpected {type(exc).__name__}"
-                                               + (f": {detail[0][:300]}" if detail else "")))
+            failed.append(Unmappable(rec.file, f"could not be analysed: unexpected {one_line(exc, with_type=True)}"))
             continue
         records.append(_record(rec, pred))
     return summarise(external, adapter, records, failed, source=predictor.source, segmentation=segmentation)

@@ -5,8 +5,10 @@ from lungsound.features.fbank import (
     ast_normalize,
     compute_features,
     compute_features_batch,
+    frames_for_duration,
     kaldi_fbank,
     num_frames,
+    patch_grid,
 )
 from lungsound.features.specaugment import MaskPlan, SpecAugConfig, SpecAugment
 
@@ -18,6 +20,8 @@ __all__ = [
     "ast_normalize",
     "compute_features",
     "compute_features_batch",
+    "frames_for_duration",
     "kaldi_fbank",
     "num_frames",
+    "patch_grid",
 ]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from lungsound.data.cycles import DEFAULT_SAMPLE_RATE
+from lungsound.audio import DEFAULT_SAMPLE_RATE
 from lungsound.errors import LungsoundError
 
 
@@ -57,6 +57,25 @@ def num_frames(n_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
     """Frames the fbank yields for ``n_samples`` samples: 1 + (N - L) // S, or 0 when N < L (snip edges)."""
     length, shift = _samples(cfg, cfg.frame_length_ms), _samples(cfg, cfg.frame_shift_ms)
     return 0 if n_samples < length else 1 + (n_samples - length) // shift
+
+
+def frames_for_duration(seconds: float, sample_rate: int = DEFAULT_SAMPLE_RATE, frame_ms: float = 25.0,
+                        shift_ms: float = 10.0) -> int:
+    """`num_frames` of a clip of `seconds` (``1 + (n - window) // shift``): 798 for 8 s, 498 for 5 s at 16 kHz; a clip
+    shorter than one frame is an error (a model cannot be built for it)."""
+    cfg = FbankConfig(sample_rate=sample_rate, frame_length_ms=frame_ms, frame_shift_ms=shift_ms)
+    n = int(round(seconds * sample_rate))
+    if n < _samples(cfg, frame_ms):
+        raise LungsoundError(f"a clip of {seconds} s is shorter than one {frame_ms} ms fbank frame")
+    return num_frames(n, cfg)
+
+
+def patch_grid(num_mel_bins: int, frames: int, patch: int = 16, fstride: int = 10, tstride: int = 10) -> tuple[int, int]:
+    """``(F, T')`` grid of `patch` x `patch` AST patches over a ``(frames x num_mel_bins)`` fbank:
+    ``(size - patch) // stride + 1`` per axis; (12, 79) for the papers' 8-s fbank of 798 frames."""
+    if num_mel_bins < patch or frames < patch:
+        raise LungsoundError(f"an fbank of {frames} frames x {num_mel_bins} bins is smaller than one {patch}x{patch} patch")
+    return (num_mel_bins - patch) // fstride + 1, (frames - patch) // tstride + 1
 
 
 def _as_waveform(waveform: np.ndarray | torch.Tensor, cfg: FbankConfig) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The vocoder's step loop (see `lungsound.generation.train` for what is trained and why).
+"""The vocoder's step loop, `train_vocoder` (see `lungsound.generation.train` for what is trained and why).
 
 It reuses the classifier engine's pieces rather than copying the trainer: `run_dir` (an exclusive run folder), the
 weights-only `last.pt` state (`save_state` / `read_weights_only`), RNG capture, MLflow's `RunLogger` (a run that
@@ -13,24 +13,31 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from lungsound.config import flatten
+from lungsound.config import flatten, typed_from_dict
 from lungsound.errors import LungsoundError
 from lungsound.generation.batches import EpochBatcher
-from lungsound.generation.train import VocoderExperiment, build_vocoder, crop_batch, training_clips
+from lungsound.generation.diffusion import sample, training_loss
+from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
+from lungsound.generation.plots import mel_comparison
+from lungsound.generation.train import (VocoderExperiment, build_vocoder, check_vocoder_config, crop_batch,
+                                        training_clips)
+from lungsound.generation.vocoder_io import save_vocoder
+from lungsound.limits import check_stop_after
+from lungsound.tracking import (CLIPS_TAG, DATA_ROOT_TAG, KIND_TAG, PROTOCOL_TAG, RUN_FOLDER_TAG, VOCODER_KIND,
+                                RunLogger, ends_on_error, environment_tags)
 from lungsound.training import distributed as dist_utils
 from lungsound.training.checkpoint import read_weights_only, rng_state, save_state, set_rng_state
+from lungsound.training.run import run_dir
 from lungsound.training.trainer import resolve_device
 
 EXAMPLES = 3  # clips vocoded at every sample_every step
 
 
 def _load_resume(resume: str | Path) -> dict:
-    from lungsound.config import typed_from_dict
-    from lungsound.generation.train import check_vocoder_config
-
     path = Path(resume)
     path = path / "last.pt" if path.is_dir() else path
     state = read_weights_only(path)
@@ -43,12 +50,10 @@ def _load_resume(resume: str | Path) -> dict:
     return state
 
 
-def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = None, progress: bool = True,
-        track: bool = True) -> dict:
-    from lungsound.tracking import (CLIPS_TAG, DATA_ROOT_TAG, KIND_TAG, PROTOCOL_TAG, RUN_FOLDER_TAG, VOCODER_KIND,
-                                    RunLogger, ends_on_error, environment_tags)
-    from lungsound.training.run import run_dir
-
+def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = None, stop_after: int | None = None,
+                  progress: bool = True, track: bool = True) -> dict:
+    """Train (or, with `resume`, continue) a vocoder; returns {run_id, folder, vocoder, step, loss, finished}."""
+    check_stop_after(stop_after)
     dist_utils.init_from_env()
     state = _load_resume(resume) if resume else None
     cfg = state["config"] if state else cfg
@@ -100,8 +105,6 @@ def run(cfg: VocoderExperiment | None, *, resume=None, stop_after: int | None = 
 
 def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, batcher: EpochBatcher, folder: Path, logger,
           losses: list, start: int, stop_after, progress: bool, main: bool) -> dict:
-    from lungsound.generation.diffusion import training_loss
-
     t = cfg.train
     bar = tqdm(total=t.steps, initial=start - 1, desc="vocoder", unit="step", disable=not progress,
                dynamic_ncols=True)
@@ -146,8 +149,6 @@ def _loop(cfg, model, dw_config, optimizer, scaler, amp, device, clips, batcher:
 
 def _checkpoint(cfg, model, dw_config, optimizer, scaler, batcher: EpochBatcher, folder: Path, logger, losses,
                 step: int, root: str) -> None:
-    from lungsound.generation.vocoder_io import save_vocoder
-
     save_state(folder / "last.pt", {
         "kind": "vocoder", "config": asdict(cfg), "step": step, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
@@ -162,12 +163,6 @@ def _checkpoint(cfg, model, dw_config, optimizer, scaler, batcher: EpochBatcher,
 @torch.no_grad()
 def _log_examples(model, clips, logger, step: int) -> None:
     """A few training cycles vocoded from their mels (fast schedule): wavs and a real-vs-generated mel picture."""
-    import soundfile as sf
-
-    from lungsound.generation.diffusion import sample
-    from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
-    from lungsound.generation.plots import mel_comparison
-
     picks = [int(np.flatnonzero(clips.labels == c)[0]) for c in np.unique(clips.labels)][:EXAMPLES]
     real = torch.stack([torch.from_numpy(np.array(clips.waves[clips.rows[i]], dtype=np.float32)) for i in picks])
     mels = vocoder_mel(real).to(next(model.parameters()).device)

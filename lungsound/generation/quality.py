@@ -12,6 +12,7 @@ Results go to stdout and to an MLflow run (experiment `generation-quality`) with
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,10 +20,14 @@ import numpy as np
 import torch
 
 from lungsound.audio import resample
+from lungsound.data.generated import clip_input, load_clip, read_manifest, read_set_card
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.generation.mel import SAMPLE_RATE
+from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
+from lungsound.generation.train import training_clips
 from lungsound.models.build import input_configs
+from lungsound.models.folder import load_model
+from lungsound.tracking import RunLogger
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,8 +47,6 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _logmel_features(waves: list[np.ndarray]) -> np.ndarray:
-    from lungsound.generation.mel import vocoder_mel
-
     return np.stack([vocoder_mel(torch.from_numpy(np.array(w, dtype=np.float32))).mean(dim=1).numpy()
                      for w in waves])
 
@@ -52,8 +55,6 @@ def _logmel_features(waves: list[np.ndarray]) -> np.ndarray:
 def _classifier_outputs(model, cfg, waves: list[np.ndarray], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(z (n, D), predicted class (n,)) of a classifier on clips at the vocoder's rate, fed as its training fed
     generated clips (resampled to the classifier's own rate when it takes another)."""
-    from lungsound.data.generated import clip_input
-
     cycle_cfg, fbank_cfg = input_configs(cfg)
     waves = [resample(w, SAMPLE_RATE, cycle_cfg.sample_rate) for w in waves]  # the same arrays at equal rates
     device = next(model.parameters()).device
@@ -70,9 +71,6 @@ def _classifier_outputs(model, cfg, waves: list[np.ndarray], batch: int = 32) ->
 def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root: str | None = None,
                  max_real: int = 1000, track: bool = True, progress: bool = True) -> dict:
     """Per-class quality numbers of a generated set (see the module docstring); returns {"rows", "text", "run_id"}."""
-    from lungsound.data.generated import load_clip, read_manifest
-    from lungsound.generation.train import training_clips
-
     folder = Path(folder)
     items = read_manifest(folder)
     card = _vocoder_meta(folder)
@@ -80,8 +78,6 @@ def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root:
                            "paper", progress=progress)
     model = cfg = None
     if classifier is not None:
-        from lungsound.models.folder import load_model
-
         model, cfg, _ = load_model(classifier, device="cuda" if torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(0)
     rows = []
@@ -111,8 +107,6 @@ def evaluate_set(folder: str | Path, classifier: str | Path | None = None, root:
 def _vocoder_meta(folder: Path) -> dict:
     """The vocoder's training data (root, split, cycle length) as `synth` recorded it in the set's set.json, typed and
     range-checked (`read_set_card`)."""
-    from lungsound.data.generated import read_set_card
-
     return read_set_card(folder).get("vocoder_meta", {})
 
 
@@ -126,8 +120,6 @@ def _table(rows: list[dict]) -> str:
 
 
 def _log(folder: Path, rows: list[dict], items, classifier) -> str:
-    from lungsound.tracking import RunLogger
-
     logger = RunLogger.start("generation-quality", folder.name, {"generated_set": str(folder.resolve()),
                                                                  "classifier": str(classifier or "")})
     logger.log_metrics({f"{k}_{r['class']}": v for r in rows for k, v in r.items()
@@ -137,8 +129,6 @@ def _log(folder: Path, rows: list[dict], items, classifier) -> str:
         for name in CLASSES:
             first = next((it.file for it in items if CLASSES[it.label] == name), None)
             if first:
-                import shutil
-
                 shutil.copy(folder / first, Path(tmp) / first)
         logger.log_artifact(tmp, "quality")
     logger.end("FINISHED")

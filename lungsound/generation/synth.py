@@ -29,7 +29,10 @@ from tqdm.auto import tqdm
 from lungsound.data.generated import COLUMNS, MANIFEST, SET_FILE
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.generation.mel import SAMPLE_RATE
+from lungsound.generation.diffusion import sample
+from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
+from lungsound.generation.train import training_clips
+from lungsound.generation.vocoder_io import load_vocoder, vocoder_sha256
 from lungsound.limits import MAX_BATCH, MAX_PER_CLASS, MAX_SEED, check_int
 from lungsound.storage import FolderKind, atomic_write, atomic_write_json, atomic_write_text, claim_output_dir
 
@@ -94,11 +97,6 @@ def synthesize(vocoder: str | Path, per_class: int, out: str | Path, *, root: st
                schedule: str = "fast", batch_size: int = 16, classes: list[str] | None = None,
                device: str | None = None, progress: bool = True) -> dict:
     """Make (or finish) a generated set; returns {"out", "made", "kept", "counts"}."""
-    from lungsound.generation.diffusion import sample
-    from lungsound.generation.mel import vocoder_mel
-    from lungsound.generation.train import training_clips
-    from lungsound.generation.vocoder_io import load_vocoder, vocoder_sha256
-
     per_class = check_int("--per-class", per_class, 1, MAX_PER_CLASS)
     batch_size = check_int("--batch-size", batch_size, 1, MAX_BATCH)
     seed = check_int("--seed", seed, 0, MAX_SEED)

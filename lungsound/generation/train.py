@@ -20,6 +20,9 @@ torchrun with two. The run is step-based: MLflow gets the loss every
 checkpoint (`last.pt`, weights-only loadable, plus the usable `vocoder/` folder) every `checkpoint_every`. `resume`
 continues exactly: `last.pt` holds the batcher's epoch and position, epoch e's order depends only on (seed, e), and the
 crops and noise of step s only on (seed, s, rank), never on what ran before.
+
+This module is what is trained: the experiment's config and its checks, the training clips, the crop of a step and the
+network; `lungsound.generation.loop.train_vocoder` runs it (the loop imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungsound.config import RULES, TrackingConfig
+from lungsound.config import RULES, TrackingConfig, load_typed
+from lungsound.data.cycles import CycleConfig
+from lungsound.data.database import open_database
+from lungsound.data.dataset import CycleDataset
+from lungsound.data.default import resolve_root
+from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.generation.diffwave import SIZE_BOUNDS
-from lungsound.limits import check_stop_after
+from lungsound.generation.diffusion import random_crop
+from lungsound.generation.diffwave import SIZE_BOUNDS, DiffWave, DiffWaveConfig
+from lungsound.generation.mel import SAMPLE_RATE, vocoder_mel
+from lungsound.training.data import validation_patients
 
 
 @dataclass
@@ -87,8 +97,6 @@ class VocoderExperiment:
 
 def load_vocoder_config(path: str | Path | None = None, overrides=()) -> VocoderExperiment:
     """A vocoder experiment file (e.g. experiments/vocoder_diffwave.yaml) with overrides, range-checked."""
-    from lungsound.config import load_typed
-
     return check_vocoder_config(load_typed(VocoderExperiment, path, overrides), str(path or "<defaults>"))
 
 
@@ -137,13 +145,6 @@ def training_clips(root: str | None, split: str, duration: float, protocol: str,
                    val_seed: int = 0, progress: bool = True, use_cache: bool = True) -> TrainingClips:
     """Training-split cycles cut to `duration` seconds at the vocoder's rate; under `clean`, without the classifier's
     validation patients."""
-    from lungsound.data.cycles import CycleConfig
-    from lungsound.data.database import open_database
-    from lungsound.data.dataset import CycleDataset
-    from lungsound.data.default import resolve_root
-    from lungsound.generation.mel import SAMPLE_RATE
-    from lungsound.training.data import validation_patients
-
     db = open_database(resolve_root(root), split=split)
     ds = CycleDataset.from_split(db, "train", cycle_cfg=CycleConfig(SAMPLE_RATE, duration), fbank_cfg=None,
                                  progress=progress, use_cache=use_cache)
@@ -156,9 +157,6 @@ def training_clips(root: str | None, split: str, duration: float, protocol: str,
 
 def crop_batch(clips: TrainingClips, idx, crop_frames: int, generator: torch.Generator):
     """(audio (B, crop*256), mel (B, 80, crop), labels (B,)) of one training step: clips `idx`, randomly cropped."""
-    from lungsound.generation.diffusion import random_crop
-    from lungsound.generation.mel import vocoder_mel
-
     idx = [int(i) for i in idx]
     audio, mels = [], []
     for i in idx:
@@ -170,20 +168,8 @@ def crop_batch(clips: TrainingClips, idx, crop_frames: int, generator: torch.Gen
 
 
 def build_vocoder(cfg: VocoderExperiment):
-    from lungsound.data.labels import CLASSES
-    from lungsound.generation.diffwave import DiffWave, DiffWaveConfig
-
     m = cfg.model
     config = DiffWaveConfig(residual_layers=m.residual_layers, residual_channels=m.residual_channels,
                             dilation_cycle_length=m.dilation_cycle_length,
                             num_classes=len(CLASSES) if m.class_conditional else None)
     return DiffWave(config), config
-
-
-def train_vocoder(cfg: VocoderExperiment | None, *, resume: str | Path | None = None, stop_after: int | None = None,
-                  progress: bool = True, track: bool = True) -> dict:
-    """Train (or, with `resume`, continue) a vocoder; returns {run_id, folder, vocoder, step, loss}."""
-    from lungsound.generation.loop import run
-
-    check_stop_after(stop_after)
-    return run(cfg, resume=resume, stop_after=stop_after, progress=progress, track=track)

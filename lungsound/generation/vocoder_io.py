@@ -37,7 +37,7 @@ import torch
 from lungsound.data.download import sha256_of
 from lungsound.data.generated import TRAINING_META
 from lungsound.documents import check_fields, read_json
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.generation.diffusion import TRAIN_BETAS
 from lungsound.generation.diffwave import DiffWave, DiffWaveConfig, step_table
 from lungsound.generation.mel import HOP_LENGTH, N_FFT, SAMPLE_RATE
@@ -145,8 +145,7 @@ def _read_reference(path: Path) -> dict:
         raise LungsoundError(f"refused: loading it would call {name}, which is not a tensor or plain container "
                              f"(a pickle that runs code); nothing was executed", path) from None
     except Exception as exc:  # not a zip/pickle at all, truncated, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LungsoundError(f"not a readable torch checkpoint: {first[:200]}", path) from None
+        raise LungsoundError(f"not a readable torch checkpoint: {one_line(exc, limit=200)}", path) from None
     needed = {"model", "params"}
     if not isinstance(ckpt, dict) or not needed <= set(ckpt):
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -19,8 +19,11 @@ whether it uses a metadata domain; `lungsound.sharing` reads these, never the ob
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -178,12 +181,8 @@ def class_weights_from_counts(counts) -> torch.Tensor:
 
 
 def _import_methods() -> None:
-    """Importing the method modules registers their objectives."""
-    import importlib
-    import pkgutil
-
-    import lungsound.methods as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    """Importing the method modules registers their objectives: every module of this folder (a new method is one new
+    file), found by name, so this module imports none of them (they import it)."""
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name != "base":
-            importlib.import_module(f"lungsound.methods.{info.name}")
+            importlib.import_module(f"{__package__}.{info.name}")

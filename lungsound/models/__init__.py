@@ -6,10 +6,11 @@ small AST for tests; ``cnn`` / ``resnet18`` / ``efficientnet_b0`` are timm CNN b
 through :func:`load_ast_weights` (Hugging Face, the original AudioSet ``.pth``, or ImageNet DeiT).
 """
 
+from lungsound.features.fbank import frames_for_duration, patch_grid  # fbank facts, importable here too
 from lungsound.models.registry import (ModelSpec, check_model_params, create_model, list_models, model_config_keys,
                                        model_spec, register_model)
 from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
-from lungsound.models.ast import AST, ASTConfig, frames_for_duration, patch_grid
+from lungsound.models.ast import AST, ASTConfig
 from lungsound.models.cnn import CNNConfig, TimmCNN
 from lungsound.models.ast_weights import LoadReport, adapt_pos_embed, load_ast_weights
 from lungsound.models.speech import SPEECH_MODELS, SpeechClassifier, SpeechConfig

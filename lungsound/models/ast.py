@@ -36,29 +36,13 @@ import transformers
 
 from lungsound.documents import Field
 from lungsound.errors import LungsoundError
+from lungsound.features.fbank import frames_for_duration, patch_grid
+from lungsound.models.ast_weights import load_ast_weights
 from lungsound.models.base import FeatureClassifier, PatchHook
 from lungsound.models.params import ParamSchema, count_limit, schema_of
 from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
 
 SAMPLE_RATE = DEFAULT_SAMPLE_RATE  # the AST's cycles: 16 kHz, as AudioSet's AST (its registrations state it)
-
-
-def frames_for_duration(seconds: float, sample_rate: int = SAMPLE_RATE, frame_ms: float = 25.0,
-                        shift_ms: float = 10.0) -> int:
-    """Kaldi fbank frame count (``snip_edges``) for a clip: ``1 + (n - window) // shift``; 798 for 8 s, 498 for 5 s."""
-    n = int(round(seconds * sample_rate))
-    window = int(sample_rate * frame_ms / 1000)
-    shift = int(sample_rate * shift_ms / 1000)
-    if n < window:
-        raise LungsoundError(f"a clip of {seconds} s is shorter than one {frame_ms} ms fbank frame")
-    return 1 + (n - window) // shift
-
-
-def patch_grid(num_mel_bins: int, frames: int, patch: int = 16, fstride: int = 10, tstride: int = 10) -> tuple[int, int]:
-    """``(F, T')`` patch grid of a ``(frames x num_mel_bins)`` fbank: ``(size - patch) // stride + 1`` per axis."""
-    if num_mel_bins < patch or frames < patch:
-        raise LungsoundError(f"an fbank of {frames} frames x {num_mel_bins} bins is smaller than one {patch}x{patch} patch")
-    return (num_mel_bins - patch) // fstride + 1, (frames - patch) // tstride + 1
 
 
 @dataclass
@@ -191,8 +175,6 @@ def build_ast(config: ASTConfig) -> AST:
     """An :class:`AST` from ``config``, with ``config.weights`` loaded when set."""
     model = AST(config)
     if config.weights:
-        from lungsound.models.ast_weights import load_ast_weights
-
         load_ast_weights(model, config.weights, pos_embed=config.pos_embed, strict=config.strict_weights)
     else:
         init_tokens(model)

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungsound.errors import LungsoundError
-from lungsound.models.ast import patch_grid
+from lungsound.features.fbank import patch_grid
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ from lungsound.config import ExperimentConfig
 from lungsound.data.cycles import CycleConfig
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
-from lungsound.features.fbank import FbankConfig
-from lungsound.models.ast import frames_for_duration
+from lungsound.features.fbank import FbankConfig, frames_for_duration
 from lungsound.models.registry import create_model, model_spec
 
 

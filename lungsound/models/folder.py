@@ -21,13 +21,13 @@ from torch import nn
 from lungsound.config import ExperimentConfig, config_from_dict, dump_config
 from lungsound.data.labels import CLASSES
 from lungsound.documents import load_yaml, read_text
-from lungsound.errors import LungsoundError
-from lungsound.evaluation.calibration import check_temperature
+from lungsound.errors import LungsoundError, one_line
 from lungsound.models.build import build_model, checkpoint_config
 from lungsound.storage import FolderKind, claim_output_dir, replace_dir, temp_dir_beside
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
 EVAL_FILE = "evaluation.npz"  # the selected epoch's evaluation arrays, beside a run's best/ model
+TEMPERATURE_RANGE = (0.01, 100.0)  # a stored calibration temperature (lungsound.evaluation.calibration says why)
 MODEL_FOLDER = FolderKind("a model folder", (MODEL_FILE, CONFIG_FILE), (MODEL_FILE, CONFIG_FILE, META_FILE, EVAL_FILE))
 
 
@@ -62,9 +62,17 @@ def save_model(folder: str | Path, model: nn.Module | dict[str, torch.Tensor], c
         raise
 
 
+def check_temperature(value, where: str = "the calibration temperature") -> float:
+    """`value` as a float when it is a number in `TEMPERATURE_RANGE`, else a one-line error naming `where`."""
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise LungsoundError(f"{where} must be a positive number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
 def read_meta(folder: str | Path) -> dict:
     """A model folder's meta.json, checked: a JSON object whose calibration temperature (if any) is a number in
-    `lungsound.evaluation.calibration.TEMPERATURE_RANGE`."""
+    `TEMPERATURE_RANGE`."""
     path = Path(folder) / META_FILE
     if not path.exists():
         return {}
@@ -126,8 +134,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # size mismatches
-        first = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+        detail = one_line(exc, limit=None, prefer=("size mismatch",))
         raise LungsoundError(f"{MODEL_FILE} does not fit the model in {CONFIG_FILE}: {detail}", folder) from None
     if missing or unexpected:
         raise LungsoundError(f"{MODEL_FILE} does not fit the model in {CONFIG_FILE}: missing {missing[:5]}, "

@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from lungsound.data.cycles import DEFAULT_SAMPLE_RATE  # a spec's default rate: 16 kHz, every published recipe
+from lungsound.audio import DEFAULT_SAMPLE_RATE  # a spec's default rate: 16 kHz, every published recipe
 from lungsound.errors import LungsoundError
 from lungsound.registry import Registry
 from lungsound.models.params import ParamSchema, any_keys, schema_of

@@ -38,7 +38,7 @@ import transformers
 from torch import nn
 
 from lungsound.documents import Field
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.models.base import ClassifierHead, FeatureClassifier, PatchHook
 from lungsound.models.params import ParamSchema, count_limit, schema_of
 from lungsound.models.registry import DEFAULT_SAMPLE_RATE, register_model
@@ -241,13 +241,9 @@ def _is_local(weights: str) -> bool:
     return Path(weights).expanduser().is_dir() or weights.startswith(("/", ".", "~")) or weights.count("/") > 1
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _offline_error(weights: str, exc: Exception) -> LungsoundError:
     return LungsoundError(f"cannot load speech model weights {weights!r} from the Hugging Face hub (unreachable or not "
-                          f"cached: {_first_line(exc)}); download them where the hub is reachable and pass a "
+                          f"cached: {one_line(exc, limit=None)}); download them where the hub is reachable and pass a "
                           f"local folder with config.json and the weights: model.pretrained=/path/to/folder")
 
 
@@ -283,10 +279,10 @@ def _load_pretrained(model_cls: type, weights: str, hf_config, attn: str, strict
         model, info = model_cls.from_pretrained(source, output_loading_info=True, attn_implementation=attn, **kwargs)
     except OSError as exc:
         if local:
-            raise LungsoundError(f"cannot load weights: {_first_line(exc)}", source) from None
+            raise LungsoundError(f"cannot load weights: {one_line(exc, limit=None)}", source) from None
         raise _offline_error(weights, exc) from None
     except (RuntimeError, ValueError) as exc:
-        raise LungsoundError(f"weights do not fit {model_cls.__name__}: {_first_line(exc)}", source) from None
+        raise LungsoundError(f"weights do not fit {model_cls.__name__}: {one_line(exc, limit=None)}", source) from None
     if strict:
         # Keys of the checkpoint's other heads (quantizer, project_q/hid, lm_head, ...) are expected when a
         # *ForPreTraining / *ForCTC checkpoint is loaded as the bare encoder; keys aimed at the encoder's own modules are not.

@@ -25,11 +25,13 @@ import numpy as np
 from lungsound.config import DataConfig
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
+from lungsound.results.paired import paired_report
 from lungsound.results.published import published_for
+from lungsound.results.rows import METRICS, row_name, seed_order
+from lungsound.storage import atomic_write, atomic_write_text
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, EXPERIMENT_FILE_TAG, PROTOCOL_TAG, SEED_TAG, client,
                                 find_experiments, finished_runs, is_parent)
 
-METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]
 # Test Score on one stethoscope's cycles, `score_<device>` (NaN where it has none): the devices are those of the data
 # the runs used, read from their `final_test_score_<device>` metrics (`device_metrics`).
 NOT_DEVICE_SCORES = ("score_2class",)
@@ -142,16 +144,6 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
     return table
 
 
-def seed_order(seed: str) -> tuple:
-    """Sort key for seed tags: numbers in numeric order, then anything else."""
-    return (0, int(seed), "") if str(seed).isdigit() else (1, 0, str(seed))
-
-
-def row_name(row: dict) -> str:
-    """A row's experiment as the table shows it: the experiment file, then `[variant]` when it has siblings."""
-    return row["experiment"] + (f" [{row['variant']}]" if row.get("variant") else "")
-
-
 def _cell(mean: float, std: float) -> str:
     return "NaN" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
 
@@ -211,8 +203,6 @@ def plot(table: list[dict], path: Path) -> Path:
 def compare(experiments: list[str] | None = None, out: str | Path | None = None, published: bool = False, *,
             paired: tuple[str, str] | None = None) -> str:
     """The table as Markdown (written to `out` when given); `paired=(A, B)` appends the paired comparison of two rows."""
-    from lungsound.storage import atomic_write, atomic_write_text
-
     notes: list[str] = []
     table = summarise(collect_runs(experiments), notes)
     if not table:
@@ -221,8 +211,6 @@ def compare(experiments: list[str] | None = None, out: str | Path | None = None,
     md = to_markdown(table, published, notes)
     pair = None
     if paired is not None:  # before anything is written: an unknown row name leaves the folder as it was
-        from lungsound.results.paired import paired_report
-
         pair = paired_report(table, *paired)
     if out is not None:
         out = Path(out)

@@ -21,6 +21,7 @@ from lungsound.results.compare import METRICS, collect_runs, summarise
 from lungsound.data.labels import CLASSES
 from lungsound.data.splits import DEVICE_OUT
 from lungsound.errors import LungsoundError
+from lungsound.storage import atomic_write, atomic_write_json, atomic_write_text
 
 
 def _pick(rows: list[dict], split: str, notes: list[str]) -> dict | None:
@@ -141,8 +142,6 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
 def device_ood(experiment_file: str, out: str | Path | None = None, protocol: str | None = None,
                mlflow_experiments: list[str] | None = None) -> str:
     """The table as Markdown; with `out`, also `device_ood.md`, `device_ood.json` and `device_ood.png` there."""
-    from lungsound.storage import atomic_write, atomic_write_json, atomic_write_text
-
     notes: list[str] = []
     rows = device_ood_rows(experiment_file, protocol, mlflow_experiments, notes)
     md = to_markdown(rows, experiment_file, notes)

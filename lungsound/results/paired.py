@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from lungsound.results.compare import METRICS, row_name, seed_order
 from lungsound.errors import LungsoundError
+from lungsound.results.rows import METRICS, row_name, seed_order
+from lungsound.storage import atomic_write_json, atomic_write_text
 
 CONFIDENCE = 0.95
 LABELS = {"score": "Score", "se": "Se", "sp": "Sp", **{k: f"acc {k[4:]}" for k in METRICS if k.startswith("acc_")}}
@@ -152,8 +153,6 @@ class PairedReport:
 
     def write(self, out: str | Path) -> list[Path]:
         """`paired-<A>-vs-<B>.md` and `.json` in `out`, each written atomically."""
-        from lungsound.storage import atomic_write_json, atomic_write_text
-
         slug = lambda r: re.sub(r"[^A-Za-z0-9._-]+", "_", f"{row_name(r)}-{r['protocol']}").strip("_")  # noqa: E731
         stem = Path(out) / f"paired-{slug(self.a)}-vs-{slug(self.b)}"
         return [atomic_write_text(stem.with_suffix(".md"), self.markdown + "\n"),

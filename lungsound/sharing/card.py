@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lungsound import __version__
 from lungsound.config import ExperimentConfig
-from lungsound.external.card import split_text
+from lungsound.external.card import evaluations_markdown, split_text
 from lungsound.inference.card import INTENDED_USE, input_words, model_limitations, trained_on_synthetic
 from lungsound.inference.runtimes import runtime_for
+from lungsound.models.folder import read_config, read_meta
 from lungsound.models.registry import model_spec
 from lungsound.sharing.provenance import SCORE_KEYS, Provenance
 from lungsound.sharing.references import method_words, references_for
@@ -38,8 +40,6 @@ SPLITS = {"official": "the official ICBHI 60/40 train/test split"}
 def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | None = None,
                license: str = DEFAULT_LICENSE, files: list[str] | None = None) -> str:
     """The README.md text for the model folder `folder` pushed as `repo_id` (see the module docstring)."""
-    from lungsound.models.folder import read_config, read_meta
-
     folder = Path(folder)
     cfg, meta = read_config(folder), read_meta(folder)
     runtime = runtime_for(folder)  # the runtime that runs the folder: torch, or the one it was exported for
@@ -64,8 +64,6 @@ def model_card(folder: str | Path, repo_id: str, *, provenance: Provenance | Non
         _license_section(license, synthetic),
         _citation_section(cfg, synthetic),
     ]
-    from lungsound import __version__
-
     parts.append(f"_Card written by lungsound {__version__} from this repository's config.yaml and meta.json._\n")
     return "\n".join(p for p in parts if p)
 
@@ -191,8 +189,6 @@ def _calibration_section(meta: dict) -> str:
 
 
 def _evaluations_section(meta: dict) -> str:
-    from lungsound.external.card import evaluations_markdown
-
     table = evaluations_markdown(meta.get("evaluations"))
     return f"## External evaluations\n\n{table}\n" if table else ""
 

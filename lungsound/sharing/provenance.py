@@ -18,9 +18,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, PARENT_TAG, SEED_TAG, children_of, client, experiment_name,
                                 find_run, is_parent, live_run, run_of_model_folder, seeds_of, store_exists)
+from lungsound.training.seeds import aggregate
 
 SCORE_KEYS = ("sp", "se", "score")
 
@@ -39,8 +40,6 @@ class SeedGroup:
 
     def summary(self) -> dict[str, tuple[float, float]]:
         """{"sp": (mean, std), ...} over the finished seeds (population std, as the parent run logs it)."""
-        from lungsound.training.seeds import aggregate
-
         stats = aggregate(list(self.scores.values()))
         return {k: (stats[f"{k}_mean"], stats[f"{k}_std"]) for k in SCORE_KEYS if f"{k}_mean" in stats}
 
@@ -75,7 +74,7 @@ def provenance_for_folder(folder: str | Path) -> Provenance:
             return _facts(mlf, find_run(mlf, run_id))
         run = run_of_model_folder(mlf, folder)
     except Exception as exc:  # an unreadable store is only a note: the card still has meta.json's facts
-        return Provenance(run_id=run_id, note=f"could not read the MLflow store: {_one_line(exc)}")
+        return Provenance(run_id=run_id, note=f"could not read the MLflow store: {one_line(exc)}")
     if run is None:
         return Provenance(note="no MLflow run records this folder: the card gives its own scores only")
     return _facts(mlf, run)
@@ -122,8 +121,3 @@ def _exported_from(folder: Path) -> str | None:
     if source.startswith("runs:/"):
         return source[len("runs:/"):].split("/")[0] or None
     return None
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

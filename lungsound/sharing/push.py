@@ -26,7 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
+from lungsound import __version__
+from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.runtimes import RUNTIMES, runtime_for
 from lungsound.inference.sources import check_repo_id
 from lungsound.sharing.card import DEFAULT_LICENSE, model_card
@@ -92,8 +93,8 @@ def push(folder: str | Path, repo_id: str, *, provenance: Provenance | None = No
             info = api.upload_folder(repo_id=repo_id, folder_path=str(staged.folder), repo_type="model",
                                      commit_message=message, delete_patterns=REPLACED_PATTERNS)
         except Exception as exc:  # huggingface_hub's HTTP errors, the network's, a refused token: one line each
-            raise LungsoundError(f"could not push to the Hugging Face hub repository {repo_id}: {_one_line(exc)}") \
-                from None
+            raise LungsoundError(f"could not push to the Hugging Face hub repository {repo_id}: "
+                                 f"{one_line(exc, with_type=True)}") from None
     url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
     return PushResult(repo_id, staged.files, url=url, commit=getattr(info, "oid", None))
 
@@ -102,16 +103,9 @@ def hub_api():
     """huggingface_hub's client with the user's token; a one-line error when pushing cannot work (offline, no token)."""
     from huggingface_hub import HfApi, constants, get_token
 
-    from lungsound import __version__
-
     if constants.HF_HUB_OFFLINE:
         raise LungsoundError("HF_HUB_OFFLINE is set: pushing to the Hugging Face hub needs the network (unset it, or "
                              "stage the folder locally with --out DIR)")
     if get_token() is None:
         raise LungsoundError("no Hugging Face token: run `hf auth login` or set $HF_TOKEN to a token with write access")
     return HfApi(library_name="lungsound", library_version=__version__)
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

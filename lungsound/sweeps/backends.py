@@ -22,7 +22,7 @@ import sys
 from collections import deque
 from typing import Any, Callable
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.registry import Registry
 from lungsound.tracking import tracking_uri
 
@@ -35,8 +35,7 @@ BACKENDS: Registry[type] = Registry("backend")
 def describe(exc: BaseException) -> str:
     """One line for a task's failure: the original exception of a Ray task error, its type and first line."""
     cause = getattr(exc, "cause", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+    return one_line(cause, with_type=True)
 
 
 @BACKENDS.register("local")

@@ -16,7 +16,7 @@ from lungsound.tracking.queries import (artifact_paths, check_live, children_of,
                                         live_run, model_version, model_versions, registered_models,
                                         run_of_model_folder)
 from lungsound.tracking.runs import RunLogger, ends_on_error, environment_tags, git_state
-from lungsound.tracking.store import client, experiment_id, first_line, register_model, store_exists, tracking_uri
+from lungsound.tracking.store import client, experiment_id, register_model, store_exists, tracking_uri
 from lungsound.tracking.tags import (CLIPS_TAG, DATA_CONTEXT_TAG, DATA_FINGERPRINT_TAG, DATA_ROOT_TAG,
                                      EXPERIMENT_FILE_TAG, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FAILED_SEEDS_TAG,
                                      FAILURE_TAG, GIT_COMMIT_TAG, KIND_TAG, METHOD_TAG, MODEL_TAG, PARENT_ROLE,
@@ -30,7 +30,7 @@ __all__ = [
     "find_experiments", "find_run", "finished_runs", "group_parents", "live_run", "model_version", "model_versions",
     "registered_models", "run_of_model_folder",
     "RunLogger", "ends_on_error", "environment_tags", "git_state",
-    "client", "experiment_id", "first_line", "register_model", "store_exists", "tracking_uri",
+    "client", "experiment_id", "register_model", "store_exists", "tracking_uri",
     "CLIPS_TAG", "DATA_CONTEXT_TAG", "DATA_FINGERPRINT_TAG", "DATA_ROOT_TAG", "EXPERIMENT_FILE_TAG",
     "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED_SEEDS_TAG", "FAILURE_TAG", "GIT_COMMIT_TAG", "KIND_TAG",
     "METHOD_TAG", "MODEL_TAG", "PARENT_ROLE", "PARENT_TAG", "PROTOCOL_TAG", "ROLE_TAG", "RUN_FOLDER_TAG",

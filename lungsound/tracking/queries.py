@@ -20,8 +20,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from lungsound.errors import LungsoundError
-from lungsound.tracking.store import client, first_line, tracking_uri
+from lungsound.errors import LungsoundError, one_line
+from lungsound.tracking.store import client, tracking_uri
 from lungsound.tracking.tags import PARENT_ROLE, PARENT_TAG, ROLE_TAG, RUN_FOLDER_TAG, RUN_NAME_TAG, equals
 
 FINISHED = "attributes.status = 'FINISHED'"
@@ -36,7 +36,7 @@ def find_run(mlf, run_id: str):
     try:
         return mlf.get_run(run_id)
     except Exception as exc:  # mlflow raises its own exception types
-        raise LungsoundError(f"no MLflow run {run_id} in {tracking_uri()}: {first_line(exc)}") from None
+        raise LungsoundError(f"no MLflow run {run_id} in {tracking_uri()}: {one_line(exc)}") from None
 
 
 def live_run(mlf, run_id: str, use: str, refuse: bool = True):
@@ -144,7 +144,7 @@ def download_artifacts(run_id: str, path: str, dest: str | Path) -> Path:
             return Path(mlf.download_artifacts(run_id, path, str(dest)))
         except Exception as exc:
             missing = exc
-    raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {first_line(missing)}")
+    raise LungsoundError(f"run {run_id} has no artifact '{path}' in {tracking_uri()}: {one_line(missing)}")
 
 
 # --- the Model Registry -----------------------------------------------------------------------------------------------

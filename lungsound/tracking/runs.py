@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import lungsound
 from lungsound.tracking.queries import live_run
 from lungsound.tracking.store import client, experiment_id
 from lungsound.tracking.tags import (DATA_CONTEXT_TAG, GIT_COMMIT_TAG, PARENT_TAG, SOURCE_NAME_TAG,
@@ -60,8 +61,6 @@ def environment_tags() -> dict[str, str]:
     import numpy
     import torch
     import transformers
-
-    import lungsound
 
     if torch.cuda.is_available():
         hardware = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.storage import file_lock
 from lungsound.tracking.retry import RetryingClient
 from lungsound.tracking.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
@@ -112,7 +112,7 @@ def register_model(run_id: str, name: str, artifact: str = "model", description:
                                                tags={k: str(v) for k, v in (tags or {}).items()})
     except Exception as exc:  # mlflow raises its own exception types
         raise LungsoundError(f"cannot register run {run_id} as model {name!r} in {tracking_uri()}: "
-                             f"{first_line(exc)}") from None
+                             f"{one_line(exc)}") from None
     return str(version.version)
 
 
@@ -126,8 +126,3 @@ def _registered_model_exists(mlf, name: str) -> bool:
             return False
         raise
     return True
-
-
-def first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from lungsound.config import config_from_dict
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.storage import atomic_write
 
 
@@ -51,12 +51,10 @@ def read_weights_only(path: str | Path) -> Any:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0])
-        raise LungsoundError(f"refused: it needs more than tensors and plain containers to load ({detail.strip()[:200]})", path) from None
+        detail = one_line(exc, limit=200, prefer=("Unsupported global", "GLOBAL"))
+        raise LungsoundError(f"refused: it needs more than tensors and plain containers to load ({detail})", path) from None
     except Exception as exc:
-        raise LungsoundError(f"unreadable torch-saved state: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-                             path) from None
+        raise LungsoundError(f"unreadable torch-saved state: {one_line(exc, limit=None)}", path) from None
     return state
 
 

@@ -21,6 +21,7 @@ from lungsound.config import ExperimentConfig
 from lungsound.data.database import Database, open_database
 from lungsound.data.dataset import CycleDataset
 from lungsound.data.default import resolve_root
+from lungsound.data.generated import GeneratedCycles, MixedDataset, check_sources
 from lungsound.errors import LungsoundError
 from lungsound.models.build import input_configs
 
@@ -77,8 +78,6 @@ def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
 def _with_generated(cfg: ExperimentConfig, db: Database, train, held_out: set[int], cycle_cfg, fbank_cfg, progress):
     """The training split plus the generated set of `data.generated` ([AFT]); clips of validation patients are left
     out, and the paper protocol stretches a clip's fbank to the cycle's frame count (see lungsound.data.generated)."""
-    from lungsound.data.generated import GeneratedCycles, MixedDataset, check_sources
-
     generated = GeneratedCycles(cfg.data.generated, cycle_cfg, fbank_cfg, stretch=cfg.train.protocol == "paper",
                                 progress=progress, use_cache=cfg.data.cache, devices=db.devices)
     check_sources(generated, db)

@@ -16,6 +16,7 @@ Multi-seed groups are in `lungsound.training.seeds`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import tempfile
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 
 from lungsound.config import ExperimentConfig, dump_config, flatten
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
+from lungsound.evaluation.calibration import calibrate_checkpoint, reliability_diagram, softmax
 from lungsound.evaluation.evaluate import Evaluation
+from lungsound.evaluation.report import write_run_report
 from lungsound.limits import check_stop_after
 from lungsound.models.build import checkpoint_config
 from lungsound.models.folder import EVAL_FILE, load_model, save_model
@@ -99,7 +102,7 @@ def _check_best(folder: Path, best: _Best, cfg: ExperimentConfig) -> None:
         with np.load(folder / EVAL_FILE) as npz:
             npz["test_logits"]
     except (LungsoundError, OSError, ValueError, KeyError) as exc:
-        warnings.warn(f"{folder}: damaged selected-model folder ({str(exc)[:160]}); rebuilt from last.pt", stacklevel=3)
+        warnings.warn(f"{folder}: damaged selected-model folder ({one_line(exc, limit=160)}); rebuilt from last.pt", stacklevel=3)
         best.write(folder, cfg)
 
 
@@ -211,8 +214,6 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, state: dict | None, logger, 
 
 def _calibrate(folder: Path, arrays: dict[str, np.ndarray], logger) -> dict[str, float]:
     """Temperature scaling of the selected model on the validation split of its own epoch's evaluation."""
-    from lungsound.evaluation.calibration import calibrate_checkpoint, reliability_diagram, softmax
-
     logits, labels = arrays["val_logits"], arrays["val_labels"]
     record = calibrate_checkpoint(folder, logits, labels)
     if logger:
@@ -227,8 +228,6 @@ def _calibrate(folder: Path, arrays: dict[str, np.ndarray], logger) -> dict[str,
 
 
 def _fingerprint(trainer: Trainer) -> str:
-    import hashlib
-
     d = trainer.data
     h = hashlib.sha1()
     for ds in (d.train, d.test) + ((d.val,) if d.val is not None else ()):
@@ -262,8 +261,6 @@ def _log_artifacts(logger, cfg: ExperimentConfig, folder: Path, arrays: dict[str
                    devices: tuple[str, ...]) -> None:
     """The resolved config, the selected model, and its test report (confusion matrix PNG, per-class/device tables),
     from the selected epoch's own evaluation."""
-    from lungsound.results.reports import write_run_report
-
     ev = Evaluation.from_arrays(arrays["test_logits"], arrays["test_labels"], arrays["test_devices"], devices)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

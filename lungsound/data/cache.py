@@ -1,11 +1,16 @@
-"""On-disk cache of cut cycles and their features.
+"""On-disk cache of the cut cycles of a data root, and their features: the data layer's own store, beside the
+recordings it is keyed by.
 
 Cutting 6,898 cycles and computing their fbanks takes minutes, so it happens once per
 (data root, recording checksums, cycle config, feature config): the arrays are computed in parallel over CPU cores with a
 progress bar, written to `<cache dir>/<key>/arrays.npy` (memory-mapped when read) with `items.json` beside it, and loaded
 from there on the next run. Any change to a recording's bytes, its annotation, the config, or the installed torch or
 torchaudio version (their resampler and Kaldi fbank compute the arrays) gives a new key.
-The cache folder is `$LUNGSOUND_CACHE/features` (default `~/.cache/lungsound/features`).
+The cache folder is `$LUNGSOUND_CACHE/features` (default `~/.cache/lungsound/features`): a data root may be read-only
+(a shared mount) and an entry of an 8-s fbank set is gigabytes, so entries are not written into the data folder itself.
+Its users are the data layer's datasets (`lungsound.data.dataset`, `lungsound.data.generated`); it reads recordings
+(`lungsound.data.database`, `lungsound.data.cycles`) and calls the feature functions (`lungsound.features.fbank`), so
+the data layer imports the features and never the other way round.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tqdm.auto import tqdm
 from lungsound.data.cycles import CycleConfig, load_cycles
 from lungsound.data.database import Recording
 from lungsound.errors import LungsoundError
-from lungsound.features.fbank import FbankConfig, compute_features_batch
+from lungsound.features.fbank import FbankConfig, compute_features_batch, num_frames
 from lungsound.storage import atomic_write_json
 
 CACHE_VERSION = 1
@@ -127,8 +132,6 @@ def compute_cycles(recordings: list[Recording], cycle_cfg: CycleConfig, fbank_cf
 def _item_shape(cycle_cfg: CycleConfig, fbank_cfg: FbankConfig | None) -> tuple[int, ...]:
     if fbank_cfg is None:
         return (cycle_cfg.length,)
-    from lungsound.features.fbank import num_frames
-
     return (num_frames(cycle_cfg.length, fbank_cfg), fbank_cfg.num_mel_bins)
 
 
