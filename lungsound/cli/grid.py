@@ -4,9 +4,9 @@ another here, and its table (`lungsound.sweeps.grid`)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from lungsound.cli.sweep import table_then_failures
 from lungsound.limits import SEEDS_RULE
 from lungsound.storage import check_output_dir
 
@@ -53,14 +53,4 @@ def run_grid_cmd(args: argparse.Namespace) -> int:
         name = name or load_config(args.config[0], overrides).tracking.experiment
     if name is None:
         raise LungsoundError("--table-only needs --experiment NAME (the grid's MLflow experiment)")
-    try:
-        print(write_grid(name, args.out))
-    except LungsoundError as exc:
-        if not failed:
-            raise
-        print(f"lungsound: {exc}", file=sys.stderr)
-    if failed:
-        print(f"lungsound: error: {failed} run(s) of the grid failed twice; re-run the same command to retry them "
-              "(finished runs are kept)", file=sys.stderr)
-        return 1
-    return 0
+    return table_then_failures(lambda: write_grid(name, args.out), failed, "grid")

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from lungsound.errors import LungsoundError
 from lungsound.sweeps.backends import BACKENDS
 from lungsound.limits import SEEDS_RULE
 from lungsound.storage import check_output_dir
@@ -37,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     from lungsound.results.compare import compare
-    from lungsound.errors import LungsoundError
     from lungsound.sweeps.sweep import plan, report, run_sweep
     from lungsound.training.seeds import parse_seeds
 
@@ -59,14 +59,20 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     failed = sum(len(g.failed) for g in groups)
     print(f"sweep: done in {time.time() - t0:.0f} s; {failed} run(s) failed\n{report(groups)}\n", flush=True)
     experiments = sorted({c.cfg.tracking.experiment for c in cells})
+    return table_then_failures(lambda: compare(experiments, args.out, published=args.published), failed, "sweep")
+
+
+def table_then_failures(table, failed: int, what: str) -> int:
+    """Print the table `table()` makes (a table that cannot be made is an error only when no run failed: the failures
+    are the news), then say how many runs failed; the exit status."""
     try:
-        print(compare(experiments, args.out, published=args.published))
+        print(table())
     except LungsoundError as exc:
         if not failed:
             raise
         print(f"lungsound: {exc}", file=sys.stderr)
     if failed:
-        print(f"lungsound: error: {failed} run(s) of the sweep failed twice; re-run the same command to retry them "
+        print(f"lungsound: error: {failed} run(s) of the {what} failed twice; re-run the same command to retry them "
               "(finished runs are kept)", file=sys.stderr)
         return 1
     return 0
