@@ -33,7 +33,7 @@ LAYERS = [
     ("errors", "storage", "documents", "limits", "registry", "audio", "store_retry"),
     ("features",),  # fbank and SpecAugment: transforms of a waveform or a spectrogram, nothing of the data layer
     ("data",),  # recordings, cycles and the feature cache (which applies the features to a data root)
-    ("config",),  # typed configs check values against the data's vocabularies (splits, formats, domains)
+    ("config", "config_rules"),  # typed configs check values against the data's vocabularies (splits, formats, domains)
     ("models",),
     ("methods",),
     ("metrics", "evaluation", "calibration"),  # the engine's evaluation: the trainer scores every epoch
