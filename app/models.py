@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lungsound.errors import LungsoundError, os_error_message
+from lungsound.errors import LungsoundError, one_line, os_error_message
 from lungsound.inference import DEFAULT_RUNTIME, Predictor, runtime_for
 from lungsound.inference.sources import (FOLDER, HUB, HUB_PREFIX, MLFLOW, MODEL_ARTIFACT, parse_hub_id,
                                          reference_kind)
@@ -120,7 +120,7 @@ def discover_models(outputs: str | Path = "outputs") -> Discovery:
             found.choices.extend(_quickstart_runs(mlf))
             found.choices.extend(_registered_models(mlf))
         except Exception as exc:  # any MLflow failure (locked or old-schema store, server down) is only a note
-            found.notes.append(f"could not read the MLflow store: {_one_line(exc)}")
+            found.notes.append(f"could not read the MLflow store: {one_line(exc, with_type=True)}")
     found.choices.extend(_checkpoint_folders(Path(outputs)))
     found.choices.extend(_exported_folders(Path(outputs), found.notes))
     return _unique(found)
@@ -161,7 +161,7 @@ def _mlflow_client(notes: list[str]):
 
         return client()
     except Exception as exc:
-        notes.append(f"could not open the MLflow store: {_one_line(exc)}")
+        notes.append(f"could not open the MLflow store: {one_line(exc, with_type=True)}")
         return None
 
 
@@ -232,8 +232,3 @@ def _short(source: str) -> str:
         return source
     path = Path(source)
     return "/".join(path.parts[-2:]) if len(path.parts) > 2 else source
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lungsound import __version__
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.runtimes import RUNTIMES
 from lungsound.models.folder import CONFIG_FILE
 from lungsound.tracking import artifact_paths, client, download_artifacts, model_version, tracking_uri
@@ -234,7 +234,7 @@ def _registered(uri: str) -> tuple[str, str]:
     except LungsoundError:
         raise
     except Exception as exc:  # mlflow's own exception types
-        raise LungsoundError(f"registered model {uri!r} not found in {tracking_uri()}: {_first_line(exc)}") from None
+        raise LungsoundError(f"registered model {uri!r} not found in {tracking_uri()}: {one_line(exc)}") from None
     source = str(version.source or "")
     if source.startswith("runs:/"):
         return resolve_model_uri(source)
@@ -328,7 +328,7 @@ def download(ref: HubRef) -> Path:
         raise LungsoundError(f"{where}: not in the hub cache ({constants.HF_HUB_CACHE}) and {why}: download it once "
                              "with network access (unset HF_HUB_OFFLINE), or pass a local model folder") from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise LungsoundError(f"{where}: could not be downloaded: {_first_line(exc)}") from None
+        raise LungsoundError(f"{where}: could not be downloaded: {one_line(exc)}") from None
     folder = _inside_cache(folder, ref, Path(constants.HF_HUB_CACHE))
     if not (folder / CONFIG_FILE).is_file() or not any(cls.holds(folder) for _, cls in RUNTIMES.items()):
         weights = " or ".join(dict.fromkeys(cls.files[0] for _, cls in RUNTIMES.items()))
@@ -352,7 +352,3 @@ def _inside_cache(folder: Path, ref: HubRef, cache: Path) -> Path:
             raise LungsoundError(f"{where}: {path.relative_to(resolved)} in its cached snapshot leads to {target}, "
                                  f"outside the cache folder {repo}: refused", folder)
     return resolved
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
