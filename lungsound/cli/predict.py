@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lungsound.cli.model_source import add_model_options, model_reference
 from lungsound.data.labels import CLASSES
-from lungsound.errors import LungsoundError, display_path, os_error_message, printable
+from lungsound.errors import LungsoundError, display_path, one_line, os_error_message, printable
 from lungsound.inference import DEFAULT_RUNTIME, RUNTIMES, SEGMENTATIONS, Predictor, open_source
 
 
@@ -71,9 +71,8 @@ def run_predict(args: argparse.Namespace) -> int:
             raise
         except BaseException as exc:  # anything unforeseen: this file's one-line error, the others still go on
             failed += 1
-            detail = str(exc).strip().splitlines()
-            print(f"lungsound: error: {display_path(path)}: unexpected {type(exc).__name__}"
-                  + (f": {printable(detail[0][:300])}" if detail else ""), file=sys.stderr, flush=True)
+            print(f"lungsound: error: {display_path(path)}: unexpected {printable(one_line(exc, with_type=True))}",
+                  file=sys.stderr, flush=True)
             continue
         if args.json or writer is not None:  # machine-readable stdout: the warnings go to stderr, one line each
             for w in pred.warnings:

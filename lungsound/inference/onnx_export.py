@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.onnx_folder import (DIGESTS, EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel,
                                              weight_digests)
 from lungsound.models.registry import model_spec
@@ -174,8 +174,7 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, name: str
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LungsoundError(f"model {name!r} cannot be exported to ONNX: {detail[:300]}") from None
+        raise LungsoundError(f"model {name!r} cannot be exported to ONNX: {one_line(exc)}") from None
 
 
 def _quantize(src: Path, dst: Path) -> None:

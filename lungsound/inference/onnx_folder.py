@@ -29,7 +29,7 @@ import numpy as np
 
 from lungsound.data.download import sha256_of
 from lungsound.data.labels import CLASSES
-from lungsound.errors import LungsoundError
+from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.batching import default_threads
 from lungsound.models.build import check_model_input
 from lungsound.models.folder import CONFIG_FILE, META_FILE, read_config, read_meta
@@ -109,8 +109,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt or foreign files
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise LungsoundError(f"cannot load {self.path.name} with ONNX Runtime: {detail[:300]}",
+            raise LungsoundError(f"cannot load {self.path.name} with ONNX Runtime: {one_line(exc)}",
                                  self.path.parent) from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
