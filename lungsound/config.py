@@ -41,7 +41,8 @@ class DataConfig:
     loader_workers: int = 0
     cache: bool = True
     generated: str | None = None  # a generated set (lungsound generate synth) added to the training split ([AFT])
-    balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant)
+    balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant) | weighted
+    # (weighted: N draws with replacement, weights 1 / class count, the AST + SAM recipe, docs/methods.md section 14)
     balance_per_class: int | None = None  # oversample: cycles per class and epoch; None = the largest class's count
     balance_draw: str = "once"  # once (the authors': list built once, shuffled each epoch) | epoch (fresh draws)
 
@@ -148,7 +149,7 @@ CHOICES = {
     ("augment", "representation"): tuple(REPRESENTATIONS),
     ("augment", "rep_fill"): REP_FILLS,
     ("augment", "rep_minority"): REP_MINORITIES,
-    ("data", "balance"): ("none", "oversample"),
+    ("data", "balance"): ("none", "oversample", "weighted"),
     ("data", "balance_draw"): ("once", "epoch"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "protocol"): ("paper", "clean"),

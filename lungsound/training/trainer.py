@@ -31,7 +31,7 @@ from lungsound.features.specaugment import SpecAugConfig, SpecAugment
 from lungsound.data.dataset import collate_samples
 from lungsound.data.formats import FORMATS
 from lungsound.data.labels import Vocabularies, domain_size
-from lungsound.data.sampler import BalancedOversampler
+from lungsound.data.sampler import BalancedOversampler, ClassWeightedSampler
 from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective, objective_spec
 from lungsound.methods.repaugment import RepAugment
@@ -163,6 +163,10 @@ class Trainer:
             sampler = BalancedOversampler(self.data.train.labels, self.cfg.data.balance_per_class,
                                           seed=self.cfg.train.seed * 100_003, rank=self.rank,
                                           world_size=dist_utils.world_size(), draw=self.cfg.data.balance_draw)
+            sampler.set_epoch(epoch)
+        elif self.cfg.data.balance == "weighted":  # N draws with replacement, weights 1 / class count (section 14)
+            sampler = ClassWeightedSampler(self.data.train.labels, seed=self.cfg.train.seed * 100_003, rank=self.rank,
+                                           world_size=dist_utils.world_size(), num_classes=self.model.num_classes)
             sampler.set_epoch(epoch)
         else:
             sampler = dist_utils.epoch_sampler(len(self.data.train), g)
