@@ -72,6 +72,13 @@ class AugmentConfig:
     rep_gate: bool = True  # Rep-Mask applied with probability 0.841 per batch
     rep_std: float = 0.2  # Rep-Gen noise standard deviation
     rep_minority: str = "abnormal"  # Rep-Gen rows: abnormal (crackle, wheeze, both) | all (with data.balance)
+    # Waveform augmentation of training cycles before their features (lungsound.data.wave_augment; AST + SAM, section
+    # 14): gain U(1 - wave_gain, 1 + wave_gain) with probability wave_gain_p, then N(0, wave_noise^2) noise with
+    # probability wave_noise_p; 0 = off.
+    wave_gain: float = 0.0
+    wave_gain_p: float = 0.5
+    wave_noise: float = 0.0
+    wave_noise_p: float = 0.5
 
 
 @dataclass
@@ -224,6 +231,9 @@ def _check_combinations(cfg: ExperimentConfig, source: str) -> None:
         raise LungsoundError("the 'generated' domain (real 0 / generated 1, [AFT]) needs a generated set: set "
                              "data.generated=DIR (made by lungsound generate synth)", source)
     _check_domain_head(cfg, source)
+    if (cfg.augment.wave_gain or cfg.augment.wave_noise) and cfg.data.generated:
+        raise LungsoundError("augment.wave_gain/wave_noise augment the real cycles' waveforms; generated clips "
+                             "(data.generated) have none to augment: turn one of them off", source)
     if cfg.train.batch_size % cfg.train.grad_accum:
         raise LungsoundError(f"train.grad_accum={cfg.train.grad_accum} must divide train.batch_size="
                              f"{cfg.train.batch_size} (each batch is split into that many equal micro-batches)", source)

@@ -159,6 +159,8 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------------------------
     def _loader(self, epoch: int) -> DataLoader:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        if hasattr(self.data.train, "set_epoch"):  # waveform augmentation's draws (lungsound.data.wave_augment)
+            self.data.train.set_epoch(epoch)
         if self.cfg.data.balance == "oversample":  # every class balance_per_class times (lungsound.data.sampler)
             sampler = BalancedOversampler(self.data.train.labels, self.cfg.data.balance_per_class,
                                           seed=self.cfg.train.seed * 100_003, rank=self.rank,
