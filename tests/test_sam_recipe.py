@@ -4,6 +4,7 @@ with replacement (data.balance: weighted), the AST's mean-token pooling and its 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,3 +98,15 @@ def test_bad_recipe_settings_are_one_line_errors(override, message):
     with pytest.raises(LungsoundError) as info:
         load_config(None, ["model.name=ast_tiny", override])
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_sam_model_card_names_and_cites_the_optimiser():
+    from lungsound.sharing.references import method_words, references_for
+
+    sam = load_config(Path(__file__).resolve().parents[1] / "experiments" / "icbhi_ast_sam.yaml")
+    assert method_words(sam) == "cross-entropy fine-tuning (`ce`), trained with SAM (rho 0.05)"
+    cited = {ref.key: why for ref, why in references_for(sam, synthetic=False)}
+    assert cited["SAM"] == "the sharpness-aware optimiser" and "ASAM" not in cited and "ICBHI" in cited
+    adaptive = load_config(None, ["train.optimizer=sam", "train.sam_adaptive=true"])
+    assert "ASAM" in {ref.key for ref, _ in references_for(adaptive, synthetic=True)}
+    assert "SAM" not in method_words(load_config(None, []))  # Adam runs say nothing of it
