@@ -59,7 +59,7 @@ GPUS_PER_RUN ?= 1
 CPUS_PER_RUN ?= 1
 SWEEP     = $(LS) sweep --backend $(BACKEND) $(if $(filter ray,$(BACKEND)),--cpus-per-run $(CPUS_PER_RUN) --gpus-per-run $(GPUS_PER_RUN))
 SWEEP_CPU = $(LS) sweep --backend $(BACKEND) $(if $(filter ray,$(BACKEND)),--cpus-per-run $(CPUS_PER_RUN))
-.PHONY: icbhi-ast-ce icbhi-patchmix-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment icbhi-repaug-ver2 \
+.PHONY: icbhi-ast-ce icbhi-ast-sam icbhi-patchmix-ce icbhi-patchmix-cl icbhi-sgscl icbhi-dat icbhi-repaugment icbhi-repaug-ver2 \
 	icbhi-aft compare check-data check-domain download
 
 check-data:
@@ -69,6 +69,10 @@ check-data:
 
 icbhi-ast-ce: check-data setup ## AST fine-tuning baseline, both protocols, then the comparison table
 	$(SWEEP) -c experiments/icbhi_ast_ce.yaml -c experiments/icbhi_ast_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
+	  --published --out outputs/compare/icbhi
+
+icbhi-ast-sam: check-data setup ## AST + sharpness-aware minimisation (Isik et al. 2025), both protocols; its published figure is two-class
+	$(SWEEP) -c experiments/icbhi_ast_sam.yaml -c experiments/icbhi_ast_sam_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
 	  --published --out outputs/compare/icbhi
 
 icbhi-patchmix-ce: check-data setup ## Patch-Mix with the mixed CE loss [PMCL], both protocols
@@ -216,6 +220,18 @@ bench-builtin-aft: setup ## [AFT] on built-in data: small vocoder, mixed set, ti
 	$(SWEEP_CPU) -c experiments/icbhi_aft_ce_real_clean.yaml $(BUILTIN_AFT) --seeds $(or $(BENCH_SEEDS),1-3) --quiet
 	$(SWEEP_CPU) -c experiments/icbhi_aft_ce_mixed500_clean.yaml -c experiments/icbhi_aft_mixed500_clean.yaml $(BUILTIN_AFT) \
 	  data.generated=$(GEN)/builtin-mixed --seeds $(or $(BENCH_SEEDS),1-3) --quiet --published --out outputs/compare/builtin-aft
+
+# AST + SAM at quickstart size (both protocols): the tiny AST of bench-builtin with the SAM recipe's optimiser, sampler,
+# head and label smoothing, at the bench's learning rate (the recipe's 1e-5 is for a pretrained AST). Two passes per step:
+# about twice the time of an Adam row.
+# model.params.* one key at a time: a whole 'model.params={...}' override would drop the recipe's pooling and head.
+BUILTIN_SAM := data.root=null model.name=ast_tiny model.pretrained=null model.params.fstride=16 model.params.tstride=16 \
+	train.lr=1.0e-3 train.batch_size=8 train.epochs=15 tracking.experiment=builtin-sam
+
+.PHONY: bench-builtin-sam
+bench-builtin-sam: setup ## AST + SAM on built-in data: tiny AST, paper and clean protocols, 3 seeds
+	$(SWEEP_CPU) -c experiments/icbhi_ast_sam.yaml -c experiments/icbhi_ast_sam_clean.yaml $(BUILTIN_SAM) \
+	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet --published --out outputs/compare/builtin-sam
 
 # --- performance card (issue 11): every figure side by side in one run, written to docs/performance.md --------------------
 .PHONY: bench-speed

@@ -41,7 +41,8 @@ class DataConfig:
     loader_workers: int = 0
     cache: bool = True
     generated: str | None = None  # a generated set (lungsound generate synth) added to the training split ([AFT])
-    balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant)
+    balance: str = "none"  # none | oversample (class-balanced sampler, [REPAUG]'s second Rep-Gen variant) | weighted
+    # (weighted: N draws with replacement, weights 1 / class count, the AST + SAM recipe, docs/methods.md section 14)
     balance_per_class: int | None = None  # oversample: cycles per class and epoch; None = the largest class's count
     balance_draw: str = "once"  # once (the authors': list built once, shuffled each epoch) | epoch (fresh draws)
 
@@ -71,6 +72,13 @@ class AugmentConfig:
     rep_gate: bool = True  # Rep-Mask applied with probability 0.841 per batch
     rep_std: float = 0.2  # Rep-Gen noise standard deviation
     rep_minority: str = "abnormal"  # Rep-Gen rows: abnormal (crackle, wheeze, both) | all (with data.balance)
+    # Waveform augmentation of training cycles before their features (lungsound.data.wave_augment; AST + SAM, section
+    # 14): gain U(1 - wave_gain, 1 + wave_gain) with probability wave_gain_p, then N(0, wave_noise^2) noise with
+    # probability wave_noise_p; 0 = off.
+    wave_gain: float = 0.0
+    wave_gain_p: float = 0.5
+    wave_noise: float = 0.0
+    wave_noise_p: float = 0.5
 
 
 @dataclass
@@ -87,6 +95,12 @@ class TrainConfig:
     eval_batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 1e-6
+    optimizer: str = "adam"  # adam (the papers') | adamw | sgd | sam (sharpness-aware, around sam_base; section 14)
+    sam_base: str = "adam"  # sam: the base optimiser that steps with the gradient at w + e (adam | adamw | sgd)
+    sam_rho: float = 0.05  # sam: radius of the ascent step e = rho g / ||g|| (Foret et al. 2021)
+    sam_adaptive: bool = False  # sam: ASAM's |w|-scaled ascent (Kwon et al. 2021)
+    momentum: float = 0.9  # sgd (also as sam_base): momentum
+    grad_accum: int = 1  # micro-batches per step: each batch of batch_size is split into this many (memory, not size)
     schedule: str = "cosine"  # cosine (set once per epoch) | constant
     eta_min_ratio: float = 1e-3
     ma_beta: float | None = 0.5  # moving-average weight blending after every step; None = off
@@ -128,6 +142,9 @@ REPRESENTATIONS = {"none": "no representation augmentation", "rep_mask": "Rep-Ma
                    "repaugment": "RepAugment"}
 REP_FILLS = ("code", "paper", "zero")
 REP_MINORITIES = ("abnormal", "all")
+# The optimisers of train.optimizer (built by lungsound.training.optim.build_optimizer); sam wraps one of the others.
+BASE_OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = BASE_OPTIMIZERS + ("sam",)
 
 CHOICES = {
     ("data", "pad"): ("repeat", "zero"),
@@ -139,10 +156,12 @@ CHOICES = {
     ("augment", "representation"): tuple(REPRESENTATIONS),
     ("augment", "rep_fill"): REP_FILLS,
     ("augment", "rep_minority"): REP_MINORITIES,
-    ("data", "balance"): ("none", "oversample"),
+    ("data", "balance"): ("none", "oversample", "weighted"),
     ("data", "balance_draw"): ("once", "epoch"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "protocol"): ("paper", "clean"),
+    ("train", "optimizer"): OPTIMIZERS,
+    ("train", "sam_base"): BASE_OPTIMIZERS,
 }
 
 
@@ -212,6 +231,12 @@ def _check_combinations(cfg: ExperimentConfig, source: str) -> None:
         raise LungsoundError("the 'generated' domain (real 0 / generated 1, [AFT]) needs a generated set: set "
                              "data.generated=DIR (made by lungsound generate synth)", source)
     _check_domain_head(cfg, source)
+    if (cfg.augment.wave_gain or cfg.augment.wave_noise) and cfg.data.generated:
+        raise LungsoundError("augment.wave_gain/wave_noise augment the real cycles' waveforms; generated clips "
+                             "(data.generated) have none to augment: turn one of them off", source)
+    if cfg.train.batch_size % cfg.train.grad_accum:
+        raise LungsoundError(f"train.grad_accum={cfg.train.grad_accum} must divide train.batch_size="
+                             f"{cfg.train.batch_size} (each batch is split into that many equal micro-batches)", source)
     if cfg.augment.specaug and cfg.augment.representation != "none":
         warnings.warn(f"{source}: SpecAugment and {cfg.augment.representation} are both on; the RepAugment paper never "
                       "combines them, so this run matches no published row", stacklevel=3)

@@ -22,6 +22,9 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # Columns: input seconds, batch, CE class-weighted (in effect), SpecAugment on, its draw, AMP, Rep-Mask bound F
 # (dimensions), protocol, extra (DAT's domain and n_domains, SG-SCL's domain, the oversampler).
 R = dict  # extra settings of a row
+SAM_EXTRA = dict(balance=("weighted", None, "once"), label_smoothing=0.1,
+                 optimizer=("sam", "adamw", 0.05, False, 1e-5, 1e-4, "constant", 20, None),
+                 head=("mean", "dropout", 0.3), wave=(0.1, 0.5, 1e-4, 0.5))
 ROWS: dict[str, tuple] = {
     # [PMCL] AST baseline: 8-s cycles, batch 8, class-weighted CE (the reference passes --weighted_loss to it only).
     "icbhi_ast_ce": (8.0, 8, True, True, "sample", True, 288, "paper", R()),
@@ -78,6 +81,11 @@ ROWS: dict[str, tuple] = {
     "icbhi_repaug_hubert_large_clean": (8.0, 8, False, False, None, True, 288, "clean", R(checkpointing=True)),
     "icbhi_repaug_xls_r_300m": (8.0, 8, False, False, None, True, 288, "paper", R(checkpointing=True)),
     "icbhi_repaug_xls_r_300m_clean": (8.0, 8, False, False, None, True, 288, "clean", R(checkpointing=True)),
+    # AST + SAM (Isik et al. 2025, section 14): plain CE with label smoothing 0.1, no SpecAugment, no AMP, weighted
+    # sampling with replacement, SAM (rho 0.05) around AdamW 1e-5 / wd 1e-4, constant lr, 20 epochs, mean-token
+    # pooling with a Dropout(0.3) + Linear head, waveform gain U(0.9, 1.1) and noise sigma 1e-4, each with p 0.5.
+    "icbhi_ast_sam": (8.0, 8, False, False, "sample", False, 288, "paper", R(**SAM_EXTRA)),
+    "icbhi_ast_sam_clean": (8.0, 8, False, False, "fresh", False, 288, "clean", R(**SAM_EXTRA)),
     # The quickstart (not a paper row): the AST CE recipe's weighting, no SpecAugment, clean protocol.
     "quickstart": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
     "quickstart_patchmix_cl": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
@@ -103,6 +111,17 @@ def effective(path: Path) -> tuple:
         extra["balance"] = (cfg.data.balance, cfg.data.balance_per_class, cfg.data.balance_draw)
     if cfg.model.params.get("gradient_checkpointing"):
         extra["checkpointing"] = True
+    if getattr(objective, "label_smoothing", 0.0):
+        extra["label_smoothing"] = objective.label_smoothing
+    t = cfg.train
+    if t.optimizer != "adam":  # SAM's base, radius and ASAM flag, and the rest of the optimiser recipe
+        extra["optimizer"] = (t.optimizer, t.sam_base, t.sam_rho, t.sam_adaptive, t.lr, t.weight_decay, t.schedule,
+                              t.epochs, t.ma_beta)
+    if a.wave_gain or a.wave_noise:
+        extra["wave"] = (a.wave_gain, a.wave_gain_p, a.wave_noise, a.wave_noise_p)
+    if "pooling" in cfg.model.params:  # the AST's pooling and head (speech models have their own head key)
+        p = cfg.model.params
+        extra["head"] = (p.get("pooling", "cls_dist"), p.get("head", "norm"), p.get("head_dropout", 0.0))
     return (cfg.data.duration, cfg.train.batch_size, weighted, a.specaug, draw, cfg.train.amp, width,
             cfg.train.protocol, extra)
 

@@ -1,4 +1,5 @@
-"""Class-balanced oversampling: every epoch holds the same number of items of every class.
+"""Class-balanced sampling: `BalancedOversampler` (every epoch holds the same number of items of every class) and
+`ClassWeightedSampler` (draws with replacement weighted by 1 / class count, data.balance: weighted; see its docstring).
 
 The second Rep-Gen setting of [REPAUG] (Kim et al., EMBC 2024, arXiv 2405.02996; docs/methods.md section 9) oversamples
 every class and adds noise to every representation. The target count ``T`` (items per class and epoch) is ``per_class``
@@ -99,12 +100,50 @@ class BalancedOversampler(Sampler[int]):
         return order[torch.randperm(order.numel(), generator=generator)].tolist()
 
     def __iter__(self) -> Iterator[int]:
-        order = self.epoch_indices()
-        pad = self.total_size - len(order)
-        while pad > 0:  # repeat the head (more than once only when the list is shorter than world_size)
-            order += order[:pad]
-            pad = self.total_size - len(order)
-        return iter(order[self.rank::self.world_size])
+        return iter(rank_share(self.epoch_indices(), self.total_size, self.rank, self.world_size))
+
+    def __len__(self) -> int:
+        return self.total_size // self.world_size
+
+
+def rank_share(order: list[int], total_size: int, rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s positions ``rank, rank + world_size, ...`` of ``order`` padded by repeating its head up to
+    ``total_size`` (a multiple of ``world_size``; more than one repeat only when the list is shorter)."""
+    pad = total_size - len(order)
+    while pad > 0:
+        order = order + order[:pad]
+        pad = total_size - len(order)
+    return order[rank::world_size]
+
+
+class ClassWeightedSampler(Sampler[int]):
+    """``data.balance: weighted``: every epoch draws ``N`` = len(labels) items with replacement, item ``i`` with
+    probability proportional to ``1 / n_{y_i}`` (its class's count), so each class is drawn with probability 1 / K per
+    draw; the AST + SAM authors' ``WeightedRandomSampler(1 / class count, num_samples = len(train),
+    replacement=True)`` (docs/methods.md section 14). Deterministic per ``(seed, epoch)``, sharded as above."""
+
+    def __init__(self, labels: Sequence[int] | torch.Tensor, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 num_classes: int | None = None):
+        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+        if labels.numel() == 0:
+            raise LungsoundError("ClassWeightedSampler needs at least one labelled item")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise LungsoundError(f"ClassWeightedSampler needs 0 <= rank < world_size, got rank {rank}, "
+                                 f"world_size {world_size}")
+        counts = torch.bincount(labels, minlength=num_classes or 0).double()
+        self.weights = 1.0 / counts[labels]  # a class with no items has no item to weigh
+        self.seed, self.rank, self.world_size, self.epoch = int(seed), int(rank), int(world_size), 0
+        self.total_size = -(-labels.numel() // world_size) * world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def epoch_indices(self, epoch: int | None = None) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else int(epoch)))
+        return torch.multinomial(self.weights, self.weights.numel(), replacement=True, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(rank_share(self.epoch_indices(), self.total_size, self.rank, self.world_size))
 
     def __len__(self) -> int:
         return self.total_size // self.world_size

@@ -72,13 +72,26 @@ class Objective(nn.Module):
 
 
 class CrossEntropy(Objective):
-    """Plain fine-tuning: L = CE(W rep(f(aug(x))), y), class-weighted when configured (the papers' CE baseline)."""
+    """Plain fine-tuning: L = CE(W rep(f(aug(x))), y), class-weighted when configured (the papers' CE baseline).
+
+    ``label_smoothing`` eps (``method.params.label_smoothing``, 0 by default; 0.1 in the AST + SAM recipe of
+    docs/methods.md section 14) trains against the target (1 - eps) one_hot(y) + eps / K (Szegedy et al., CVPR 2016),
+    as ``torch.nn.functional.cross_entropy(label_smoothing=eps)``."""
 
     name = "ce"
 
+    def __init__(self, feature_dim: int, num_classes: int, class_weights: torch.Tensor | None = None,
+                 label_smoothing: float = 0.0):
+        super().__init__(feature_dim, num_classes, class_weights)
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0.0 <= label_smoothing < 1.0:
+            raise LungsoundError(f"method.params.label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
     def forward(self, model: nn.Module, batch: Batch, ctx: StepContext):
         logits = model.forward_head(ctx.represent(model.forward_features(ctx.augment(batch.x)), batch.label))
-        loss = self.cross_entropy(logits, batch.label)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits.float(), batch.label, weight=weight, label_smoothing=self.label_smoothing)
         return loss, {"loss_ce": float(loss.detach())}
 
 

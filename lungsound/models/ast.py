@@ -11,7 +11,9 @@ stride fstride x tstride)`` cuts it into ``F x T'`` patches, with
 
 flattened freq-major (token ``f * T' + t``) into ``E`` of shape ``(B, N = F T', D)``. The sequence
 ``[cls, dist, E] + P`` (``P`` the learned position embeddings) runs through the encoder and a final LayerNorm; the pooled
-feature is ``z = (h_cls + h_dist) / 2``. The head is ``LayerNorm(D) + Linear(D, n_classes)``.
+feature is ``z = (h_cls + h_dist) / 2``. The head is ``LayerNorm(D) + Linear(D, n_classes)``. The AST + SAM recipe
+(Isik et al. 2025, docs/methods.md section 14) takes ``pooling="mean"`` instead, ``z`` the mean of all N + 2 output
+tokens after the final LayerNorm, and ``head="dropout"``: ``Dropout(head_dropout) + Linear(D, n_classes)``, no LayerNorm.
 
 The forward is the HF module's own (so SDPA attention, its weight layout and its pooling are used unchanged).
 ``patch_hook`` is attached for the call as a forward hook on ``embeddings.patch_embeddings``, whose output is exactly
@@ -71,6 +73,9 @@ class ASTConfig:
     weights: str | None = None
     pos_embed: Literal["clean", "paper"] = "clean"
     strict_weights: bool = True
+    pooling: Literal["cls_dist", "mean"] = "cls_dist"
+    head: Literal["norm", "dropout"] = "norm"
+    head_dropout: float = 0.0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -111,7 +116,8 @@ class AST(FeatureClassifier):
         super().__init__()
         self.config = config
         self.backbone = transformers.ASTModel(config.to_hf())
-        self._build_head(config.embed_dim, config.num_classes)
+        self._build_head(config.embed_dim, config.num_classes, norm=config.head == "norm",
+                         dropout=config.head_dropout)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -125,7 +131,8 @@ class AST(FeatureClassifier):
 
     def forward_features(self, x: torch.Tensor, patch_hook: PatchHook | None = None,
                          output_attentions: bool = False):
-        """Pooled feature ``(h_cls + h_dist) / 2`` of shape ``(B, D)`` after the final LayerNorm.
+        """Pooled feature ``(h_cls + h_dist) / 2`` (``pooling="mean"``: the mean of all output tokens) of shape
+        ``(B, D)`` after the final LayerNorm.
 
         ``patch_hook(E) -> E'`` replaces the patch tokens ``E`` (B, N, D) before the cls/dist tokens and position
         embeddings are added. With ``output_attentions=True`` returns ``(z, attentions)``, attentions a tuple of one
@@ -141,7 +148,8 @@ class AST(FeatureClassifier):
         finally:
             if handle is not None:
                 handle.remove()
-        return (out.pooler_output, tuple(out.attentions)) if output_attentions else out.pooler_output
+        z = out.last_hidden_state.mean(dim=1) if self.config.pooling == "mean" else out.pooler_output
+        return (z, tuple(out.attentions)) if output_attentions else z
 
 
 def _patch_replacer(patch_hook: PatchHook):
@@ -202,6 +210,7 @@ BOUNDS = {
     "num_mel_bins": Field(int, 1, 1024), "patch": Field(int, 1, 128), "fstride": Field(int, 1, 128),
     "tstride": Field(int, 1, 128), "num_classes": Field(int, 1, 1000), "drop": Field(float, 0, 1, high_open=True),
     "layer_norm_eps": Field(float, 0, 1, low_open=True), "weights": Field(str, optional=True, max_length=4096),
+    "head_dropout": Field(float, 0, 1, high_open=True),
 }
 
 
@@ -219,6 +228,11 @@ def _grid_fits(v: dict) -> str | None:
                                              "fstride/tstride or shorten data.duration)")
 
 
+def _head_dropout_has_a_head(v: dict) -> str | None:
+    return None if v["head"] == "dropout" or not v["head_dropout"] else \
+        "head_dropout applies to head: dropout (the LayerNorm head has no dropout)"
+
+
 def _weights_bounded(v: dict) -> str | None:
     """Blocks of 4 D^2 (attention) + 2 D^2 mlp_ratio (MLP) weights, plus the position embeddings and the patch
     projection."""
@@ -233,7 +247,7 @@ def _frames(seconds: float) -> dict:
 
 
 def _schema(**defaults) -> ParamSchema:
-    return schema_of(ASTConfig, BOUNDS, defaults, derive=_frames, joint=(_heads_divide, _grid_fits, _weights_bounded))
+    return schema_of(ASTConfig, BOUNDS, defaults, derive=_frames, joint=(_heads_divide, _grid_fits, _weights_bounded, _head_dropout_has_a_head))
 
 
 def _working_bytes(v: dict, seconds: float) -> int:

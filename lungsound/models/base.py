@@ -27,15 +27,17 @@ PatchHook = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ClassifierHead(nn.Module):
-    """``LayerNorm(D)`` followed by ``Linear(D, num_classes)``."""
+    """``LayerNorm(D)`` followed by ``Linear(D, num_classes)``; with ``norm=False`` and ``dropout`` p, the AST + SAM
+    authors' ``Dropout(p)`` followed by ``Linear(D, num_classes)`` (docs/methods.md section 14)."""
 
-    def __init__(self, feature_dim: int, num_classes: int):
+    def __init__(self, feature_dim: int, num_classes: int, norm: bool = True, dropout: float = 0.0):
         super().__init__()
-        self.norm = nn.LayerNorm(feature_dim)
+        self.norm = nn.LayerNorm(feature_dim) if norm else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.fc = nn.Linear(feature_dim, num_classes)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(z))
+        return self.fc(self.drop(self.norm(z)))
 
 
 class FeatureClassifier(nn.Module):
@@ -49,12 +51,12 @@ class FeatureClassifier(nn.Module):
     feature_dim: int
     num_classes: int
 
-    def _build_head(self, feature_dim: int, num_classes: int) -> None:
+    def _build_head(self, feature_dim: int, num_classes: int, norm: bool = True, dropout: float = 0.0) -> None:
         if num_classes < 1:
             raise LungsoundError(f"num_classes must be at least 1, got {num_classes}")
         self.feature_dim = int(feature_dim)
         self.num_classes = int(num_classes)
-        self.head = ClassifierHead(self.feature_dim, self.num_classes)
+        self.head = ClassifierHead(self.feature_dim, self.num_classes, norm=norm, dropout=dropout)
 
     def forward_features(self, x: torch.Tensor, patch_hook: PatchHook | None = None) -> torch.Tensor:
         raise NotImplementedError

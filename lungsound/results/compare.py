@@ -9,7 +9,11 @@ has several rows (other overrides, other data), the row label names what differs
 and is shown as such. The std is the population std over the row's seeds (ddof=0, dividing by n, as the `_std` metrics
 of multi-seed parent runs); every row says how many seeds it uses and the Markdown says which std. Writes
 `comparison.md`, `comparison.csv` and `comparison.png` (Score with std error bars, the published Score as a marker where
-one exists). `paired=(A, B)` adds a seed-by-seed comparison of two rows (`lungsound.results.paired`).
+one exists). With `published`, a second table sets the runs' two-class Se and Score (`final_test_se_2class`,
+`final_test_score_2class`) beside the published two-class figures (`lungsound.results.published.PUBLISHED_TWO_CLASS`)
+for the rows that have one; a paper that gives only a two-class figure (AST + SAM, docs/methods.md section 14) appears
+there and never in the 4-class "published Score" column. `paired=(A, B)` adds a seed-by-seed comparison of two rows
+(`lungsound.results.paired`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from lungsound.config import DataConfig
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.results.paired import paired_report
-from lungsound.results.published import published_for
-from lungsound.results.rows import METRICS, row_name, seed_order
+from lungsound.results.published import published_for, two_class_published_for
+from lungsound.results.rows import METRICS, TWO_CLASS_METRICS, row_name, seed_order
 from lungsound.storage import atomic_write, atomic_write_text
 from lungsound.tracking import (DATA_FINGERPRINT_TAG, EXPERIMENT_FILE_TAG, PROTOCOL_TAG, SEED_TAG, client,
                                 find_experiments, finished_runs, is_parent)
@@ -61,7 +65,8 @@ def collect_runs(experiments: list[str] | None = None) -> list[dict]:
                          "protocol": tags.get(PROTOCOL_TAG, "?"), "seed": tags.get(SEED_TAG, "?"),
                          "data": tags.get(DATA_FINGERPRINT_TAG, "?"), "config": config, "run_id": run.info.run_id,
                          "start_time": run.info.start_time or 0,
-                         **{k: m.get(f"final_test_{k}", float("nan")) for k in METRICS + sorted(devices)}})
+                         **{k: m.get(f"final_test_{k}", float("nan"))
+                            for k in METRICS + TWO_CLASS_METRICS + sorted(devices)}})
     return rows
 
 
@@ -127,12 +132,19 @@ def summarise(runs: list[dict], notes: list[str] | None = None) -> list[dict]:
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
             if np.isnan(values).any():
                 notes.append(f"{title}: {k} is NaN in {int(np.isnan(values).sum())} of {len(values)} seeds")
+        for k in TWO_CLASS_METRICS:  # NaN for runs logged without them
+            values = np.array([r.get(k, float("nan")) for r in chosen], dtype=float)
+            row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
         for k in device_metrics(chosen):  # kept for lungsound.results.device_ood; a device without test cycles is NaN
             values = np.array([r.get(k, float("nan")) for r in chosen], dtype=float)
             row[f"{k}_mean"], row[f"{k}_std"] = float(np.mean(values)), float(np.std(values, ddof=STD_DDOF))
         pub = published_for(name)
         row["published_score"] = pub["score"] if pub else float("nan")
         row["published_note"] = pub.get("note", "") if pub else ""  # when the published recipe differs from the file's
+        two = two_class_published_for(name)  # shown only in the two-class table
+        row["published_se_2class"] = two["se"] if two else float("nan")
+        row["published_score_2class"] = two["score"] if two else float("nan")
+        row["published_2class_only"] = bool(two) and pub is None  # its paper gives no 4-class figure
         table.append(row)
     mixed = defaultdict(set)
     for row in table:
@@ -160,6 +172,8 @@ def to_markdown(table: list[dict], published: bool = False, notes: list[str] | N
             mark = "*" if r.get("published_note") else ""  # * = not like for like, see the notes
             cells.append("" if np.isnan(r["published_score"]) else f"{r['published_score']:.2f}{mark}")
         lines.append("| " + " | ".join(cells) + " |")
+    if published:
+        lines += two_class_table(table)
     lines += ["", STD_NOTE]
     notes = list(notes or []) + (published_notes(table) if published else [])
     if notes:
@@ -167,10 +181,38 @@ def to_markdown(table: list[dict], published: bool = False, notes: list[str] | N
     return "\n".join(lines)
 
 
+TWO_CLASS_TITLE = ("Two-class evaluation (normal vs abnormal: an abnormal cycle predicted as any abnormal class is a hit; "
+                   "Sp as above), for the rows whose paper reports it:")
+
+
+def two_class_table(table: list[dict]) -> list[str]:
+    """The runs' two-class Se and Score beside the published two-class figures, for the rows that have one (no lines
+    when none does). A paper that gives only a two-class figure (AST + SAM) is shown here and nowhere else."""
+    shown = [r for r in table if not np.isnan(r.get("published_score_2class", float("nan")))]
+    if not shown:
+        return []
+    head = ["experiment", "protocol", "seeds", "Sp", "Se (2-class)", "Score (2-class)", "published 2-class Se",
+            "published 2-class Score"]
+    lines = ["", TWO_CLASS_TITLE, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in shown:
+        cells = [row_name(r), r["protocol"], str(r["seeds"]), _cell(r["sp_mean"], r["sp_std"]),
+                 _cell(r["se_2class_mean"], r["se_2class_std"]), _cell(r["score_2class_mean"], r["score_2class_std"]),
+                 f"{r['published_se_2class']:.2f}", f"{r['published_score_2class']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def published_notes(table: list[dict]) -> list[str]:
-    """One note per shown row whose published number comes from another recipe (`lungsound.results.published`'s `note`)."""
-    return [f"{row_name(r)} ({r['protocol']}): published Score {r['published_score']:.2f}* is {r['published_note']}"
-            for r in table if r.get("published_note")]
+    """One note per shown row whose published number comes from another recipe (`lungsound.results.published`'s `note`),
+    and one per row whose paper gives only a two-class figure (what that figure is)."""
+    notes = [f"{row_name(r)} ({r['protocol']}): published Score {r['published_score']:.2f}* is {r['published_note']}"
+             for r in table if r.get("published_note")]
+    for r in table:
+        if r.get("published_2class_only"):
+            two = two_class_published_for(r["experiment"])
+            notes.append(f"{row_name(r)} ({r['protocol']}): no published 4-class Score; the figure of "
+                         f"{two['source']} is a two-class one, shown in the two-class table only: {two['note']}")
+    return notes
 
 
 def plot(table: list[dict], path: Path) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from lungsound.data.labels import CLASSES
 
 METRICS = ["sp", "se", "score"] + [f"acc_{c}" for c in CLASSES]  # each run's final test figures, a column each
+# The two-class evaluation's Se and Score (Sp is the 4-class Sp): the two-class table of `compare --published` only.
+TWO_CLASS_METRICS = ["se_2class", "score_2class"]
 
 
 def seed_order(seed: str) -> tuple:

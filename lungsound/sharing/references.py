@@ -13,6 +13,7 @@ registrations (`lungsound.methods.base.ObjectiveSpec`, `lungsound.models.registr
   speech model, nothing for a CNN;
 - `augment.representation` other than none (RepAugment, Rep-Mask, Rep-Gen): [REPAUG];
 - `data.generated` (diffusion-generated training clips): [AFT];
+- `train.optimizer: sam`: SAM (Foret et al., ICLR 2021), or ASAM (Kwon et al., ICML 2021) with `train.sam_adaptive`;
 - real (not synthetic) training data: the ICBHI 2017 database paper.
 """
 
@@ -44,6 +45,12 @@ PAPERS: dict[str, Reference] = {
                         "https://arxiv.org/abs/2405.02996"),
     "AFT": Reference("AFT", 'Kim et al., "Adversarial Fine-tuning using Generated Respiratory Sound to Address Class '
                      'Imbalance", NeurIPS 2023 DGM4H workshop, arXiv 2311.06480', "https://arxiv.org/abs/2311.06480"),
+    # The optimiser (`train.optimizer: sam`, docs/methods.md section 14):
+    "SAM": Reference("SAM", 'Foret, Kleiner, Mobahi, Neyshabur, "Sharpness-Aware Minimization for Efficiently '
+                     'Improving Generalization", ICLR 2021, arXiv 2010.01412', "https://arxiv.org/abs/2010.01412"),
+    "ASAM": Reference("ASAM", 'Kwon, Kim, Park, Choi, "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant '
+                      'Learning of Deep Neural Networks", ICML 2021, arXiv 2102.11600',
+                      "https://arxiv.org/abs/2102.11600"),
     "ICBHI": Reference("ICBHI", 'Rocha et al., "An open access database for the evaluation of respiratory sound '
                        'classification algorithms", Physiological Measurement 40 (2019) 035001 (ICBHI 2017)',
                        "https://doi.org/10.1088/1361-6579/ab03ea"),
@@ -84,6 +91,8 @@ def method_words(cfg: ExperimentConfig) -> str:
         text += f" + {REPRESENTATIONS[cfg.augment.representation]} on the representation"
     if cfg.data.generated:
         text += " + diffusion-generated training clips"
+    if cfg.train.optimizer == "sam":
+        text += f", trained with {'ASAM' if cfg.train.sam_adaptive else 'SAM'} (rho {cfg.train.sam_rho:g})"
     return text
 
 
@@ -104,6 +113,8 @@ def references_for(cfg: ExperimentConfig, synthetic: bool) -> list[tuple[Referen
         cite("REPAUG", REPRESENTATIONS[cfg.augment.representation])
     if cfg.data.generated:
         cite("AFT", "diffusion-generated training clips")
+    if cfg.train.optimizer == "sam":
+        cite("ASAM" if cfg.train.sam_adaptive else "SAM", "the sharpness-aware optimiser")
     if not synthetic:
         cite("ICBHI", "the training and test data")
     return [(PAPERS[key], why) for key, why in cited.items()]

@@ -22,6 +22,7 @@ from lungsound.data.database import Database, open_database
 from lungsound.data.dataset import CycleDataset
 from lungsound.data.default import resolve_root
 from lungsound.data.generated import GeneratedCycles, MixedDataset, check_sources
+from lungsound.data.wave_augment import AugmentedWaveforms, WaveAugment
 from lungsound.errors import LungsoundError
 from lungsound.models.build import input_configs
 
@@ -72,7 +73,18 @@ def build_run_data(cfg: ExperimentConfig, progress: bool = True) -> RunData:
         train = train.subset(exclude_patients=held_out)
     if cfg.data.generated:
         train = _with_generated(cfg, db, train, held_out, cycle_cfg, fbank_cfg, progress)
+    augment = wave_augment(cfg)
+    if augment.active:  # the same training items, featurised each epoch from augmented waveforms
+        waves = CycleDataset.from_split(db, "train", **{**kwargs, "fbank_cfg": None})
+        train = AugmentedWaveforms(waves.subset(exclude_patients=held_out) if held_out else waves, fbank_cfg, augment)
     return RunData(db, train, test, val)
+
+
+def wave_augment(cfg: ExperimentConfig) -> WaveAugment:
+    """The training cycles' waveform augmentation of `cfg` (inactive when augment.wave_gain and wave_noise are 0)."""
+    a = cfg.augment
+    return WaveAugment(gain=a.wave_gain, gain_p=a.wave_gain_p, noise=a.wave_noise, noise_p=a.wave_noise_p,
+                       seed=cfg.train.seed)
 
 
 def _with_generated(cfg: ExperimentConfig, db: Database, train, held_out: set[int], cycle_cfg, fbank_cfg, progress):

@@ -6,6 +6,8 @@ Moving-average update with beta = 0.5 after every optimiser step: every floating
 BatchNorm running statistics of backbone, classifier and any projector/domain head) becomes
     theta <- beta * theta_before_step + (1 - beta) * theta_after_step;
 integer buffers (BatchNorm's num_batches_tracked) keep the new value, optimiser moments are untouched.
+The optimiser itself comes from `build_optimizer` (`train.optimizer`: adam, the papers'; adamw; sgd; or sam, which wraps
+`train.sam_base` in sharpness-aware minimisation, lungsound.training.sam).
 """
 
 from __future__ import annotations
@@ -15,6 +17,28 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+
+from lungsound.config import BASE_OPTIMIZERS
+from lungsound.training.sam import SAM
+
+
+def _base_optimizer(name: str, params: list, train) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    if name == "adamw":  # decoupled weight decay (Loshchilov & Hutter, ICLR 2019)
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    raise ValueError(f"unknown base optimiser {name!r} (one of {', '.join(BASE_OPTIMIZERS)})")
+
+
+def build_optimizer(params: Iterable[torch.Tensor], train) -> torch.optim.Optimizer | SAM:
+    """The optimiser of `train` (a `TrainConfig`) over `params`: `train.optimizer` itself, or for `sam` the SAM update
+    (radius `train.sam_rho`, ASAM when `train.sam_adaptive`) around `train.sam_base`."""
+    params = list(params)
+    if train.optimizer == "sam":
+        return SAM(_base_optimizer(train.sam_base, params, train), rho=train.sam_rho, adaptive=train.sam_adaptive)
+    return _base_optimizer(train.optimizer, params, train)
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, eta_min_ratio: float = 1e-3) -> float:

@@ -1,6 +1,7 @@
 """The training loop shared by every method (docs/methods.md section 5).
 
-Per epoch e = 1..E: set the cosine learning rate, run the steps (objective loss, backward, Adam, moving-average blend),
+Per epoch e = 1..E: set the cosine learning rate, run the steps (objective loss, backward, the optimiser of
+`train.optimizer` (Adam by default; SAM takes two passes per step, lungsound.training.sam), moving-average blend),
 evaluate, select, checkpoint. Selection follows the protocol: `paper` keeps the epoch with the best test Score among
 those with Se > min_se (what the papers report); `clean` keeps the epoch with the best validation Score (patients held out
 of the training split) and reports the test split at that epoch.
@@ -13,6 +14,7 @@ takes a disjoint shard of every epoch and gradients are averaged across processe
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +31,16 @@ from lungsound.features.specaugment import SpecAugConfig, SpecAugment
 from lungsound.data.dataset import collate_samples
 from lungsound.data.formats import FORMATS
 from lungsound.data.labels import Vocabularies, domain_size
-from lungsound.data.sampler import BalancedOversampler
+from lungsound.data.sampler import BalancedOversampler, ClassWeightedSampler
 from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective, objective_spec
 from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
 from lungsound.models.build import build_model, check_model_input
+from lungsound.training.accumulate import Replay, backward_chunks, split_batch
 from lungsound.training.data import RunData, build_run_data
-from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr
+from lungsound.training.optim import MovingAverageBlend, build_optimizer, cosine_lr, set_lr
+from lungsound.training.sam import SAM, sam_update
 
 
 @dataclass
@@ -144,7 +148,7 @@ class Trainer:
         self.objective = create_objective(cfg.method.name, self.model.feature_dim, self.model.num_classes,
                                           class_weights=weights, **params).to(self.device)
         trainable = [p for m in (self.model, self.objective) for p in m.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.optimizer = build_optimizer(trainable, cfg.train)  # train.optimizer (Adam by default; sam: section 14)
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.blend = (MovingAverageBlend([self.model, self.objective], cfg.train.ma_beta)
@@ -155,10 +159,16 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------------------------
     def _loader(self, epoch: int) -> DataLoader:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        if hasattr(self.data.train, "set_epoch"):  # waveform augmentation's draws (lungsound.data.wave_augment)
+            self.data.train.set_epoch(epoch)
         if self.cfg.data.balance == "oversample":  # every class balance_per_class times (lungsound.data.sampler)
             sampler = BalancedOversampler(self.data.train.labels, self.cfg.data.balance_per_class,
                                           seed=self.cfg.train.seed * 100_003, rank=self.rank,
                                           world_size=dist_utils.world_size(), draw=self.cfg.data.balance_draw)
+            sampler.set_epoch(epoch)
+        elif self.cfg.data.balance == "weighted":  # N draws with replacement, weights 1 / class count (section 14)
+            sampler = ClassWeightedSampler(self.data.train.labels, seed=self.cfg.train.seed * 100_003, rank=self.rank,
+                                           world_size=dist_utils.world_size(), num_classes=self.model.num_classes)
             sampler.set_epoch(epoch)
         else:
             sampler = dist_utils.epoch_sampler(len(self.data.train), g)
@@ -190,22 +200,39 @@ class Trainer:
                               represent=lambda z, labels: self.represent(z, labels, generator=rep_gen))
             if self.blend:
                 self.blend.snapshot()
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                loss, logs = self.objective(self.model, batch, ctx)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            dist_utils.average_gradients(self.optimizer)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss, logs = self.step(batch, ctx)
             if self.blend:
                 self.blend.blend()
-            logs = {"loss": float(loss.detach()), **logs}
+            logs = {"loss": loss, **logs}
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + v
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             bar.update()
         bar.close()
         return {f"train_{k}": v / max(1, steps) for k, v in totals.items()} | {"lr": lr}
+
+    def step(self, batch: Batch, ctx: StepContext) -> tuple[float, dict[str, float]]:
+        """One optimiser step on `batch` (in `train.grad_accum` micro-batches, each pass over a micro-batch seeing the
+        same augmented input): the loss at the weights before the step and the objective's logs."""
+        chunks = [(part, Replay(ctx.augment)) for part in split_batch(batch, self.cfg.train.grad_accum)]
+
+        def loss_of(chunk):
+            part, augment = chunk
+            augment.rewind()
+            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                return self.objective(self.model, part, dataclasses.replace(ctx, augment=augment))
+
+        def sync():
+            dist_utils.average_gradients(self.optimizer)
+
+        if isinstance(self.optimizer, SAM):  # two passes: at w and at w + e (lungsound.training.sam)
+            return sam_update(self.optimizer, loss_of, chunks, self.scaler, sync)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logs = backward_chunks(loss_of, chunks, self.scaler)
+        sync()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, logs
 
     def evaluate(self, which: str) -> Evaluation:
         dataset = getattr(self.data, which)
