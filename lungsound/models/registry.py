@@ -59,6 +59,7 @@ class ModelSpec:
     sample_rate: int = DEFAULT_SAMPLE_RATE
     frames_per_second: float | None = FBANK_FRAMES_PER_SECOND
     paper: str | None = None
+    uses_metadata: bool = False
 
     def __post_init__(self):
         if self.input not in INPUTS:
@@ -76,11 +77,30 @@ class ModelSpec:
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
+# method.params keys that say how a metadata model (`ModelSpec.uses_metadata`) reads the metadata: the fields it
+# writes (`meta_fields`), the training-time drop of one field (`meta_drop`), every field unknown (`no_description`).
+# The objective never sees them; `metadata_params` hands them to the model.
+METADATA_OPTIONS = ("meta_fields", "meta_drop", "no_description")
+
+
+def metadata_params(name: str, method_params: dict, source: str | Path | None = None) -> dict:
+    """The `METADATA_OPTIONS` of `method_params` as model params (a list of fields joined by commas); a one-line
+    error naming `source` when model `name` reads no metadata."""
+    given = {k: method_params[k] for k in METADATA_OPTIONS if k in method_params}
+    if not given:
+        return {}
+    if not model_spec(name).uses_metadata:
+        raise LungsoundError(f"method.params.{next(iter(given))}: model {name!r} reads no metadata (only a model "
+                             "that does, e.g. clap_bts, takes it)", source)
+    if isinstance(given.get("meta_fields"), (list, tuple)):
+        given["meta_fields"] = ",".join(map(str, given["meta_fields"]))
+    return given
+
 
 def register_model(name: str, *, input: str, explanation: str, memory: MemoryEstimate, architecture: str,
                    params: ParamSchema | None = None, config_cls: type | None = None,
                    sample_rate: int = DEFAULT_SAMPLE_RATE, frames_per_second: float | None = FBANK_FRAMES_PER_SECOND,
-                   paper: str | None = None) -> Callable[[F], F]:
+                   paper: str | None = None, uses_metadata: bool = False) -> Callable[[F], F]:
     """Decorator registering ``factory`` under ``name`` with what the model is (:class:`ModelSpec`); a name can be
     registered once.
 
@@ -94,7 +114,7 @@ def register_model(name: str, *, input: str, explanation: str, memory: MemoryEst
         fps = None if input == "waveform" else frames_per_second
         MODELS.add(name, ModelSpec(name, factory, schema, input=input, explanation=explanation, memory=memory,
                                    architecture=architecture, sample_rate=sample_rate, frames_per_second=fps,
-                                   paper=paper))
+                                   paper=paper, uses_metadata=uses_metadata))
         return factory
 
     return decorate
