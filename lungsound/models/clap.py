@@ -199,7 +199,7 @@ class ClapClassifier(FeatureClassifier):
         if self.training and self.settings.meta_drop > 0:
             drop = torch.rand(batch) < self.settings.meta_drop
             which = torch.randint(len(self.fields), (batch,)) if self.fields else torch.zeros(batch, dtype=torch.long)
-            for i in torch.flatnonzero(drop).tolist():
+            for i in torch.nonzero(drop).flatten().tolist():
                 rows[i][self.fields[int(which[i])]] = None
         return [metadata_prompt(row, self.fields) for row in rows]
 
