@@ -11,6 +11,7 @@ import torch
 from lungsound.config import config_from_dict, load_config
 from lungsound.errors import LungsoundError
 from lungsound.methods import create_objective
+from lungsound.models.build import metadata_definitions
 from lungsound.training.trainer import objective_params
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -78,6 +79,12 @@ ROWS: dict[str, tuple] = {
     "icbhi_repaug_hubert_large_clean": (8.0, 8, False, False, None, True, 288, "clean", R(checkpointing=True)),
     "icbhi_repaug_xls_r_300m": (8.0, 8, False, False, None, True, 288, "paper", R(checkpointing=True)),
     "icbhi_repaug_xls_r_300m_clean": (8.0, 8, False, False, None, True, 288, "clean", R(checkpointing=True)),
+    # [BTS]: CLAP at 48 kHz (waveform, no SpecAugment), plain CE, the section 5 recipe; the metadata sentence read under
+    # the protocol's definitions (paper: the patient-level chest location). The audio-only baseline reads none.
+    "icbhi_bts": (8.0, 8, False, False, None, True, 288, "paper", R(metadata="paper")),
+    "icbhi_bts_clean": (8.0, 8, False, False, None, True, 288, "clean", R(metadata="clean")),
+    "icbhi_clap_audio": (8.0, 8, False, False, None, True, 288, "paper", R()),
+    "icbhi_clap_audio_clean": (8.0, 8, False, False, None, True, 288, "clean", R()),
     # The quickstart (not a paper row): the AST CE recipe's weighting, no SpecAugment, clean protocol.
     "quickstart": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
     "quickstart_patchmix_cl": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
@@ -103,6 +110,8 @@ def effective(path: Path) -> tuple:
         extra["balance"] = (cfg.data.balance, cfg.data.balance_per_class, cfg.data.balance_draw)
     if cfg.model.params.get("gradient_checkpointing"):
         extra["checkpointing"] = True
+    if metadata_definitions(cfg) is not None:
+        extra["metadata"] = metadata_definitions(cfg)
     return (cfg.data.duration, cfg.train.batch_size, weighted, a.specaug, draw, cfg.train.amp, width,
             cfg.train.protocol, extra)
 

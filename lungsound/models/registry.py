@@ -21,6 +21,8 @@ from typing import Any, Callable, TypeVar
 from torch import nn
 
 from lungsound.audio import DEFAULT_SAMPLE_RATE  # a spec's default rate: 16 kHz, every published recipe
+from lungsound.data.sample_meta import PROMPT_FIELDS
+from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.registry import Registry
 from lungsound.models.params import ParamSchema, any_keys, schema_of
@@ -81,6 +83,7 @@ MODELS: Registry[ModelSpec] = Registry("model")
 # writes (`meta_fields`), the training-time drop of one field (`meta_drop`), every field unknown (`no_description`).
 # The objective never sees them; `metadata_params` hands them to the model.
 METADATA_OPTIONS = ("meta_fields", "meta_drop", "no_description")
+_OPTION_FIELDS = {"meta_drop": Field(float, 0.0, 1.0), "no_description": Field(bool)}
 
 
 def metadata_params(name: str, method_params: dict, source: str | Path | None = None) -> dict:
@@ -92,8 +95,21 @@ def metadata_params(name: str, method_params: dict, source: str | Path | None = 
     if not model_spec(name).uses_metadata:
         raise LungsoundError(f"method.params.{next(iter(given))}: model {name!r} reads no metadata (only a model "
                              "that does, e.g. clap_bts, takes it)", source)
-    if isinstance(given.get("meta_fields"), (list, tuple)):
-        given["meta_fields"] = ",".join(map(str, given["meta_fields"]))
+    for key, field in _OPTION_FIELDS.items():
+        problem = field.problem(given[key]) if key in given else None
+        if problem:
+            raise LungsoundError(f"method.params.{key} {problem}", source)
+    if "meta_fields" in given:
+        fields = given["meta_fields"]
+        names = fields.split(",") if isinstance(fields, str) else fields if isinstance(fields, (list, tuple)) else None
+        if names is None or not all(isinstance(n, str) for n in names):
+            raise LungsoundError(f"method.params.meta_fields must be a list of fields, got {fields!r}", source)
+        names = [n.strip() for n in names if n.strip()]
+        unknown = [n for n in names if n not in PROMPT_FIELDS]
+        if unknown:
+            raise LungsoundError(f"method.params.meta_fields: {', '.join(unknown)} not among the fields "
+                                 f"{', '.join(PROMPT_FIELDS)}", source)
+        given["meta_fields"] = ",".join(names)
     return given
 
 
