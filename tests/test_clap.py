@@ -185,3 +185,33 @@ def test_clap_weights_load_from_a_save_pretrained_folder_with_its_tokenizer(tmp_
     torch.testing.assert_close(audio.backbone.audio_projection.linear1.weight, hf.audio_projection.linear1.weight)
     with pytest.raises(LungsoundError, match="config.json is missing"):
         create_model("clap_bts", weights=str(tmp_path / "nothing"))
+
+
+def test_bind_metadata_hands_each_batch_its_rows_under_the_protocol_and_leaves_other_models_alone():
+    from lungsound.data.sample_meta import SampleMeta
+    from lungsound.models.conditioning import bind_metadata, call_model
+
+    class Stub(torch.nn.Module):
+        feature_dim = 3
+
+        def forward_features(self, x, patch_hook=None, meta=None):
+            self.seen = meta
+            return x
+
+        def forward(self, x, meta=None):
+            self.seen = meta
+            return x
+
+    stub = Stub()
+    assert bind_metadata(stub, [None], None) is stub
+    record = SampleMeta(223, "223_1b1_Al_sc_Meditron", location="Al", device="Meditron",
+                        extra={"patient_location": "Ll"})
+    bound = bind_metadata(stub, [record, None], "paper")
+    assert bound.feature_dim == 3
+    bound.forward_features(torch.zeros(2, 1))
+    assert stub.seen == [{"age": None, "sex": None, "location": "Ll", "device": "Meditron"},
+                         {"age": None, "sex": None, "location": None, "device": None}]
+    call_model(stub, torch.zeros(1, 1), [record], "clean")
+    assert stub.seen == [{"age": None, "sex": None, "location": "Al", "device": "Meditron"}]
+    bind_metadata(stub, None, "clean")(torch.zeros(1, 1))
+    assert stub.seen is None  # a batch without records: the model reads every field as unknown

@@ -144,3 +144,35 @@ def test_predict_cli_meta(trained, icbhi_dir, capsys):
     assert main(["predict", "--checkpoint", str(result.checkpoint), "--meta", "age=70,weight=80", wav]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "lungsound: error: --meta: metadata key(s) weight are not known; the keys are age, sex, location, device"
+
+
+def test_the_app_shows_the_patient_form_for_a_bts_model_and_passes_it(tmp_path, monkeypatch, good_recording):
+    """A random tiny clap_bts folder: the sidebar's patient form appears, blank fields give the "no metadata" warning,
+    filled ones reach the model (the page's result is the Predictor's with that metadata)."""
+    pytest.importorskip("streamlit.testing.v1", reason="streamlit is not installed")
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
+    from tests.app_support import open_app
+
+    cfg = load_config(None, ["model.name=clap_bts", "data.input=waveform", "augment.specaug=false",
+                             "data.duration=2.0"])
+    cfg.model.params = {"overrides": TINY}
+    torch.manual_seed(0)
+    folder = save_model(tmp_path / "bts", build_model(cfg), cfg, {"selected_epoch": 1, "protocol": "clean"})
+    at = open_app(folder, monkeypatch, tmp_path)
+    assert [s.label for s in at.sidebar.selectbox if s.key and s.key.startswith("meta_")] == [
+        "Sex", "Chest location", "Device"]
+    at.file_uploader(key="upload").set_value((*good_recording, "audio/wav"))
+    at.run()
+    assert any(w.value.startswith("no metadata was given") for w in at.warning)
+    at.number_input(key="meta_age").set_value(70.0)
+    at.selectbox(key="meta_sex").set_value("F")
+    at.selectbox(key="meta_location").set_value("Pl")
+    at.selectbox(key="meta_device").set_value("Meditron")
+    at.run()
+    assert not at.exception and not any("metadata" in w.value for w in at.warning)
+    expected = Predictor.from_checkpoint(folder).predict(good_recording[1], name=good_recording[0],
+                                                         metadata={**META, "age": 70.0}, max_seconds=120.0)
+    assert f"### {expected.summary['text']}" in [m.value for m in at.markdown]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Normal"] == f"{100 * expected.summary['probabilities']['normal']:.0f}%"

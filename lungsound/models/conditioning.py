@@ -37,7 +37,7 @@ class MetadataBound:
     """`model` with one batch's metadata rows bound: ``forward_features`` and calls pass ``meta=rows``; anything else
     (``forward_head``, ``feature_dim``, parameters, ...) is the model's own."""
 
-    def __init__(self, model: nn.Module, rows: MetaRows):
+    def __init__(self, model: nn.Module, rows: MetaRows | None):
         self.model, self.rows = model, rows
 
     def forward_features(self, x: torch.Tensor, patch_hook=None) -> torch.Tensor:
@@ -51,12 +51,13 @@ class MetadataBound:
 
 
 def bind_metadata(model: nn.Module, metas: Sequence | None, definitions: str | None):
-    """`model` itself when `definitions` is None (it reads no metadata), else `MetadataBound` over the batch's rows."""
+    """`model` itself when `definitions` is None (it reads no metadata), else `MetadataBound` over the batch's rows
+    (`metas` None: a batch without records, every field unknown)."""
     if definitions is None:
         return model
-    return MetadataBound(model, meta_rows(metas if metas is not None else [], definitions))
+    return MetadataBound(model, None if metas is None else meta_rows(metas, definitions))
 
 
 def call_model(model: nn.Module, x: torch.Tensor, metas: Sequence | None, definitions: str | None) -> torch.Tensor:
     """The logits of `x` (with the samples' metadata when the model reads it)."""
-    return model(x) if definitions is None else model(x, meta=meta_rows(metas or [None] * len(x), definitions))
+    return model(x) if definitions is None else model(x, meta=None if metas is None else meta_rows(metas, definitions))
