@@ -117,7 +117,7 @@ def test_predict_with_and_without_metadata_on_real_recordings(trained, icbhi_dir
     result, _ = trained
     predictor = Predictor.from_checkpoint(result.checkpoint)
     assert predictor.uses_metadata and predictor.sample_rate == 48000
-    wav = sorted(icbhi_dir.glob("*.wav"))[0]
+    wav = sorted(icbhi_dir.rglob("*.wav"))[0]
     bare = predictor.predict(wav, segmentation="windows")
     given = predictor.predict(wav, segmentation="windows", metadata=META)
     part = predictor.predict(wav, segmentation="windows", metadata={"age": 70})
@@ -136,7 +136,7 @@ def test_predict_with_and_without_metadata_on_real_recordings(trained, icbhi_dir
 
 def test_predict_cli_meta(trained, icbhi_dir, capsys):
     result, _ = trained
-    wav = str(sorted(icbhi_dir.glob("*.wav"))[0])
+    wav = str(sorted(icbhi_dir.rglob("*.wav"))[0])
     assert main(["predict", "--checkpoint", str(result.checkpoint), "--json", "--segmentation", "windows",
                  "--meta", "age=70,sex=F,location=Pl,device=Meditron", wav]) == 0
     (pred,) = json.loads(capsys.readouterr().out)
