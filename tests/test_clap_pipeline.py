@@ -160,6 +160,9 @@ def test_the_app_shows_the_patient_form_for_a_bts_model_and_passes_it(tmp_path, 
     torch.manual_seed(0)
     folder = save_model(tmp_path / "bts", build_model(cfg), cfg, {"selected_epoch": 1, "protocol": "clean"})
     at = open_app(folder, monkeypatch, tmp_path)
+    card = next(m.value for m in at.markdown if m.value.startswith("| About this model"))
+    assert ("| Model input | raw waveform (48 kHz samples) and the patient's age, sex, chest location and device, as "
+            "one sentence |") in card
     assert [s.label for s in at.sidebar.selectbox if s.key and s.key.startswith("meta_")] == [
         "Sex", "Chest location", "Device"]
     at.file_uploader(key="upload").set_value((*good_recording, "audio/wav"))
