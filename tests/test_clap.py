@@ -215,3 +215,10 @@ def test_bind_metadata_hands_each_batch_its_rows_under_the_protocol_and_leaves_o
     assert stub.seen == [{"age": None, "sex": None, "location": "Al", "device": "Meditron"}]
     bind_metadata(stub, None, "clean")(torch.zeros(1, 1))
     assert stub.seen is None  # a batch without records: the model reads every field as unknown
+
+
+def test_the_published_checkpoint_refuses_offline_in_one_line():
+    with pytest.raises(LungsoundError, match=r"cannot load CLAP 'laion/clap-htsat-unfused' .*pass the folder: "
+                                             r"model.pretrained=/path/to/folder") as info:
+        create_model("clap_bts", weights="default")
+    assert "\n" not in str(info.value)
