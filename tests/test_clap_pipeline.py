@@ -179,3 +179,18 @@ def test_the_app_shows_the_patient_form_for_a_bts_model_and_passes_it(tmp_path, 
     assert f"### {expected.summary['text']}" in [m.value for m in at.markdown]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Normal"] == f"{100 * expected.summary['probabilities']['normal']:.0f}%"
+
+
+def test_the_audio_only_baseline_exports_to_onnx_and_matches_pytorch(tmp_path, icbhi_dir):
+    """clap_audio has one input, the waveform; its front end (the STFT as a strided convolution) exports too."""
+    from lungsound.models.build import build_model
+    from lungsound.models.folder import save_model
+
+    cfg = load_config(None, ["model.name=clap_audio", "data.input=waveform", "augment.specaug=false",
+                             "data.duration=2.0"])
+    cfg.model.params = {"overrides": TINY}
+    torch.manual_seed(0)
+    folder = save_model(tmp_path / "audio", build_model(cfg), cfg, {"selected_epoch": 1})
+    info = export_checkpoint(folder, tmp_path / "onnx", data=icbhi_dir, n_check=4, log=lambda line: None)
+    assert info["check"]["inputs"] == 4 and info["check"]["fp32_max_abs_logit_diff"] <= 1e-4
+    assert (tmp_path / "onnx" / "model.onnx").is_file()

@@ -9,7 +9,7 @@ Pretraining with Feature Fusion and Keyword-to-Caption Augmentation", ICASSP 202
 Input ``x`` is a batch of 48-kHz cycles ``(B, L)`` (the pipeline cuts them at the spec's 48 kHz with the 1/16-s fades
 and repeat-pads them to 8 s ending in a 3,000-sample fade-out, docs/methods.md section 2). Inside the model the front
 end is CLAP's feature extractor (`ClapFeatureExtractor`: its padding, mel filters and dB scale, computed with torch so
-that gradients reach the waveform): a cycle shorter than 10 s is tiled int(480,000 / L) times and zero-padded to 10 s
+that gradients reach the waveform, the STFT as a strided convolution with the windowed DFT so that it exports to ONNX): a cycle shorter than 10 s is tiled int(480,000 / L) times and zero-padded to 10 s
 ("repeatpad"; an 8-s cycle is 8 s of sound and 2 s of zeros), then a centred STFT (Hann 1,024, hop 480), power, 64
 mel bands (Slaney for "rand_trunc", HTK and four copies for "fusion"), 10 log10(max(mel, 1e-10)): 1,001 frames x 64.
 Longer cycles are refused (the extractor would crop at random).
@@ -104,7 +104,14 @@ class ClapFrontEnd(nn.Module):
         self.padding, self.copies = fe.padding, 4 if fe.truncation == "fusion" else 1
         filters = fe.mel_filters if fe.truncation == "fusion" else fe.mel_filters_slaney  # (bins, mels)
         self.register_buffer("filters", torch.from_numpy(np.asarray(filters, dtype=np.float32)), persistent=False)
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        # The windowed DFT as one strided convolution (real rows, then imaginary): exportable to ONNX, unlike a
+        # complex STFT. Row k of the real part is w(n) cos(2 pi k n / N), of the imaginary part -w(n) sin(...).
+        n = torch.arange(self.n_fft, dtype=torch.float64)
+        k = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64)[:, None]
+        window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+        angle = 2 * torch.pi * k * n / self.n_fft
+        dft = torch.cat([window * torch.cos(angle), -window * torch.sin(angle)])[:, None, :]
+        self.register_buffer("dft", dft.float(), persistent=False)
 
     @property
     def frames(self) -> int:
@@ -122,9 +129,12 @@ class ClapFrontEnd(nn.Module):
         return nn.functional.pad(x, (0, self.max_samples - x.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(self.pad(x.float()), self.n_fft, self.hop, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True).abs() ** 2  # (B, bins, T)
-        mel = torch.einsum("bft,fm->btm", spec, self.filters)
+        half = self.n_fft // 2  # a centred STFT: the padded signal reflected by half a window at each end
+        padded = nn.functional.pad(self.pad(x.float())[:, None], (half, half), mode="reflect")
+        parts = nn.functional.conv1d(padded, self.dft, stride=self.hop)  # (B, 2 bins, T)
+        bins = self.dft.shape[0] // 2
+        power = parts[:, :bins] ** 2 + parts[:, bins:] ** 2
+        mel = torch.einsum("bft,fm->btm", power, self.filters)
         logmel = 10.0 * torch.log10(mel.clamp(min=1e-10))
         return logmel[:, None].expand(-1, self.copies, -1, -1)
 
