@@ -67,6 +67,11 @@ check-data:
 	  echo "Get it with:  make download   (about 2 GB, into data/ICBHI_final_database)"; \
 	  echo "or point DATA=... at an existing copy (official archive or Kaggle layout)."; exit 2; }
 
+.PHONY: icbhi-bts
+icbhi-bts: check-data setup ## BTS (CLAP with the metadata sentence) [BTS] and its audio-only CLAP baseline, both protocols
+	$(SWEEP) -c experiments/icbhi_bts.yaml -c experiments/icbhi_bts_clean.yaml -c experiments/icbhi_clap_audio.yaml \
+	  -c experiments/icbhi_clap_audio_clean.yaml data.root=$(DATA) --seeds $(SEEDS) --published --out outputs/compare/icbhi
+
 icbhi-ast-ce: check-data setup ## AST fine-tuning baseline, both protocols, then the comparison table
 	$(SWEEP) -c experiments/icbhi_ast_ce.yaml -c experiments/icbhi_ast_ce_clean.yaml data.root=$(DATA) --seeds $(SEEDS) \
 	  --published --out outputs/compare/icbhi
@@ -210,6 +215,21 @@ BUILTIN_VOCODER := data.root=null model.residual_layers=4 model.residual_channel
 	tracking.experiment=builtin-vocoder tracking.run_name=builtin-vocoder
 BUILTIN_AFT := $(filter-out train.epochs=15 tracking.experiment=builtin-bench,$(BUILTIN_SIZE)) train.epochs=10 \
 	tracking.experiment=builtin-aft
+
+# [BTS] at quickstart size (clean protocol): a tiny CLAP (1-layer text tower, 2-stage HTSAT of width 8, 16-d
+# projections; random init, so the sentence's words mean nothing to it at first) with and without the metadata
+# sentence, 4-s cycles at 48 kHz, 10 epochs. It shows the metadata path end to end, not the paper's model.
+BUILTIN_CLAP_TINY := 'model.params={overrides: {projection_dim: 16, text_config: {vocab_size: 128, hidden_size: 32, \
+	num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 70}, audio_config: \
+	{hidden_size: 16, patch_embeds_hidden_size: 8, depths: [1, 1], num_attention_heads: [1, 2], window_size: 8, \
+	projection_hidden_size: 16}}}'
+BUILTIN_BTS := data.root=null model.pretrained=null data.duration=4.0 train.lr=1.0e-3 train.batch_size=8 \
+	train.epochs=10 train.ma_beta=null tracking.experiment=builtin-bts $(BUILTIN_CLAP_TINY)
+
+.PHONY: bench-builtin-bts
+bench-builtin-bts: setup ## [BTS] on built-in data: tiny CLAP with and without the metadata sentence, clean protocol
+	$(SWEEP_CPU) -c experiments/icbhi_bts_clean.yaml -c experiments/icbhi_clap_audio_clean.yaml $(BUILTIN_BTS) \
+	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet --out outputs/compare/builtin-bts
 
 .PHONY: bench-builtin-aft
 bench-builtin-aft: setup ## [AFT] on built-in data: small vocoder, mixed set, tiny AST CE / CE-mixed / AFT, 3 seeds

@@ -4,12 +4,14 @@ Run with `make app`, or `streamlit run app/streamlit_app.py` from the repository
 
 1. the research-use notice, the model in use (sidebar picker, or a Hugging Face hub id typed above it; a banner when
    it was trained on synthetic data);
-2. a recording: uploaded (wav, flac, ogg, mp3; at most MAX_UPLOAD_MB and MAX_SECONDS) or recorded in the browser;
-3. the recording-level summary in plain words with the calibrated probability of each finding, then any quality warning;
-4. the audio player, a timeline of the class probabilities per segment, the waveform, and the spectrogram with the
+2. for a model that reads the patient's metadata (BTS), a short form in the sidebar (age, sex, chest location,
+   device; blank = unknown, which the result then says);
+3. a recording: uploaded (wav, flac, ogg, mp3; at most MAX_UPLOAD_MB and MAX_SECONDS) or recorded in the browser;
+4. the recording-level summary in plain words with the calibrated probability of each finding, then any quality warning;
+5. the audio player, a timeline of the class probabilities per segment, the waveform, and the spectrogram with the
    explanation of one chosen segment (a red overlay for spectrogram models; for waveform models a time-saliency strip
    under the enlarged segment, with a caption saying so);
-5. a table of every segment, a JSON download of the results, and the model card (with the model's input, the kind
+6. a table of every segment, a JSON download of the results, and the model card (with the model's input, the kind
    of explanation shown and the runtime).
 
 An exported model (`lungsound export`, listed as "ONNX fp32" or "ONNX int8") analyses the recording with ONNX Runtime;
@@ -37,6 +39,7 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 import components as ui  # noqa: E402  (the app folder is put on sys.path just above)
+from metadata_form import metadata_form  # noqa: E402
 from models import ENV_MODEL, discover_models, hub_choice, load_predictor  # noqa: E402
 
 from lungsound.errors import LungsoundError  # noqa: E402
@@ -140,6 +143,7 @@ options = [k for k in SEGMENTATIONS if k != "cycles" or annotation_file is not N
 segmentation = st.sidebar.radio("Segments", options, format_func=SEGMENTATIONS.get, key="segmentation")
 st.sidebar.caption(f"Recordings up to {MAX_SECONDS:.0f} s and {MAX_UPLOAD_MB} MB. Files are analysed in memory "
                    "and never stored.")
+metadata = metadata_form(st.sidebar) if predictor.uses_metadata else None  # BTS: age, sex, location, device
 
 # --------------------------------------------------------------------------------------------- the recording
 left, right = st.columns([3, 2])
@@ -170,11 +174,12 @@ else:
         except LungsoundError as exc:
             st.error(f"**The annotation file cannot be used.** {exc}", icon=":material/error:")
             st.stop()
-    key = (choice.source, hashlib.sha1(data).hexdigest(), segmentation, str(annotation))
+    key = (choice.source, hashlib.sha1(data).hexdigest(), segmentation, str(annotation), str(metadata))
     try:
         with st.spinner(f"Analysing {name}..."), model_lock:
             pred = remember(key, lambda: predictor.predict(data, name=name, segmentation=segmentation,
-                                                           annotation=annotation, max_seconds=MAX_SECONDS))
+                                                           annotation=annotation, max_seconds=MAX_SECONDS,
+                                                           metadata=metadata))
     except LungsoundError as exc:
         st.error(f"**This recording cannot be analysed.** {exc}\n\nPlease upload or record another one.",
                  icon=":material/error:")

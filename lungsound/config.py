@@ -214,8 +214,10 @@ def _check_model(cfg: ExperimentConfig, source: str) -> None:
     # this module; tests/test_registries.py checks that reading an experiment file does not load torch), and models
     # imports this module (config -> models at the top would close a circle).
     from lungsound.models import check_model_params
+    from lungsound.models.registry import metadata_params
 
-    check_model_params(cfg.model.name, cfg.model.params, source, seconds=cfg.data.duration)
+    metadata = metadata_params(cfg.model.name, cfg.method.params, source)
+    check_model_params(cfg.model.name, {**metadata, **cfg.model.params}, source, seconds=cfg.data.duration)
 
 
 def _check_combinations(cfg: ExperimentConfig, source: str) -> None:

@@ -57,3 +57,16 @@ def predict_upload(model: Path, recording: tuple[str, bytes]):
 
     name, data = recording
     return Predictor.from_checkpoint(model).predict(data, name=name, max_seconds=120.0)
+
+
+def open_app(model: Path, monkeypatch, cwd: Path):
+    """The app run once with `model` as $LUNGSOUND_APP_MODEL, no MLflow store and `cwd` (no ./outputs) as the folder."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(model))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(cwd)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at

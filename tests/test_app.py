@@ -20,7 +20,7 @@ pytest.importorskip("streamlit.testing.v1", reason="streamlit is not installed")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tests.app_support import (  # noqa: E402
-    APP, AUDIO_DIR, GOOD, TIMEOUT, load_app_module, predict_upload, to_wav,
+    APP, AUDIO_DIR, GOOD, TIMEOUT, load_app_module, open_app, predict_upload, to_wav,
 )
 
 
@@ -176,12 +176,7 @@ def test_bad_input_gives_a_message_and_the_app_keeps_working(app, good_recording
 def test_waveform_model_page_shows_a_time_saliency(speech_model, good_recording, monkeypatch, tmp_path):
     """With a speech model from $LUNGSOUND_APP_MODEL the page analyses a real recording like any model, shows the time
     saliency under the spectrogram with its caption, and the model card names the input and the explanation."""
-    monkeypatch.setenv("LUNGSOUND_APP_MODEL", str(speech_model))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
+    at = open_app(speech_model, monkeypatch, tmp_path)
     card = next(m.value for m in at.markdown if m.value.startswith("| About this model"))
     assert "| Model input | raw waveform (16 kHz samples) |" in card
     assert "| Explanation shown | gradient x input time saliency over the waveform" in card

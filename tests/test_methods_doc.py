@@ -37,7 +37,7 @@ SOURCE_KINDS = ("paper", "reference", "checkpoint", "not stated, our choice")
 FIXED_TITLES = {1: "ICBHI 2017 data", 2: "Cycle extraction", 3: "Features", 4: "AST backbone", 5: "Training recipe",
                 6: "Metric", 7: "[PMCL]", 8: "[SGSCL]", 9: "[REPAUG]", 10: "[AFT]", 11: "The field",
                 12: "[EFFAT]", 13: "[BTS]", 14: "[SAM]"}
-PAPER_SECTION = {"PMCL": 7, "SGSCL": 8, "REPAUG": 9, "AFT": 10, "SAM": 14}
+PAPER_SECTION = {"PMCL": 7, "SGSCL": 8, "REPAUG": 9, "AFT": 10, "BTS": 13, "SAM": 14}
 METHOD_PARTS = ("**Where the reference code departs from the paper**", "**Clean protocol changes**",
                 "**Published numbers**", "**Implemented in**", RECIPE_HEADER)
 

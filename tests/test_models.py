@@ -13,9 +13,10 @@ import torch.nn.functional as F
 import torchaudio
 
 from lungsound.errors import LungsoundError
-from lungsound.models import AST, SPEECH_MODELS, create_model, frames_for_duration, list_models, patch_grid
+from lungsound.models import AST, create_model, frames_for_duration, list_models, model_spec, patch_grid
 
-FBANK_MODELS = [name for name in list_models() if name not in SPEECH_MODELS]  # speech models: test_speech_models.py
+# Waveform models (speech: test_speech_models.py; CLAP: test_clap.py) take no fbank batch.
+FBANK_MODELS = [name for name in list_models() if model_spec(name).input == "fbank"]
 
 # Small sizes for the registered models (the full-size AST would take seconds per forward on CPU).
 SMALL = {"ast": dict(embed_dim=32, depth=1, num_heads=2), "ast_tiny": {}}

@@ -11,6 +11,7 @@ import torch
 from lungsound.config import config_from_dict, load_config
 from lungsound.errors import LungsoundError
 from lungsound.methods import create_objective
+from lungsound.models.build import metadata_definitions
 from lungsound.training.trainer import objective_params
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -86,6 +87,12 @@ ROWS: dict[str, tuple] = {
     # pooling with a Dropout(0.3) + Linear head, waveform gain U(0.9, 1.1) and noise sigma 1e-4, each with p 0.5.
     "icbhi_ast_sam": (8.0, 8, False, False, "sample", False, 288, "paper", R(**SAM_EXTRA)),
     "icbhi_ast_sam_clean": (8.0, 8, False, False, "fresh", False, 288, "clean", R(**SAM_EXTRA)),
+    # [BTS]: CLAP at 48 kHz (waveform, no SpecAugment), plain CE, the section 5 recipe; the metadata sentence read under
+    # the protocol's definitions (paper: the patient-level chest location). The audio-only baseline reads none.
+    "icbhi_bts": (8.0, 8, False, False, None, True, 288, "paper", R(metadata="paper")),
+    "icbhi_bts_clean": (8.0, 8, False, False, None, True, 288, "clean", R(metadata="clean")),
+    "icbhi_clap_audio": (8.0, 8, False, False, None, True, 288, "paper", R()),
+    "icbhi_clap_audio_clean": (8.0, 8, False, False, None, True, 288, "clean", R()),
     # The quickstart (not a paper row): the AST CE recipe's weighting, no SpecAugment, clean protocol.
     "quickstart": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
     "quickstart_patchmix_cl": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
@@ -122,6 +129,8 @@ def effective(path: Path) -> tuple:
     if "pooling" in cfg.model.params:  # the AST's pooling and head (speech models have their own head key)
         p = cfg.model.params
         extra["head"] = (p.get("pooling", "cls_dist"), p.get("head", "norm"), p.get("head_dropout", 0.0))
+    if metadata_definitions(cfg) is not None:
+        extra["metadata"] = metadata_definitions(cfg)
     return (cfg.data.duration, cfg.train.batch_size, weighted, a.specaug, draw, cfg.train.amp, width,
             cfg.train.protocol, extra)
 

@@ -8,6 +8,11 @@ forces the hub), or an MLflow model; without `--runtime` it runs a folder with t
 exported folder with its export's runtime, any other with PyTorch; docs/sharing.md). With `--checkpoint` or
 `--run-id` the runtime defaults to torch.
 
+`--meta age=70,sex=F,location=Pl,device=Meditron` gives a model that reads metadata (BTS's `clap_bts`) the patient's
+age, sex, chest location (an ICBHI code: Tc, Al, Ar, Pl, Pr, Ll, Lr) and device (an ICBHI device name), the same for
+every file; a field left out is unknown, and without `--meta` every field is (the result's warnings say so). A bad
+key or value is a one-line error before any file is read; other models ignore it (with a warning).
+
 Output goes to stdout only: a readable summary per file (default), `--json` (a list with one `Prediction.to_dict()` per
 file) or `--csv` (one row per segment: file, start, end, normal, crackle, wheeze, both). File names are printed escaped
 (`lungsound.errors.display_path`: a terminal escape sequence shows as ``\x1b[...``) in the summary, the CSV and on
@@ -28,6 +33,7 @@ from lungsound.cli.model_source import add_model_options, model_reference
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError, display_path, one_line, os_error_message, printable
 from lungsound.inference import DEFAULT_RUNTIME, RUNTIMES, SEGMENTATIONS, Predictor, open_source
+from lungsound.models.clap_prompt import parse_metadata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation", choices=SEGMENTATIONS, default="auto",
                    help="auto: annotated cycles, else detected breathing cycles, else sliding windows")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")
+    p.add_argument("--meta", default=None, metavar="KEY=VALUE,...",
+                   help="the patient's metadata for a model that reads it (clap_bts), e.g. "
+                        "age=70,sex=F,location=Pl,device=Meditron; a field left out is unknown")
     p.add_argument("--runtime", choices=RUNTIMES.names(), default=None,
                    help="what computes the logits: torch, the PyTorch weights (default with --checkpoint and "
                         "--run-id), or the runtime of a folder from `lungsound export`, e.g. onnx (default with "
@@ -50,15 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    metadata = parse_metadata(args.meta) if args.meta is not None else None  # a bad key: one line, before loading
     reference, kind = model_reference(args)
     with open_source(reference, kind) as source:
         predictor = Predictor.from_source(source, runtime=args.runtime or (DEFAULT_RUNTIME if kind else None))
+    if metadata is not None and not predictor.uses_metadata:
+        print(f"lungsound: warning: model {predictor.cfg.model.name!r} reads no metadata; --meta is ignored",
+              file=sys.stderr, flush=True)
     results, failed = [], 0
     writer = _csv_writer() if args.csv else None
     for path in args.files:
         try:
             pred = predictor.predict(path, annotation=_annotation_for(path, args.annotation),
-                                     segmentation=args.segmentation, max_seconds=args.max_seconds)
+                                     segmentation=args.segmentation, max_seconds=args.max_seconds,
+                                     metadata=metadata)
         except LungsoundError as exc:
             failed += 1
             print(f"lungsound: error: {exc}", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from lungsound.data.dataset import collate_samples
 from lungsound.evaluation.metrics import icbhi_scores, per_group_scores
+from lungsound.models.conditioning import call_model
 
 
 @dataclass
@@ -50,15 +51,17 @@ class Evaluation:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 32,
-            amp: bool = False, progress: bool = False, desc: str = "evaluating") -> tuple[np.ndarray, ...]:
-    """Logits, labels and device indices for every item of `dataset`, in order."""
+            amp: bool = False, progress: bool = False, desc: str = "evaluating",
+            meta_definitions: str | None = None) -> tuple[np.ndarray, ...]:
+    """Logits, labels and device indices for every item of `dataset`, in order. `meta_definitions`: the items'
+    metadata goes to the model under these definitions (a model that reads it, `lungsound.models.conditioning`)."""
     was_training = model.training
     model.eval()
     logits, labels, devices = [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
-            out = model(batch.x.to(device, non_blocking=True))
+            out = call_model(model, batch.x.to(device, non_blocking=True), batch.meta, meta_definitions)
         logits.append(out.float().cpu())
         labels.append(batch.label)
         devices.append(batch.device)
@@ -67,7 +70,7 @@ def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, batc
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 32, amp: bool = False,
-             progress: bool = False, desc: str = "evaluating") -> Evaluation:
-    return Evaluation.from_arrays(*predict(model, dataset, device, batch_size, amp, progress, desc),
+             progress: bool = False, desc: str = "evaluating", meta_definitions: str | None = None) -> Evaluation:
+    return Evaluation.from_arrays(*predict(model, dataset, device, batch_size, amp, progress, desc, meta_definitions),
                                   device_names=dataset.device_names)
 

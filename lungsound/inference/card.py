@@ -25,7 +25,9 @@ def input_words(spec: ModelSpec) -> str:
     """What the model takes, e.g. "spectrogram (128-band Kaldi log-mel filterbank, 10-ms frames)" or "raw waveform
     (16 kHz samples)"."""
     if spec.input == "waveform":
-        return f"raw waveform ({spec.sample_rate / 1000:g} kHz samples)"
+        words = f"raw waveform ({spec.sample_rate / 1000:g} kHz samples)"
+        return words + (" and the patient's age, sex, chest location and device, as one sentence"
+                        if spec.uses_metadata else "")
     return f"spectrogram (128-band Kaldi log-mel filterbank, {1000 / spec.frames_per_second:g}-ms frames)"
 
 

@@ -94,6 +94,17 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
     return inputs, f"{len(batch)} annotated cycles of {used} recordings in {root}"
 
 
+def refuse_metadata_model(name: str, checkpoint: Path) -> None:
+    """A one-line refusal, before anything is written, for a model that reads each recording's metadata (BTS's
+    `clap_bts`): its second input is the metadata sentence, tokenised in Python from the prompt table, and an exported
+    graph of one `input` cannot take it (an export with a token input would need every runtime and the app to tokenise
+    the sentence too)."""
+    if model_spec(name).uses_metadata:
+        raise LungsoundError(f"model {name!r} cannot be exported: besides the waveform it reads the recording's "
+                             "metadata as a tokenised sentence, which an exported graph of one input cannot take; "
+                             "run it with the torch runtime", checkpoint)
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, int8: bool = False,
                       data: str | Path | None = None, n_check: int = CHECK_CYCLES,
                       min_agreement: float = MIN_AGREEMENT, torch_weights: bool = True, source: str | None = None,
@@ -103,9 +114,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     `source` names the checkpoint in export.json (an MLflow URI when it was downloaded); `log` gets progress lines.
     """
     from lungsound.inference.batching import batch_size_for
-    from lungsound.models.folder import CONFIG_FILE, META_FILE, MODEL_FILE, load_model
+    from lungsound.models.folder import CONFIG_FILE, META_FILE, MODEL_FILE, load_model, read_config
 
     checkpoint = Path(checkpoint)
+    folder = checkpoint.parent if checkpoint.is_file() else checkpoint
+    if (folder / CONFIG_FILE).is_file():  # else load_model says what is wrong with the folder
+        refuse_metadata_model(read_config(folder).model.name, checkpoint)
     if not 0.0 <= min_agreement <= 1.0:
         raise LungsoundError(f"min_agreement must be between 0 and 1, got {min_agreement}")
     if n_check < 1:

@@ -66,6 +66,8 @@ from lungsound.inference.runtimes import DEFAULT_RUNTIME, Runtime, TorchRuntime,
 from lungsound.inference.segmentation import (BreathConfig, Span, annotated_cycles, detect_breath_cycles,
                                               sliding_windows)
 from lungsound.inference.sources import FOLDER, MLFLOW, Source, open_source
+from lungsound.models.clap_prompt import all_unknown, check_metadata
+from lungsound.models.conditioning import bind_metadata
 from lungsound.models.registry import model_spec
 
 SEGMENTATIONS = ("auto", "cycles", "breath", "windows")
@@ -96,6 +98,9 @@ class Predictor:
             self.batch_size = min(self.batch_size, self.backend.max_batch)
         if self.batch_size < 1:
             raise LungsoundError(f"batch_size must be at least 1, got {batch_size!r}", source)
+        if self.spec.uses_metadata and self.backend.exported:
+            raise LungsoundError(f"model {cfg.model.name!r} reads each recording's metadata, which the "
+                                 f"{self.backend.label} runtime cannot pass: use the torch runtime", source)
         try:
             self.temperature = check_temperature((self.meta.get("calibration") or {}).get("temperature", 1.0))
         except LungsoundError as exc:
@@ -191,6 +196,11 @@ class Predictor:
         return self.explanation_method is not None
 
     @property
+    def uses_metadata(self) -> bool:
+        """Whether the model reads the recording's metadata (`predict(..., metadata=...)`; BTS's `clap_bts`)."""
+        return self.spec.uses_metadata
+
+    @property
     def calibrated(self) -> bool:
         return "temperature" in (self.meta.get("calibration") or {})
 
@@ -204,11 +214,14 @@ class Predictor:
     # --- prediction --------------------------------------------------------------------------------------------------
 
     def predict(self, source, sample_rate: int | None = None, *, annotation=None, segmentation: str = "auto",
-                name: str | None = None, max_seconds: float | None = 120.0) -> Prediction:
+                name: str | None = None, max_seconds: float | None = 120.0, metadata: dict | None = None) -> Prediction:
         """Analyse one recording: a path, the bytes of an uploaded file (`name` labels it), or a 1-D float array at
-        `sample_rate`. `annotation` is an ICBHI .txt path or a list of (start, end) seconds."""
+        `sample_rate`. `annotation` is an ICBHI .txt path or a list of (start, end) seconds. `metadata` (age, sex,
+        location, device; a missing or blank one unknown) is what a model that reads it (`uses_metadata`) is given;
+        without it every field is unknown and the result's warnings say so. Other models ignore it."""
         if segmentation not in SEGMENTATIONS:
             raise LungsoundError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}, got {segmentation!r}")
+        meta = check_metadata(metadata) if self.spec.uses_metadata else None
         with pywarnings.catch_warnings(record=True) as caught:
             pywarnings.simplefilter("always")
             label, native, native_sr = _read(source, sample_rate, name, max_seconds)
@@ -217,11 +230,12 @@ class Predictor:
         del native  # the recording at its own rate is not needed any more (a long one is large)
         duration = len(x) / self.sample_rate
         used, spans, more = self._segments(x, duration, annotation, segmentation, label)
-        probs = self._classify(x, spans, label)
+        probs = self._classify(x, spans, label, meta)
         segments = [Segment(float(a), float(b), {c: float(p) for c, p in zip(CLASSES, row)})
                     for (a, b), row in zip(spans, probs)]
         return Prediction(file=label, duration=float(duration), sample_rate=int(native_sr), segmentation=used,
-                          segments=segments, summary=summarize(segments, used), warnings=warnings + more, waveform=x)
+                          segments=segments, summary=summarize(segments, used),
+                          warnings=warnings + more + _metadata_notes(meta), waveform=x, metadata=meta)
 
     def _segments(self, x: np.ndarray, duration: float, annotation, segmentation: str,
                   label: str) -> tuple[str, list[Span], list[str]]:
@@ -249,7 +263,7 @@ class Predictor:
             return torch.from_numpy(waves)
         return compute_features_batch(waves, self.fbank_cfg)
 
-    def _classify(self, x: np.ndarray, spans: list[Span], label: str = "") -> np.ndarray:
+    def _classify(self, x: np.ndarray, spans: list[Span], label: str = "", meta: dict | None = None) -> np.ndarray:
         """Calibrated class probabilities (n, C) of every span, made and classified `chunk_size(batch_size)` spans at a
         time, so memory does not grow with the recording. Logits of the wrong shape, and probabilities that are not
         finite (a NaN from the model), are a one-line error naming the file: never a finding."""
@@ -258,7 +272,7 @@ class Predictor:
         probs = []
         for i in range(0, len(spans), chunk):
             part = spans[i:i + chunk]
-            logits = self.logits(self._inputs(faded, part))
+            logits = self.logits(self._inputs(faded, part), meta)
             if logits.shape != (len(part), len(CLASSES)):
                 raise LungsoundError(f"the model gives outputs of shape {list(logits.shape)} for {len(part)} segments; "
                                      f"a lungsound classifier gives {len(CLASSES)} per segment, one per class "
@@ -273,11 +287,19 @@ class Predictor:
                                  "them", label)
         return probs
 
-    def logits(self, inputs: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(n, C) float32 logits of n model inputs, in batches of `batch_size`, on `threads` intra-op threads."""
+    def logits(self, inputs: torch.Tensor | np.ndarray, metadata: dict | None = None) -> np.ndarray:
+        """(n, C) float32 logits of n model inputs, in batches of `batch_size`, on `threads` intra-op threads; a model
+        that reads metadata gets `metadata` (`check_metadata`; None: every field unknown) for every input."""
         inputs = torch.as_tensor(inputs)
-        return np.concatenate([self.backend.logits(inputs[i:i + self.batch_size])
-                               for i in range(0, len(inputs), self.batch_size)])
+        if not self.spec.uses_metadata:
+            return np.concatenate([self.backend.logits(inputs[i:i + self.batch_size])
+                                   for i in range(0, len(inputs), self.batch_size)])
+        meta, out = check_metadata(metadata), []
+        with torch_threads(self.threads), torch.inference_mode():
+            for i in range(0, len(inputs), self.batch_size):
+                part = inputs[i:i + self.batch_size].to(self.device)
+                out.append(self.backend.model(part, meta=[meta] * len(part)).float().cpu().numpy())
+        return np.concatenate(out)
 
     # --- explanation -------------------------------------------------------------------------------------------------
 
@@ -294,6 +316,8 @@ class Predictor:
         if not 0 <= segment_index < len(pred.segments):
             raise LungsoundError(f"segment index {segment_index} out of range (0..{len(pred.segments) - 1})", pred.file)
         model = self.backend.explainer()
+        if self.spec.uses_metadata:  # the metadata the prediction was made with (lungsound.models.conditioning)
+            model = bind_metadata(model, [pred.metadata], "clean")
         seg = pred.segments[segment_index]
         x = self.model_inputs(pred.waveform, [(seg.start, seg.end)])[0].to(next(model.parameters()).device)
         predicted = max(seg.probabilities, key=seg.probabilities.get)
@@ -307,3 +331,15 @@ class Predictor:
         lo, hi = cycle_bounds(start, end, self.sample_rate, len(faded))
         lo = min(lo, len(faded) - 1)
         return faded[lo:max(hi, lo + 1)]
+
+
+def _metadata_notes(meta: dict | None) -> list[str]:
+    """What a result says about the metadata a metadata model was given (nothing for other models)."""
+    if meta is None:
+        return []
+    if all_unknown(meta):
+        return ["no metadata was given: the model read age, sex, chest location and device as unknown (it was trained "
+                "with them; pass them for the result it was measured at)"]
+    unknown = [k for k, v in meta.items() if v is None]
+    return [f"metadata {', '.join(unknown)} unknown: the model read {'it' if len(unknown) == 1 else 'them'} as "
+            "unknown"] if unknown else []

@@ -55,11 +55,14 @@ class Prediction:
     summary: dict
     warnings: list[str] = field(default_factory=list)
     waveform: np.ndarray | None = field(default=None, repr=False)  # float32 mono at `Predictor.sample_rate`
+    metadata: dict | None = None  # what a metadata model read (age, sex, location, device; None unknown), else None
 
     def to_dict(self) -> dict:
-        """JSON-ready: {"file", "duration", "summary", "warnings", "segments": [{"start", "end", "probabilities"}]}."""
-        return {"file": self.file, "duration": self.duration, "summary": dict(self.summary),
-                "warnings": list(self.warnings), "segments": [s.to_dict() for s in self.segments]}
+        """JSON-ready: {"file", "duration", "summary", "warnings", "segments": [{"start", "end", "probabilities"}]},
+        and "metadata" for a model that reads it."""
+        out = {"file": self.file, "duration": self.duration, "summary": dict(self.summary),
+               "warnings": list(self.warnings), "segments": [s.to_dict() for s in self.segments]}
+        return out if self.metadata is None else {**out, "metadata": dict(self.metadata)}
 
 
 @dataclass

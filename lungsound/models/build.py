@@ -4,7 +4,7 @@
 (`ModelSpec.sample_rate`, 16 kHz for every published recipe) and, for an fbank model, the Kaldi fbank at that rate and
 the spec's frame rate. `build_model(cfg)` checks that the model exists and takes the experiment's input
 (`ModelSpec.input`), fills in what the pipeline derives (the class count, an AST's `input_frames` from the clip length
-at the spec's rate, a speech model's protocol-dependent masking) and loads pretrained weights only when asked:
+at the spec's rate, a speech model's protocol-dependent masking, a metadata model's options from method.params) and loads pretrained weights only when asked:
 rebuilding a saved model folder (`lungsound.models.folder`) never fetches anything. `checkpoint_config` adds what
 rebuilds a model offline (a speech model's backbone config).
 """
@@ -20,7 +20,7 @@ from lungsound.data.cycles import CycleConfig
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError
 from lungsound.features.fbank import FbankConfig, frames_for_duration
-from lungsound.models.registry import create_model, model_spec
+from lungsound.models.registry import create_model, metadata_params, model_spec
 
 
 def check_model_input(cfg: ExperimentConfig) -> None:
@@ -48,7 +48,7 @@ def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
     check_model_input(cfg)
     spec = model_spec(cfg.model.name)
     keys = spec.params.keys
-    params = {"num_classes": len(CLASSES), **cfg.model.params}
+    params = {"num_classes": len(CLASSES), **metadata_params(cfg.model.name, cfg.method.params), **cfg.model.params}
     if "protocol_masking" in keys:  # [REPAUG]: paper keeps the checkpoint's masking/layer drop, clean turns them off
         params.setdefault("protocol_masking", "checkpoint" if cfg.train.protocol == "paper" else "off")
     if "input_frames" in keys:
@@ -61,6 +61,13 @@ def build_model(cfg: ExperimentConfig, load_weights: bool = True) -> nn.Module:
             raise LungsoundError(f"model {cfg.model.name!r} cannot load pretrained weights ({cfg.model.pretrained})")
         params.update(weights=cfg.model.pretrained, pos_embed=cfg.model.pos_embed, strict_weights=cfg.model.strict)
     return create_model(cfg.model.name, **params)
+
+
+def metadata_definitions(cfg: ExperimentConfig) -> str | None:
+    """How the experiment's model reads each sample's metadata (`SampleMeta.as_mapping(definitions)`): the protocol's
+    definitions ("paper": the patient-level chest location, as the reference code), or None for a model that reads
+    none (`ModelSpec.uses_metadata`)."""
+    return cfg.train.protocol if model_spec(cfg.model.name).uses_metadata else None
 
 
 def checkpoint_config(cfg: ExperimentConfig, model: nn.Module) -> ExperimentConfig:

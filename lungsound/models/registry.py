@@ -21,6 +21,8 @@ from typing import Any, Callable, TypeVar
 from torch import nn
 
 from lungsound.audio import DEFAULT_SAMPLE_RATE  # a spec's default rate: 16 kHz, every published recipe
+from lungsound.data.sample_meta import PROMPT_FIELDS
+from lungsound.documents import Field
 from lungsound.errors import LungsoundError
 from lungsound.registry import Registry
 from lungsound.models.params import ParamSchema, any_keys, schema_of
@@ -59,6 +61,7 @@ class ModelSpec:
     sample_rate: int = DEFAULT_SAMPLE_RATE
     frames_per_second: float | None = FBANK_FRAMES_PER_SECOND
     paper: str | None = None
+    uses_metadata: bool = False
 
     def __post_init__(self):
         if self.input not in INPUTS:
@@ -76,11 +79,44 @@ class ModelSpec:
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
+# method.params keys that say how a metadata model (`ModelSpec.uses_metadata`) reads the metadata: the fields it
+# writes (`meta_fields`), the training-time drop of one field (`meta_drop`), every field unknown (`no_description`).
+# The objective never sees them; `metadata_params` hands them to the model.
+METADATA_OPTIONS = ("meta_fields", "meta_drop", "no_description")
+_OPTION_FIELDS = {"meta_drop": Field(float, 0.0, 1.0), "no_description": Field(bool)}
+
+
+def metadata_params(name: str, method_params: dict, source: str | Path | None = None) -> dict:
+    """The `METADATA_OPTIONS` of `method_params` as model params (a list of fields joined by commas); a one-line
+    error naming `source` when model `name` reads no metadata."""
+    given = {k: method_params[k] for k in METADATA_OPTIONS if k in method_params}
+    if not given:
+        return {}
+    if not model_spec(name).uses_metadata:
+        raise LungsoundError(f"method.params.{next(iter(given))}: model {name!r} reads no metadata (only a model "
+                             "that does, e.g. clap_bts, takes it)", source)
+    for key, field in _OPTION_FIELDS.items():
+        problem = field.problem(given[key]) if key in given else None
+        if problem:
+            raise LungsoundError(f"method.params.{key} {problem}", source)
+    if "meta_fields" in given:
+        fields = given["meta_fields"]
+        names = fields.split(",") if isinstance(fields, str) else fields if isinstance(fields, (list, tuple)) else None
+        if names is None or not all(isinstance(n, str) for n in names):
+            raise LungsoundError(f"method.params.meta_fields must be a list of fields, got {fields!r}", source)
+        names = [n.strip() for n in names if n.strip()]
+        unknown = [n for n in names if n not in PROMPT_FIELDS]
+        if unknown:
+            raise LungsoundError(f"method.params.meta_fields: {', '.join(unknown)} not among the fields "
+                                 f"{', '.join(PROMPT_FIELDS)}", source)
+        given["meta_fields"] = ",".join(names)
+    return given
+
 
 def register_model(name: str, *, input: str, explanation: str, memory: MemoryEstimate, architecture: str,
                    params: ParamSchema | None = None, config_cls: type | None = None,
                    sample_rate: int = DEFAULT_SAMPLE_RATE, frames_per_second: float | None = FBANK_FRAMES_PER_SECOND,
-                   paper: str | None = None) -> Callable[[F], F]:
+                   paper: str | None = None, uses_metadata: bool = False) -> Callable[[F], F]:
     """Decorator registering ``factory`` under ``name`` with what the model is (:class:`ModelSpec`); a name can be
     registered once.
 
@@ -94,7 +130,7 @@ def register_model(name: str, *, input: str, explanation: str, memory: MemoryEst
         fps = None if input == "waveform" else frames_per_second
         MODELS.add(name, ModelSpec(name, factory, schema, input=input, explanation=explanation, memory=memory,
                                    architecture=architecture, sample_rate=sample_rate, frames_per_second=fps,
-                                   paper=paper))
+                                   paper=paper, uses_metadata=uses_metadata))
         return factory
 
     return decorate

@@ -3,7 +3,8 @@
 Official 60/40 split, 4-class, mean over seeds, best-test-epoch selection (the papers' protocol). Keys are the experiment
 names in `experiments/`; `std` is the published std of the Score where the paper gives one; `note` says when the
 published number was measured under another recipe than the experiment file's, so the two are not like for like
-(`lungsound compare --published` lists it under the table wherever that row is shown).
+(`lungsound compare --published` lists it under the table wherever that row is shown); `released` what the authors'
+released checkpoint scores, where it differs from the paper's mean.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ PUBLISHED: dict[str, dict[str, float | str]] = {
                           "note": "not like for like: it is the [PMCL] AST baseline on 8-s cycles (batch 8, "
                                   "class-weighted CE) that [AFT] quotes, while this row trains the [AFT] recipe on "
                                   "5-s cycles with batch 32; no 5-s baseline number is published"},
+    # [BTS] (docs/methods.md section 13): the paper gives the Score of 5 seeds; its Sp and Se are not restated here.
+    "icbhi_bts": {"score": 63.54, "source": "[BTS] CLAP with the metadata sentence",
+                  "released": "the authors' released checkpoint: Sp 82.58 / Se 45.11 / Score 63.85 (one run)"},
 }
 
 # Two-class evaluation (normal vs abnormal, Sp unchanged) where the papers report it. A row here and not in PUBLISHED

@@ -14,7 +14,7 @@ from lungsound.data.default import resolve_root
 from lungsound.evaluation.evaluate import evaluate
 from lungsound.evaluation.metrics import format_scores
 from lungsound.evaluation.report import plot_confusion, write_run_report  # noqa: F401 (plot_confusion re-exported)
-from lungsound.models.build import input_configs
+from lungsound.models.build import input_configs, metadata_definitions
 from lungsound.models.folder import load_model
 from lungsound.tracking import download_artifacts
 
@@ -31,7 +31,8 @@ def evaluate_checkpoint(checkpoint=None, run_id: str | None = None, root=None, s
                        format=cfg.data.format)
     cycle_cfg, fbank_cfg = input_configs(cfg)  # cycles at the model's own sample rate
     dataset = CycleDataset.from_split(db, "test", cycle_cfg=cycle_cfg, fbank_cfg=fbank_cfg)
-    ev = evaluate(model, dataset, device, cfg.train.eval_batch_size, progress=True)
+    ev = evaluate(model, dataset, device, cfg.train.eval_batch_size, progress=True,
+                  meta_definitions=metadata_definitions(cfg))
     if out is not None:
         write_run_report(ev, Path(out), title=f"{cfg.name} on {db.root} (test split)")
     lines = [f"{cfg.name} ({meta.get('protocol', cfg.train.protocol)} protocol, epoch {meta.get('selected_epoch')}) "

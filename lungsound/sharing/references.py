@@ -71,6 +71,12 @@ PAPERS: dict[str, Reference] = {
                         'arXiv 1512.03385', "https://arxiv.org/abs/1512.03385"),
     "EFFICIENTNET": Reference("EFFICIENTNET", 'Tan, Le, "EfficientNet: Rethinking Model Scaling for Convolutional '
                               'Neural Networks", ICML 2019, arXiv 1905.11946', "https://arxiv.org/abs/1905.11946"),
+    "BTS": Reference("BTS", 'Kim, Toikkanen, Choi, Bae, Jung, "BTS: Bridging Text and Sound Modalities for Metadata-Aided '
+                     'Respiratory Sound Classification", Interspeech 2024, arXiv 2406.06786',
+                     "https://arxiv.org/abs/2406.06786"),
+    "CLAP": Reference("CLAP", 'Wu et al., "Large-scale Contrastive Language-Audio Pretraining with Feature Fusion and '
+                      'Keyword-to-Caption Augmentation", ICASSP 2023, arXiv 2211.06687',
+                      "https://arxiv.org/abs/2211.06687"),
 }
 
 # Plain fine-tuning (an objective with `fine_tuning`) follows a published recipe for some backbones: the backbone's
@@ -79,6 +85,7 @@ PAPERS: dict[str, Reference] = {
 RECIPES: dict[str, tuple[str, str]] = {
     "AST": ("PMCL", "the AST fine-tuning recipe"),
     **{paper: ("REPAUG", "fine-tuning waveform speech models") for paper in ("WAV2VEC2", "HUBERT", "WAVLM", "XLSR")},
+    "CLAP": ("BTS", "the CLAP fine-tuning recipe"),
 }
 
 

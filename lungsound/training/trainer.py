@@ -36,7 +36,9 @@ from lungsound.errors import LungsoundError
 from lungsound.methods import Batch, StepContext, class_weights_from_counts, create_objective, objective_spec
 from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
-from lungsound.models.build import build_model, check_model_input
+from lungsound.models.build import build_model, check_model_input, metadata_definitions
+from lungsound.models.conditioning import bind_metadata
+from lungsound.models.registry import METADATA_OPTIONS
 from lungsound.training.accumulate import Replay, backward_chunks, split_batch
 from lungsound.training.data import RunData, build_run_data
 from lungsound.training.optim import MovingAverageBlend, build_optimizer, cosine_lr, set_lr
@@ -109,7 +111,7 @@ def objective_params(cfg: ExperimentConfig, vocabularies: Vocabularies | None = 
     of values of its domain under the protocol's definitions (`lungsound.data.labels.domain_size`: the database's
     devices and chest locations (ICBHI 4 and 7), 2 paper age groups, 2 sexes, 2 for real/generated); `vocabularies` is
     the training database (None: the data format's own lists). A value too small is refused by the config check."""
-    params = dict(cfg.method.params)
+    params = {k: v for k, v in cfg.method.params.items() if k not in METADATA_OPTIONS}  # the model's (build_model)
     if cfg.method.name == "dat" and params.get("n_domains") is None:
         params["n_domains"] = domain_size(params.get("domain", "device"), cfg.train.protocol,
                                           vocabularies or FORMATS.get(cfg.data.format))
@@ -138,6 +140,7 @@ class Trainer:
         check_model_input(cfg)  # before the data is built: a wrong pairing fails at once
         self.data = data or build_run_data(cfg, progress=progress and self.rank == 0)
         self.model = build_model(cfg).to(self.device)
+        self.meta_definitions = metadata_definitions(cfg)  # None unless the model reads each sample's metadata
         self.represent = make_represent(cfg, self.model.feature_dim)
         weights = class_weights_from_counts(self.data.train.class_counts()) if cfg.method.class_weighted else None
         params = objective_params(cfg, self.data.db)
@@ -220,7 +223,8 @@ class Trainer:
             part, augment = chunk
             augment.rewind()
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                return self.objective(self.model, part, dataclasses.replace(ctx, augment=augment))
+                return self.objective(bind_metadata(self.model, part.meta, self.meta_definitions), part,
+                                      dataclasses.replace(ctx, augment=augment))
 
         def sync():
             dist_utils.average_gradients(self.optimizer)
@@ -237,4 +241,5 @@ class Trainer:
     def evaluate(self, which: str) -> Evaluation:
         dataset = getattr(self.data, which)
         return evaluate(self.model, dataset, self.device, self.cfg.train.eval_batch_size, self.amp,
-                        progress=self.progress and self.rank == 0, desc=f"evaluating {which}")
+                        progress=self.progress and self.rank == 0, desc=f"evaluating {which}",
+                        meta_definitions=self.meta_definitions)
