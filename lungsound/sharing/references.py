@@ -64,6 +64,10 @@ PAPERS: dict[str, Reference] = {
                         'arXiv 1512.03385', "https://arxiv.org/abs/1512.03385"),
     "EFFICIENTNET": Reference("EFFICIENTNET", 'Tan, Le, "EfficientNet: Rethinking Model Scaling for Convolutional '
                               'Neural Networks", ICML 2019, arXiv 1905.11946', "https://arxiv.org/abs/1905.11946"),
+    "EFFAT": Reference("EFFAT", 'Schmid, Koutini, Widmer, "Efficient Large-Scale Audio Tagging via Transformer-to-CNN '
+                       'Knowledge Distillation", ICASSP 2023, arXiv 2211.04772', "https://arxiv.org/abs/2211.04772"),
+    "MIXUP": Reference("MIXUP", 'Zhang, Cisse, Dauphin, Lopez-Paz, "mixup: Beyond Empirical Risk Minimization", '
+                       'ICLR 2018, arXiv 1710.09412', "https://arxiv.org/abs/1710.09412"),
 }
 
 # Plain fine-tuning (an objective with `fine_tuning`) follows a published recipe for some backbones: the backbone's
@@ -72,6 +76,7 @@ PAPERS: dict[str, Reference] = {
 RECIPES: dict[str, tuple[str, str]] = {
     "AST": ("PMCL", "the AST fine-tuning recipe"),
     **{paper: ("REPAUG", "fine-tuning waveform speech models") for paper in ("WAV2VEC2", "HUBERT", "WAVLM", "XLSR")},
+    "EFFAT": ("EFFAT", "the EfficientAT fine-tuning recipe"),
 }
 
 
