@@ -87,8 +87,10 @@ class TrainConfig:
     eval_batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 1e-6
-    schedule: str = "cosine"  # cosine (set once per epoch) | constant
-    eta_min_ratio: float = 1e-3
+    schedule: str = "cosine"  # cosine (set once per epoch) | constant | warmup_linear ([EFFAT], training.optim)
+    eta_min_ratio: float = 1e-3  # cosine: the floor; warmup_linear: the final ratio
+    warmup_epochs: int = 10  # warmup_linear: exponential warm-up epochs, then the linear ramp-down starts
+    rampdown_epochs: int = 65  # warmup_linear: epochs of the linear ramp-down to eta_min_ratio
     ma_beta: float | None = 0.5  # moving-average weight blending after every step; None = off
     amp: bool = True  # mixed precision when on CUDA
     protocol: str = "paper"  # paper (best test epoch with Se > min_se) | clean (select on validation patients)
@@ -141,7 +143,7 @@ CHOICES = {
     ("augment", "rep_minority"): REP_MINORITIES,
     ("data", "balance"): ("none", "oversample"),
     ("data", "balance_draw"): ("once", "epoch"),
-    ("train", "schedule"): ("cosine", "constant"),
+    ("train", "schedule"): ("cosine", "constant", "warmup_linear"),
     ("train", "protocol"): ("paper", "clean"),
 }
 

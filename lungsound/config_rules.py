@@ -110,6 +110,8 @@ RULES: dict[str, Rule] = {
     "train.lr": _positive,
     "train.weight_decay": _non_negative,
     "train.eta_min_ratio": _in_range(0, 1),
+    "train.warmup_epochs": _at_least(1),
+    "train.rampdown_epochs": _at_least(1),
     "train.ma_beta": _in_range(0, 1, high_open=True, optional=True),
     "train.seed": _at_least(0),
     "train.device": _device,

@@ -256,9 +256,10 @@ def _size_of(state: dict[str, torch.Tensor], path: Path) -> str:
 PARAMS = schema_of(EfficientATConfig, {"num_classes": Field(int, 1, 1000), "dropout": Field(float, 0, 1, high_open=True),
                                        "weights": Field(str, optional=True, max_length=4096),
                                        "pos_embed": Field(str, optional=True, max_length=20)})
-# Activation values of one forward pass per second of audio (summed over every layer's output, measured at 8 s with
-# forward hooks on the front end, each block and the head), by size; 4 bytes each.
-ACTIVATIONS_PER_SECOND = {"mn04": 1.0e6, "mn05": 1.2e6, "mn10": 2.3e6, "mn20": 4.6e6}
+# Activation values of one forward pass per second of audio, by size, 4 bytes each: the outputs of every leaf module
+# summed (forward hooks, an 8-s input; mn04 1.37 M, mn05 1.69 M, mn10 3.23 M, mn20 6.46 M per second) plus the STFT's
+# 513 complex bins x 100 frames, rounded up. An upper bound: inference frees most of them on the way.
+ACTIVATIONS_PER_SECOND = {"mn04": 1.5e6, "mn05": 1.8e6, "mn10": 3.4e6, "mn20": 6.6e6}
 
 
 def _memory(size: str):

@@ -36,7 +36,7 @@ from lungsound.methods.repaugment import RepAugment
 from lungsound.training import distributed as dist_utils
 from lungsound.models.build import build_model, check_model_input
 from lungsound.training.data import RunData, build_run_data
-from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr
+from lungsound.training.optim import MovingAverageBlend, cosine_lr, set_lr, warmup_linear_lr
 
 
 @dataclass
@@ -169,6 +169,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg.train
         lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.eta_min_ratio) if cfg.schedule == "cosine" else cfg.lr
+        if cfg.schedule == "warmup_linear":  # [EFFAT]'s schedule; eta_min_ratio is its final ratio
+            lr = warmup_linear_lr(epoch, cfg.lr, cfg.warmup_epochs, cfg.rampdown_epochs, cfg.eta_min_ratio)
         set_lr(self.optimizer, lr)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + self.rank)  # the objective's draws (Patch-Mix, ...)
         augment = make_augment(self.cfg, torch.Generator().manual_seed(cfg.seed * 10_007 + epoch + 97 * self.rank))
