@@ -170,3 +170,13 @@ def test_the_warmup_linear_schedule_by_hand():
     with pytest.raises(LungsoundError, match="train.warmup_epochs must be an integer >= 1, got 0"):
         load_config(None, ["train.schedule=warmup_linear", "train.warmup_epochs=0"])
     assert cfg.train.warmup_epochs == 10
+
+
+def test_the_model_card_names_the_architecture_and_cites_its_papers(fine_tuned):
+    from lungsound.sharing.card import model_card
+
+    card = model_card(fine_tuned, "someone/effat-mn04")
+    assert "EfficientAT MobileNetV3 CNN (width 0.4, AudioSet-distilled), `efficientat_mn04`" in card
+    assert "spectrogram mixup fine-tuning (`mixup`)" in card
+    assert "Efficient Large-Scale Audio Tagging via Transformer-to-CNN Knowledge Distillation" in card
+    assert "mixup: Beyond Empirical Risk Minimization" in card
