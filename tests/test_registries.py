@@ -155,11 +155,13 @@ def test_every_objective_states_card_words_and_a_known_paper(name):
 def test_the_objectives_registrations_hold_their_papers_and_domains():
     table = {name: (objective_spec(name).paper, objective_spec(name).uses_domain) for name in list_objectives()}
     assert table == {"ce": (None, False), "patchmix_ce": ("PMCL", False), "patchmix_cl": ("PMCL", False),
-                     "sgscl": ("SGSCL", True), "dat": ("SGSCL", True), "compose": (None, True)}
+                     "sgscl": ("SGSCL", True), "dat": ("SGSCL", True), "compose": (None, True),
+                     "mixup": ("MIXUP", False)}
     aft = objective_spec("dat").as_configured({"domain": "generated"})
     assert (aft.paper, aft.reason) == ("AFT", "adversarial fine-tuning with generated sounds")
     assert objective_spec("dat").as_configured({"domain": "sex"}) is objective_spec("dat")
     assert objective_spec("ce").fine_tuning and not objective_spec("sgscl").fine_tuning
+    assert objective_spec("mixup").fine_tuning
 
 
 def test_a_composed_method_is_named_by_its_parts_as_they_are_configured():
@@ -172,7 +174,7 @@ def test_a_composed_method_is_named_by_its_parts_as_they_are_configured():
 
 
 def test_an_unknown_method_lists_the_known_ones():
-    with pytest.raises(LungsoundError, match=r"unknown method 'patchmix'; known: ce, compose, dat, patchmix_ce"):
+    with pytest.raises(LungsoundError, match=r"unknown method 'patchmix'; known: ce, compose, dat, mixup, patchmix_ce"):
         objective_spec("patchmix")
 
 
