@@ -68,8 +68,11 @@ def test_export_fp32_and_int8_then_predict_real_recordings(fine_tuned, icbhi_dir
     fp32 = export_checkpoint(fine_tuned, tmp_path / "fp32", data=icbhi_dir, n_check=8, log=quiet)
     assert fp32["check"]["fp32_max_abs_logit_diff"] <= FP32_TOLERANCE
     assert fp32["input"]["kind"] == "waveform" and fp32["input"]["shape"] == ["batch", 64000]  # 2 s at 32 kHz
-    int8 = export_checkpoint(fine_tuned, tmp_path / "int8", int8=True, data=icbhi_dir, n_check=8, log=quiet)
-    assert int8["check"]["argmax_agreement"] >= 0.75
+    # Two steps leave the four logits nearly tied, so int8 noise may flip a class: the threshold is lowered, and what
+    # is checked is that the calibrated probabilities hardly move (the front end's MatMul stays float).
+    int8 = export_checkpoint(fine_tuned, tmp_path / "int8", int8=True, data=icbhi_dir, n_check=16, min_agreement=0.5,
+                             log=quiet)
+    assert int8["check"]["max_probability_diff"] < 0.01
     torch_pred = Predictor.from_checkpoint(fine_tuned)
     onnx_pred = Predictor.from_checkpoint(fp32["folder"], runtime="onnx")
     for path in files:
