@@ -7,8 +7,7 @@ the timm CNNs and the waveform speech models (wav2vec 2.0, HuBERT, WavLM, the pe
 the same way. `int8` then quantises the weights of every MatMul/Gemm (the linear layers: all of a transformer's
 projections and MLPs) to signed 8 bits with `onnxruntime.quantization.quantize_dynamic` (per-tensor scales;
 activations quantised on the fly). Convolutions stay float: ONNX Runtime's dynamic ConvInteger is slower than its
-float convolution on CPUs, so a CNN gains little from int8. A model's own spectrogram front end (EfficientAT's mel
-filter MatMul) stays float too. Dynamic quantisation takes one activation scale per
+float convolution on CPUs, so a CNN gains little from int8. Dynamic quantisation takes one activation scale per
 tensor, i.e. over the whole batch, so an int8 model's output for a segment would depend on the other segments in its
 batch: int8 models run one segment per call (the predictor does so), which makes every result reproducible.
 
@@ -188,18 +187,9 @@ def _quantize(src: Path, dst: Path) -> None:
     root.setLevel(logging.ERROR)  # its advice to pre-process the graph first: same result here (shapes are static)
     try:
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         per_channel=False, reduce_range=False, nodes_to_exclude=_front_end_nodes(src))
+                         per_channel=False, reduce_range=False)
     finally:
         root.setLevel(level)
-
-
-def _front_end_nodes(path: Path) -> list[str]:
-    """The nodes of a model's own spectrogram front end (EfficientAT's `front_end` module: its mel filter MatMul),
-    kept float: a power spectrum spans orders of magnitude that one dynamic 8-bit activation scale cannot hold."""
-    import onnx
-
-    return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
-            if n.name.startswith("/front_end/")]
 
 
 def _run(session: OnnxModel, inputs: torch.Tensor, batch: int) -> np.ndarray:
