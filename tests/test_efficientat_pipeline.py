@@ -16,10 +16,11 @@ from lungsound.config import load_config
 from lungsound.errors import LungsoundError
 from lungsound.inference.onnx_export import FP32_TOLERANCE, export_checkpoint
 from lungsound.inference.predictor import Predictor
-from lungsound.methods import Batch, StepContext, create_objective
+from lungsound.methods import Batch, StepContext, create_objective, mixup
 from lungsound.models import efficientat_weights
 from lungsound.models.build import build_model
 from lungsound.models.folder import load_model
+from lungsound.sharing.card import model_card
 from lungsound.training.optim import warmup_linear_lr
 from lungsound.training.run import fit
 
@@ -134,8 +135,6 @@ def test_patch_mix_is_refused_in_one_line(one_thread):
 def test_mixup_mixes_the_spectrogram_with_folded_weights(one_thread):
     """lambda s + (1 - lambda) s[perm] with every lambda >= 0.5 (row 2: 0.75 [4, 5] + 0.25 [2, 3]); a speech model is
     refused."""
-    from lungsound.methods import mixup
-
     torch.manual_seed(1)
     perm, lam = mixup.mixup_draw(1000, 0.3)
     assert bool((lam >= 0.5).all()) and bool((lam <= 1).all()) and sorted(perm.tolist()) == list(range(1000))
@@ -176,8 +175,6 @@ def test_the_warmup_linear_schedule_by_hand():
 
 
 def test_the_model_card_names_the_architecture_and_cites_its_papers(fine_tuned):
-    from lungsound.sharing.card import model_card
-
     card = model_card(fine_tuned, "someone/effat-mn04")
     assert "EfficientAT MobileNetV3 CNN (width 0.4, AudioSet-distilled), `efficientat_mn04`" in card
     assert "spectrogram mixup fine-tuning (`mixup`)" in card
