@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from lungsound.errors import LungsoundError
+from lungsound.inference.explain import explain_input, explanation_method
 from lungsound.models import create_model, model_spec
 from lungsound.models import efficientat_weights as weights_module
 from lungsound.models.efficientat import EfficientAT, EfficientATConfig, audioset_tagger, divisible
@@ -199,3 +200,13 @@ def test_jitter_draws_new_filter_edges_only_in_training():
     assert not torch.equal(jittered[0], jittered[1])
     plain = LogMelFrontEnd().train()
     assert torch.equal(plain(x), fixed)  # without jitter, training changes nothing
+
+
+def test_grad_cam_maps_its_own_spectrogram_frames_time_first(one_thread):
+    """Grad-CAM of a 2-s waveform is a map over the front end's 1 + 63,999 // 320 = 200 frames x 128 bands."""
+    torch.manual_seed(0)
+    model = EfficientAT("mn04", EfficientATConfig())
+    assert explanation_method(model) == "grad-cam"
+    heat, method, target = explain_input(model, 0.1 * torch.randn(64000), None, "grad-cam")
+    assert method == "grad-cam" and heat.shape == (200, 128) and 0 <= target < 4
+    assert heat.min() >= 0 and heat.max() <= 1
