@@ -10,7 +10,8 @@ registrations (`lungsound.methods.base.ObjectiveSpec`, `lungsound.models.registr
   [AFT]'s adversarial fine-tuning (the objective's `configured` hook); `compose`: each part's paper;
 - plain fine-tuning (`ce`, `ObjectiveSpec.fine_tuning`): the recipe its backbone's paper (`ModelSpec.paper`) maps to
   in `RECIPES`: the AST fine-tuning baseline of [PMCL] for an AST, the speech-model recipe of [REPAUG] for a waveform
-  speech model, nothing for a CNN;
+  speech model, [EFFAT]'s for EfficientAT, nothing for a CNN; a fine-tuning objective with a paper of its own
+  (`mixup`) cites both;
 - `augment.representation` other than none (RepAugment, Rep-Mask, Rep-Gen): [REPAUG];
 - `data.generated` (diffusion-generated training clips): [AFT];
 - real (not synthetic) training data: the ICBHI 2017 database paper.
@@ -103,7 +104,7 @@ def references_for(cfg: ExperimentConfig, synthetic: bool) -> list[tuple[Referen
     for spec, _ in _objectives(cfg):
         if spec.paper is not None:
             cite(spec.paper, spec.reason)
-        elif spec.fine_tuning and backbone in RECIPES:
+        if spec.fine_tuning and backbone in RECIPES:  # a fine-tuning objective with a paper of its own (mixup) too
             cite(*RECIPES[backbone])
     if cfg.augment.representation != "none":
         cite("REPAUG", REPRESENTATIONS[cfg.augment.representation])
