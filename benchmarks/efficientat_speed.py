@@ -6,9 +6,9 @@ Prints, in one run on the same machine:
 - inference on the same 20-s recording (the first real ICBHI recording of ../shared/data with at least 20 s of audio,
   else 20 s of the built-in data), each model as `predict` runs it: the recording cut into the model's 8-s segments
   (hop 8 s, so 3 segments), at its own rate (mn04: 32 kHz, its front end included; AST-base: 16 kHz, the Kaldi fbank
-  included), batch 3; the median wall time per recording, the ratio (target: mn04 at least 30x faster), and each
+  included), batch 3; the wall time per recording (fastest of `--repeats` after a warm-up), the ratio (target: mn04 at least 30x faster), and each
   model's peak resident memory (measured in a child process per model, so one model's memory does not hide the other's);
-- training: the median time of one mn04 training step (batch 32 of 8-s cycles at 32 kHz from the built-in data,
+- training: the time of one mn04 training step (fastest of `--train-steps`) (batch 32 of 8-s cycles at 32 kHz from the built-in data,
   spectrogram mixup, Adam) on `--threads` cores, and the seconds of a 4,142-cycle epoch (the official split's training
   cycles: 129 full batches, drop_last) from it, plus the time to evaluate the 2,756 test cycles at batch 32.
   The target: an epoch in under 3 minutes on 2 cores. The full-scale ICBHI-like built-in set has those cycle counts; the
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -37,13 +36,15 @@ SECONDS, SEGMENT, TRAIN_CYCLES, TEST_CYCLES, BATCH = 20.0, 8.0, 4142, 2756, 32
 
 
 def _timed(fn, repeats: int) -> float:
+    """The fastest of `repeats` calls after a warm-up: on a machine shared with other jobs the fastest call is the
+    closest to the model's own cost (a slower one waited for the CPU)."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def recording(rate: int) -> tuple[np.ndarray, str]:
