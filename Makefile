@@ -223,8 +223,8 @@ EFFAT_MN04 := mn04_as_mAP_432.pt
 EFFAT_WEIGHTS ?= $(or $(wildcard ../shared/models/efficientat/$(EFFAT_MN04)),audioset)
 # Seconds of one 4,142-cycle mn04 training epoch on 2 CPU cores and of the 2,756-cycle test evaluation, measured by
 # benchmarks/efficientat_speed.py on this machine (see docs/methods.md section 12).
-EFFAT_EPOCH_S := 0
-EFFAT_EVAL_S := 0
+EFFAT_EPOCH_S := 244
+EFFAT_EVAL_S := 59
 .PHONY: icbhi-efficientat icbhi-efficientat-cpu bench-builtin-efficientat
 
 icbhi-efficientat: check-data setup ## EfficientAT mn04 and mn10 from AudioSet [EFFAT], both protocols, then the table
@@ -233,9 +233,10 @@ icbhi-efficientat: check-data setup ## EfficientAT mn04 and mn10 from AudioSet [
 	  --seeds $(SEEDS) --out outputs/compare/icbhi-efficientat
 
 icbhi-efficientat-cpu: check-data setup ## EfficientAT mn04 on the official split on this CPU (clean protocol, one seed; hours)
-	@echo "EfficientAT mn04 on CPU: about $(EFFAT_EPOCH_S) s of training and $(EFFAT_EVAL_S) s of evaluation per epoch on 2 cores" \
-	  "(measured by benchmarks/efficientat_speed.py), so 80 epochs take about" \
-	  "$$(( ($(EFFAT_EPOCH_S) + 2 * $(EFFAT_EVAL_S)) * 80 / 3600 )) h; more cores are faster."
+	@echo "EfficientAT mn04 on CPU: about $(EFFAT_EPOCH_S) s of training and $(EFFAT_EVAL_S) s of test evaluation per epoch on 2" \
+	  "cores (measured by benchmarks/efficientat_speed.py), with the validation patients about" \
+	  "$$(( ($(EFFAT_EPOCH_S) + 13 * $(EFFAT_EVAL_S) / 10) * 80 / 60 )) minutes (about" \
+	  "$$(( ($(EFFAT_EPOCH_S) + 13 * $(EFFAT_EVAL_S) / 10) * 80 / 3600 )) h) for the 80 epochs; more cores are faster."
 	$(LS) train -c experiments/icbhi_efficientat_mn04_clean.yaml data.root=$(DATA) train.device=cpu \
 	  model.pretrained=$(EFFAT_WEIGHTS) tracking.experiment=icbhi-efficientat-cpu
 
