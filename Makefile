@@ -188,7 +188,7 @@ BUILTIN_SIZE := data.root=null model.name=ast_tiny model.pretrained=null 'model.
 bench-builtin: setup ## the four AST methods, then the RepAugment grid and the AFT pipeline; tiny models, built-in data (~100 min)
 	$(SWEEP_CPU) $(foreach exp,$(BUILTIN_METHODS),-c experiments/$(exp).yaml -c experiments/$(exp)_clean.yaml) \
 	  $(BUILTIN_SIZE) --seeds $(or $(BENCH_SEEDS),1-3) --quiet --published --out outputs/compare/builtin-bench
-	$(MAKE) bench-builtin-repaugment bench-builtin-aft
+	$(MAKE) bench-builtin-repaugment bench-builtin-aft bench-builtin-efficientat
 
 # The RepAugment grid at quickstart size (clean protocol, 3 seeds; 31 minutes measured on 2 shared cores): the tiny AST (10 epochs)
 # x {none, SpecAugment, Rep-Mask, Rep-Gen, RepAugment} and a tiny wav2vec 2.0 (6 epochs, 4-s cycles) x the same less
@@ -252,6 +252,42 @@ BUILTIN_SAM := data.root=null model.name=ast_tiny model.pretrained=null model.pa
 bench-builtin-sam: setup ## AST + SAM on built-in data: tiny AST, paper and clean protocols, 3 seeds
 	$(SWEEP_CPU) -c experiments/icbhi_ast_sam.yaml -c experiments/icbhi_ast_sam_clean.yaml $(BUILTIN_SAM) \
 	  --seeds $(or $(BENCH_SEEDS),1-3) --quiet --published --out outputs/compare/builtin-sam
+
+# --- EfficientAT [EFFAT] (docs/methods.md section 12): AudioSet CNNs that train on a CPU --------------------------------
+# The mn04 AudioSet weights: ../shared/models beside the checkout, else the cached or downloaded release (`audioset`).
+EFFAT_MN04 := mn04_as_mAP_432.pt
+EFFAT_WEIGHTS ?= $(or $(wildcard ../shared/models/efficientat/$(EFFAT_MN04)),audioset)
+# Seconds of one 4,142-cycle mn04 training epoch on 2 CPU cores and of the 2,756-cycle test evaluation, measured by
+# benchmarks/efficientat_speed.py on this machine (see docs/methods.md section 12).
+EFFAT_EPOCH_S := 244
+EFFAT_EVAL_S := 59
+.PHONY: icbhi-efficientat icbhi-efficientat-cpu bench-builtin-efficientat
+
+icbhi-efficientat: check-data setup ## EfficientAT mn04 and mn10 from AudioSet [EFFAT], both protocols, then the table
+	$(SWEEP) -c experiments/icbhi_efficientat_mn04.yaml -c experiments/icbhi_efficientat_mn04_clean.yaml \
+	  -c experiments/icbhi_efficientat_mn10.yaml -c experiments/icbhi_efficientat_mn10_clean.yaml data.root=$(DATA) \
+	  --seeds $(SEEDS) --out outputs/compare/icbhi-efficientat
+
+icbhi-efficientat-cpu: check-data setup ## EfficientAT mn04 on the official split on this CPU (clean protocol, one seed; hours)
+	@echo "EfficientAT mn04 on CPU: about $(EFFAT_EPOCH_S) s of training and $(EFFAT_EVAL_S) s of test evaluation per epoch on 2" \
+	  "cores (measured by benchmarks/efficientat_speed.py), with the validation patients about" \
+	  "$$(( ($(EFFAT_EPOCH_S) + 13 * $(EFFAT_EVAL_S) / 10) * 80 / 60 )) minutes (about" \
+	  "$$(( ($(EFFAT_EPOCH_S) + 13 * $(EFFAT_EVAL_S) / 10) * 80 / 3600 )) h) for the 80 epochs; more cores are faster."
+	$(LS) train -c experiments/icbhi_efficientat_mn04_clean.yaml data.root=$(DATA) train.device=cpu \
+	  model.pretrained=$(EFFAT_WEIGHTS) tracking.experiment=icbhi-efficientat-cpu
+
+# mn04 fine-tuned from its AudioSet weights on the built-in data, beside the tiny AST of bench-builtin (same experiment,
+# same table): the recipe of icbhi_efficientat_mn04 shortened to the AST rows' 15 epochs (warm-up 2, ramp-down 12).
+BUILTIN_EFFAT := data.root=null train.epochs=15 train.warmup_epochs=2 train.rampdown_epochs=12 tracking.experiment=builtin-bench
+bench-builtin-efficientat: setup ## mn04 from AudioSet on the built-in data, both protocols, 3 seeds (skipped without the weights)
+	@w=$$(for f in ../shared/models/efficientat/$(EFFAT_MN04) "$${LUNGSOUND_CACHE:-$$HOME/.cache/lungsound}/models/efficientat/$(EFFAT_MN04)"; \
+	  do [ -f "$$f" ] && { echo "$$f"; break; }; done); \
+	if [ -z "$$w" ]; then echo "bench-builtin-efficientat: skipped: no EfficientAT mn04 AudioSet weights in ../shared/models/efficientat/" \
+	  "or the cache (fetch them once with: $(PY) -c \"from lungsound.models.efficientat_weights import fetch_release; fetch_release('mn04')\")"; \
+	  exit 0; fi; \
+	$(SWEEP_CPU) -c experiments/icbhi_efficientat_mn04.yaml -c experiments/icbhi_efficientat_mn04_clean.yaml $(BUILTIN_EFFAT) \
+	  model.pretrained=$$w --seeds $(or $(BENCH_SEEDS),1-3) --quiet && \
+	$(LS) compare --experiment builtin-bench --published --out outputs/compare/builtin-bench
 
 # --- performance card (issue 11): every figure side by side in one run, written to docs/performance.md --------------------
 .PHONY: bench-speed

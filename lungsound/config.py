@@ -101,8 +101,10 @@ class TrainConfig:
     sam_adaptive: bool = False  # sam: ASAM's |w|-scaled ascent (Kwon et al. 2021)
     momentum: float = 0.9  # sgd (also as sam_base): momentum
     grad_accum: int = 1  # micro-batches per step: each batch of batch_size is split into this many (memory, not size)
-    schedule: str = "cosine"  # cosine (set once per epoch) | constant
-    eta_min_ratio: float = 1e-3
+    schedule: str = "cosine"  # cosine (set once per epoch) | constant | warmup_linear ([EFFAT], training.optim)
+    eta_min_ratio: float = 1e-3  # cosine: the floor; warmup_linear: the final ratio
+    warmup_epochs: int = 10  # warmup_linear: exponential warm-up epochs, then the linear ramp-down starts
+    rampdown_epochs: int = 65  # warmup_linear: epochs of the linear ramp-down to eta_min_ratio
     ma_beta: float | None = 0.5  # moving-average weight blending after every step; None = off
     amp: bool = True  # mixed precision when on CUDA
     protocol: str = "paper"  # paper (best test epoch with Se > min_se) | clean (select on validation patients)
@@ -158,7 +160,7 @@ CHOICES = {
     ("augment", "rep_minority"): REP_MINORITIES,
     ("data", "balance"): ("none", "oversample", "weighted"),
     ("data", "balance_draw"): ("once", "epoch"),
-    ("train", "schedule"): ("cosine", "constant"),
+    ("train", "schedule"): ("cosine", "constant", "warmup_linear"),
     ("train", "protocol"): ("paper", "clean"),
     ("train", "optimizer"): OPTIMIZERS,
     ("train", "sam_base"): BASE_OPTIMIZERS,

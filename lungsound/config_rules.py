@@ -117,6 +117,8 @@ RULES: dict[str, Rule] = {
     "train.sam_rho": _positive,
     "train.momentum": _in_range(0, 1, high_open=True),
     "train.grad_accum": _at_least(1),
+    "train.warmup_epochs": _at_least(1),
+    "train.rampdown_epochs": _at_least(1),
     "train.ma_beta": _in_range(0, 1, high_open=True, optional=True),
     "train.seed": _at_least(0),
     "train.device": _device,

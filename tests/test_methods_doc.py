@@ -97,8 +97,10 @@ def test_fixed_sections_keep_their_topics(sections):
     wrong = {n: sections.get(n, ("<missing>", ""))[0] for n, word in FIXED_TITLES.items()
              if word not in sections.get(n, ("", ""))[0]}
     assert not wrong, f"sections whose title lost its fixed topic: {wrong}"
-    for n in sorted({12, 13, 14} - set(PAPER_SECTION.values())):  # reserved for methods the toolkit lacks yet
-        assert "Not yet in the toolkit" in sections[n][1], f"section {n} must say it is not yet in the toolkit"
+    for n in (12, 13, 14):  # reserved for methods the toolkit does not have yet, until one is implemented
+        body = sections[n][1]
+        assert "Not yet in the toolkit" in body or "**Implemented in**" in body, \
+            f"section {n} must say it is not yet in the toolkit, or where it is implemented"
 
 
 def test_every_methods_md_citation_names_an_existing_section(sections):

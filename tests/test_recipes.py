@@ -93,6 +93,11 @@ ROWS: dict[str, tuple] = {
     "icbhi_bts_clean": (8.0, 8, False, False, None, True, 288, "clean", R(metadata="clean")),
     "icbhi_clap_audio": (8.0, 8, False, False, None, True, 288, "paper", R()),
     "icbhi_clap_audio_clean": (8.0, 8, False, False, None, True, 288, "clean", R()),
+    # [EFFAT] EfficientAT mn04 / mn10 (section 12): waveform in (its own log-mel), batch 32, mixup with plain CE.
+    "icbhi_efficientat_mn04": (8.0, 32, False, False, None, True, 288, "paper", R()),
+    "icbhi_efficientat_mn04_clean": (8.0, 32, False, False, None, True, 288, "clean", R()),
+    "icbhi_efficientat_mn10": (8.0, 32, False, False, None, True, 288, "paper", R()),
+    "icbhi_efficientat_mn10_clean": (8.0, 32, False, False, None, True, 288, "clean", R()),
     # The quickstart (not a paper row): the AST CE recipe's weighting, no SpecAugment, clean protocol.
     "quickstart": (8.0, 8, True, False, "sample", True, 288, "clean", R()),
     "quickstart_patchmix_cl": (8.0, 8, True, False, "sample", True, 288, "clean", R()),

@@ -20,7 +20,10 @@ frames [10 t, 10 t + 16) of the fbank, so the fbank-sized map is the mean of r o
 
 Grad-CAM (Selvaraju et al., ICCV 2017) for a CNN whose last feature map A (C x h x w, before global pooling) gives the
 class score y^c: alpha_k = (1 / hw) sum_ij dy^c / dA_kij and L = ReLU(sum_k alpha_k A_k), bilinearly upsampled from
-(h, w) = (time, frequency) to the fbank's (T, 128). For timm CNNs A is the input of `backbone.global_pool`.
+(h, w) = (time, frequency) to the fbank's (T, 128). For timm CNNs A is the input of `backbone.global_pool`. A waveform
+model with a spectrogram front end of its own (`model.front_end`, EfficientAT) takes its waveform (L,): A is the input of
+its `global_pool`, laid out (C, frequency, time) as its `feature_map_axes` says, and the map is upsampled to its own
+spectrogram's (T, n_mels) frames.
 
 Gradient x input time saliency for a waveform model (input x, L samples at its rate; y^c the logit of class c). The
 gradient dy^c/dx is the saliency of Simonyan, Vedaldi & Zisserman ("Deep Inside Convolutional Networks: Visualising
@@ -135,7 +138,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
 
     The feature map is the input of `layer` (default: `model.backbone.global_pool`, the pooling of a timm CNN).
     """
-    x = _one(x)
+    own = getattr(model, "front_end", None)  # a waveform model computing its own spectrogram (EfficientAT)
+    x = _one(x) if own is None else _one_waveform(x)
+    size = tuple(x.shape[1:]) if own is None else (own.num_frames(x.shape[1]), own.n_mels)
     layer = layer if layer is not None else _pool_of(model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -149,7 +154,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
     model.eval()
     try:
         with torch.enable_grad():
-            x = x.detach().clone().requires_grad_(True)  # keeps a graph even when the weights are frozen
+            x = x.detach().float().clone().requires_grad_(True)  # keeps a graph even when the weights are frozen
             logits = model(x)
             target = int(logits[0].argmax()) if target is None else int(target)
             if not 0 <= target < logits.shape[1]:
@@ -165,17 +170,16 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
         raise LungsoundError("Grad-CAM found no 4-D feature map with a gradient at the chosen layer")
     weights = fmap.grad[0].mean(dim=(1, 2))  # alpha_k
     cam = torch.relu((weights[:, None, None] * fmap[0]).sum(dim=0)).detach()
-    cam = F.interpolate(cam[None, None].float(), size=tuple(x.shape[1:]), mode="bilinear", align_corners=False)[0, 0]
+    if getattr(model, "feature_map_axes", "time-frequency") == "frequency-time":
+        cam = cam.T
+    cam = F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
     return normalize01(cam.cpu().numpy()), target
 
 
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, int]:
     """Per-sample relevance |x_i dy/dx_i| (L,) of one waveform `x` (L,) or (1, L) for the logit y of class `target`
     (the predicted one by default), and that class. The model's own gradients are left untouched."""
-    x = torch.as_tensor(x)
-    x = x[None] if x.dim() == 1 else x
-    if x.dim() != 2 or x.shape[0] != 1:
-        raise LungsoundError(f"a time saliency takes one waveform (L,) or (1, L), got shape {tuple(x.shape)}")
+    x = _one_waveform(x)
     was_training = model.training
     model.eval()
     try:
@@ -217,7 +221,7 @@ def explanation_method(model: nn.Module) -> str | None:
 
     if isinstance(model, AST):
         return "attention-rollout"
-    if getattr(model, "input_type", "fbank") == "waveform":
+    if getattr(model, "input_type", "fbank") == "waveform" and getattr(model, "front_end", None) is None:
         return "gradient-x-input"
     if _pool_of(model, required=False) is not None:
         return "grad-cam"
@@ -244,10 +248,19 @@ def explain_input(model: nn.Module, x: torch.Tensor, target: int | None = None,
 
 def _pool_of(model: nn.Module, required: bool = True) -> nn.Module | None:
     pool = getattr(getattr(model, "backbone", None), "global_pool", None)
+    pool = getattr(model, "global_pool", None) if pool is None else pool  # EfficientAT's is its own
     if pool is None and required:
         raise LungsoundError(f"{type(model).__name__} has no backbone.global_pool to take the Grad-CAM feature map "
                              "from; pass layer=")
     return pool
+
+
+def _one_waveform(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    x = x[None] if x.dim() == 1 else x
+    if x.dim() != 2 or x.shape[0] != 1:
+        raise LungsoundError(f"a waveform model is explained on one waveform (L,) or (1, L), got shape {tuple(x.shape)}")
+    return x
 
 
 def _one(x: torch.Tensor) -> torch.Tensor:

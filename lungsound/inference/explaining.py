@@ -16,6 +16,10 @@ input is folded back onto the n samples of the segment (the first L of a longer 
   |x_i dy/dx_i| over its copies in the input, the result is summed per 10-ms frame [s k, s k + s) (s = 160 samples
   at 16 kHz) for the frames of the display fbank, then min-max normalised.
 
+A waveform model with a front end of its own (EfficientAT: 10-ms frames, centred) explained by Grad-CAM gives a map
+over its own frames, folded like an fbank map with the display fbank's frame geometry (its frame centres lie 12.5 ms
+from the display's, far below the map's resolution of 32 frames).
+
 The display spectrogram is the Kaldi fbank of the segment's own audio (the first L samples, padded to one 25-ms frame
 when shorter), computed the same way for every model (a waveform model's display uses the default `FbankConfig` at
 the model's sample rate).
@@ -52,7 +56,7 @@ def explain_segment(model: nn.Module, x: torch.Tensor, piece: np.ndarray, start:
     else:
         heat, method, explained = explain_input(model, x, target, method)
         target = explained if explained is not None else target
-        heat = fold_frames(heat, len(piece), cycle_cfg, fbank_cfg)[:len(fbank)]
+        heat = fold_frames(heat, len(piece), cycle_cfg, display)[:len(fbank)]
     return Explanation(fbank=fbank, heatmap=heat, method=method, start=start,
                        end=start + shown / cycle_cfg.sample_rate, target=CLASSES[target], kind=kind)
 

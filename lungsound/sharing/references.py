@@ -10,7 +10,8 @@ registrations (`lungsound.methods.base.ObjectiveSpec`, `lungsound.models.registr
   [AFT]'s adversarial fine-tuning (the objective's `configured` hook); `compose`: each part's paper;
 - plain fine-tuning (`ce`, `ObjectiveSpec.fine_tuning`): the recipe its backbone's paper (`ModelSpec.paper`) maps to
   in `RECIPES`: the AST fine-tuning baseline of [PMCL] for an AST, the speech-model recipe of [REPAUG] for a waveform
-  speech model, nothing for a CNN;
+  speech model, [EFFAT]'s for EfficientAT, nothing for a CNN; a fine-tuning objective with a paper of its own
+  (`mixup`) cites both;
 - `augment.representation` other than none (RepAugment, Rep-Mask, Rep-Gen): [REPAUG];
 - `data.generated` (diffusion-generated training clips): [AFT];
 - `train.optimizer: sam`: SAM (Foret et al., ICLR 2021), or ASAM (Kwon et al., ICML 2021) with `train.sam_adaptive`;
@@ -77,6 +78,10 @@ PAPERS: dict[str, Reference] = {
     "CLAP": Reference("CLAP", 'Wu et al., "Large-scale Contrastive Language-Audio Pretraining with Feature Fusion and '
                       'Keyword-to-Caption Augmentation", ICASSP 2023, arXiv 2211.06687',
                       "https://arxiv.org/abs/2211.06687"),
+    "EFFAT": Reference("EFFAT", 'Schmid, Koutini, Widmer, "Efficient Large-Scale Audio Tagging via Transformer-to-CNN '
+                       'Knowledge Distillation", ICASSP 2023, arXiv 2211.04772', "https://arxiv.org/abs/2211.04772"),
+    "MIXUP": Reference("MIXUP", 'Zhang, Cisse, Dauphin, Lopez-Paz, "mixup: Beyond Empirical Risk Minimization", '
+                       'ICLR 2018, arXiv 1710.09412', "https://arxiv.org/abs/1710.09412"),
 }
 
 # Plain fine-tuning (an objective with `fine_tuning`) follows a published recipe for some backbones: the backbone's
@@ -86,6 +91,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "AST": ("PMCL", "the AST fine-tuning recipe"),
     **{paper: ("REPAUG", "fine-tuning waveform speech models") for paper in ("WAV2VEC2", "HUBERT", "WAVLM", "XLSR")},
     "CLAP": ("BTS", "the CLAP fine-tuning recipe"),
+    "EFFAT": ("EFFAT", "the EfficientAT fine-tuning recipe"),
 }
 
 
@@ -114,7 +120,7 @@ def references_for(cfg: ExperimentConfig, synthetic: bool) -> list[tuple[Referen
     for spec, _ in _objectives(cfg):
         if spec.paper is not None:
             cite(spec.paper, spec.reason)
-        elif spec.fine_tuning and backbone in RECIPES:
+        if spec.fine_tuning and backbone in RECIPES:  # a fine-tuning objective with a paper of its own (mixup) too
             cite(*RECIPES[backbone])
     if cfg.augment.representation != "none":
         cite("REPAUG", REPRESENTATIONS[cfg.augment.representation])

@@ -8,6 +8,16 @@ BatchNorm running statistics of backbone, classifier and any projector/domain he
 integer buffers (BatchNorm's num_batches_tracked) keep the new value, optimiser moments are untouched.
 The optimiser itself comes from `build_optimizer` (`train.optimizer`: adam, the papers'; adamw; sgd; or sam, which wraps
 `train.sam_base` in sharpness-aware minimisation, lungsound.training.sam).
+
+Exponential warm-up then linear ramp-down (`train.schedule: warmup_linear`), the EfficientAT fine-tuning schedule
+([EFFAT], docs/methods.md section 12; the warm-up is the exponential ramp-up of Laine & Aila, "Temporal Ensembling for
+Semi-Supervised Learning", ICLR 2017, arXiv 1610.02242), set once at the start of epoch e = 1..E with i = e - 1 (the
+upstream's 0-based epoch), W warm-up and R ramp-down epochs and final ratio r:
+    up(i)   = exp(-5 (1 - max(i, 0.5) / W)^2) for i < W, else 1;
+    down(i) = 1 for i <= W;  r + (1 - r) (R - i + W) / R for W < i < W + R;  r after;
+    lr_e = lr * up(i) * down(i).
+With W = 10, R = 65, r = 0.01: 0.011 lr in epoch 1, 0.951 lr in epoch 10, lr in epoch 11, 0.985 lr in epoch 12,
+0.025 lr in epoch 75 and 0.01 lr from epoch 76 on.
 """
 
 from __future__ import annotations
@@ -45,6 +55,20 @@ def cosine_lr(epoch: int, epochs: int, lr: float, eta_min_ratio: float = 1e-3) -
     """Learning rate for 1-based `epoch` of `epochs`."""
     eta_min = lr * eta_min_ratio
     return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def warmup_linear_lr(epoch: int, lr: float, warmup_epochs: int = 10, rampdown_epochs: int = 65,
+                     final_ratio: float = 0.01) -> float:
+    """Learning rate for 1-based `epoch` under the exponential warm-up and linear ramp-down (module docstring)."""
+    i = epoch - 1
+    up = math.exp(-5.0 * (1.0 - max(i, 0.5) / warmup_epochs) ** 2) if i < warmup_epochs else 1.0
+    if i <= warmup_epochs:
+        down = 1.0
+    elif i - warmup_epochs < rampdown_epochs:
+        down = final_ratio + (1.0 - final_ratio) * (rampdown_epochs - i + warmup_epochs) / rampdown_epochs
+    else:
+        down = final_ratio
+    return lr * up * down
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

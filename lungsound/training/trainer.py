@@ -41,7 +41,7 @@ from lungsound.models.conditioning import bind_metadata
 from lungsound.models.registry import METADATA_OPTIONS
 from lungsound.training.accumulate import Replay, backward_chunks, split_batch
 from lungsound.training.data import RunData, build_run_data
-from lungsound.training.optim import MovingAverageBlend, build_optimizer, cosine_lr, set_lr
+from lungsound.training.optim import MovingAverageBlend, build_optimizer, cosine_lr, set_lr, warmup_linear_lr
 from lungsound.training.sam import SAM, sam_update
 
 
@@ -182,6 +182,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg.train
         lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.eta_min_ratio) if cfg.schedule == "cosine" else cfg.lr
+        if cfg.schedule == "warmup_linear":  # [EFFAT]'s schedule; eta_min_ratio is its final ratio
+            lr = warmup_linear_lr(epoch, cfg.lr, cfg.warmup_epochs, cfg.rampdown_epochs, cfg.eta_min_ratio)
         set_lr(self.optimizer, lr)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + self.rank)  # the objective's draws (Patch-Mix, ...)
         augment = make_augment(self.cfg, torch.Generator().manual_seed(cfg.seed * 10_007 + epoch + 97 * self.rank))
