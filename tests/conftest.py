@@ -41,6 +41,18 @@ def kauh_dir() -> Path:
     return _shared("kauh")
 
 
+@pytest.fixture(scope="session")
+def cycle_data(tmp_path_factory) -> Path:
+    """The real ICBHI folder, or (when it is absent) a two-recording ICBHI-format folder of 12 annotated cycles."""
+    real = SHARED_DATA / "icbhi"
+    if real.is_dir():
+        return real
+    root = tmp_path_factory.mktemp("cycle-data")
+    for k, stem in enumerate(("101_1b1_Al_sc_Meditron", "102_1b1_Ar_sc_Meditron")):
+        write_recording(root, stem, [(0.1 + 1.3 * i, 1.4 + 1.3 * i, i % 2, (i // 2) % 2) for i in range(6)], seed=k)
+    return root
+
+
 def write_recording(folder: Path, stem: str, cycles: list[tuple[float, float, int, int]], sr: int = 4000,
                     duration: float | None = None, seed: int = 0, subtype: str = "PCM_16") -> Path:
     """Write `<stem>.wav` (noise plus a tone) and `<stem>.txt` with the given cycles; returns the wav path."""

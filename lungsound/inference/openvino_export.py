@@ -12,7 +12,10 @@ calibrated on `--calibration-cycles` (default 300) cycles of the model's own tra
 (`lungsound.inference.openvino_calibration`). A transformer (`ModelSpec.transformer`: the AST and the speech models)
 gets NNCF's transformer model type (the mixed preset: symmetric weights, asymmetric activations, SmoothQuant, and the
 attention's matmuls quantised too); a CNN gets NNCF's defaults. The scales are static (fixed at export), so a segment's
-result never depends on the other segments of its batch: an int8 folder takes batches of any size.
+result never depends on the other segments of its batch: an int8 folder takes batches of any size. That is checked on
+four calibration cycles: with OpenVINO 2026.4's CPU plugin, SmoothQuant on the speech models' graphs (their pooled
+head) gives the second and later segments of a batch other logits than alone, so such a model is quantised again
+without SmoothQuant (export.json's `quantization.smooth_quant` says which was kept).
 
 Precision (`--precision f32|bf16|auto`, default f32): the compute precision of the layers in float (all of them
 without --int8); `auto` is bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) and f32 elsewhere, and the export
@@ -113,8 +116,13 @@ def export_openvino(checkpoint: str | Path, out: str | Path | None = None, *, in
         quantization = None
         if int8:
             t1 = time.perf_counter()
-            quantization = _quantize(graph, draw.calibration, spec.transformer, log)
-            _save(quantization.pop("model"), tmp / XML_FILE)
+            for smooth in ((True, False) if spec.transformer else (False,)):
+                quantization = _quantize(graph, draw.calibration, spec.transformer, smooth, log)
+                _save(quantization.pop("model"), tmp / XML_FILE)
+                if _batch_invariant(OpenVinoModel(tmp / XML_FILE, precision="int8"), draw.calibration):
+                    break
+                log("int8: with SmoothQuant a segment's result depends on its batch here; quantising again "
+                    "without it")
             quantization.update(calibration=draw.described if check is draw.check else
                                 f"{len(draw.calibration)} cycles drawn from {draw.recordings} recordings in "
                                 f"{draw.root}", seed=seed)
@@ -161,25 +169,38 @@ def _save(graph, path: Path) -> None:
     ov.save_model(graph, str(path), compress_to_fp16=False)  # float32 weights: the fp32 check holds to 1e-4
 
 
-def _quantize(graph, inputs: torch.Tensor, transformer: bool, log) -> dict:
-    """NNCF post-training quantisation of `graph` on `inputs`, one cycle per calibration step; NNCF's progress bars
-    and notes are kept off the terminal (one line says what it does)."""
+def _quantize(graph, inputs: torch.Tensor, transformer: bool, smooth: bool, log) -> dict:
+    """NNCF post-training quantisation of `graph` on `inputs`, one cycle per calibration step, with SmoothQuant
+    (Xiao et al. 2023; part of the transformer preset) when `smooth`; NNCF's progress bars and notes are kept off the
+    terminal (one line says what it does)."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     model_type = nncf.ModelType.TRANSFORMER if transformer else None
+    advanced = None if smooth or not transformer else AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))  # -1: SmoothQuant off
     log(f"int8: NNCF post-training quantisation on {len(inputs)} calibration cycles "
-        f"({'transformer' if transformer else 'default'} preset)")
+        f"({'transformer' if transformer else 'default'} preset{'' if smooth or not transformer else ', no SmoothQuant'})")
     dataset = nncf.Dataset([inputs[i:i + 1].numpy() for i in range(len(inputs))])
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            quantized = nncf.quantize(graph, dataset, model_type=model_type, subset_size=len(inputs))
+            quantized = nncf.quantize(graph, dataset, model_type=model_type, subset_size=len(inputs),
+                                      advanced_parameters=advanced)
         except Exception as exc:
             raise LungsoundError(f"NNCF cannot quantise this model: {one_line(exc)}") from None
     return {"model": quantized, "tool": f"nncf.quantize {nncf.__version__} (post-training, static scales)",
-            "model_type": "transformer" if transformer else "default", "subset_size": len(inputs)}
+            "model_type": "transformer" if transformer else "default", "smooth_quant": smooth and transformer,
+            "subset_size": len(inputs)}
+
+
+def _batch_invariant(compiled: OpenVinoModel, inputs: torch.Tensor, n: int = 4) -> bool:
+    """Whether the first `n` inputs get the same logits (within 1e-4) alone as in one batch."""
+    x = inputs[:n]
+    alone = np.concatenate([compiled.logits(x[i:i + 1]) for i in range(len(x))])
+    return bool(np.abs(compiled.logits(x) - alone).max() <= FP32_TOLERANCE)
 
 
 def _run(compiled: OpenVinoModel, inputs: torch.Tensor, batch: int) -> np.ndarray:
