@@ -179,8 +179,9 @@ def _quantize(graph, inputs: torch.Tensor, transformer: bool, smooth: bool, log)
     model_type = nncf.ModelType.TRANSFORMER if transformer else None
     advanced = None if smooth or not transformer else AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))  # -1: SmoothQuant off
+    note = "" if smooth or not transformer else ", no SmoothQuant"
     log(f"int8: NNCF post-training quantisation on {len(inputs)} calibration cycles "
-        f"({'transformer' if transformer else 'default'} preset{'' if smooth or not transformer else ', no SmoothQuant'})")
+        f"({'transformer' if transformer else 'default'} preset{note})")
     dataset = nncf.Dataset([inputs[i:i + 1].numpy() for i in range(len(inputs))])
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
@@ -222,16 +223,16 @@ def _agreement(result: dict, got: np.ndarray, expected: np.ndarray, temperature:
     """Argmax agreement with PyTorch fp32 and the largest calibrated-probability difference, into `result`; below
     `min_agreement` a one-line error."""
     same = got.argmax(axis=1) == expected.argmax(axis=1)
+    probability = np.abs(softmax(got / temperature) - softmax(expected / temperature)).max()
     result.update(argmax_agreement=float(same.mean()), disagreements=int((~same).sum()), min_agreement=min_agreement,
-                  max_abs_logit_diff=float(np.abs(got - expected).max()),
-                  max_probability_diff=float(np.abs(softmax(got / temperature) - softmax(expected / temperature)).max()))
+                  max_abs_logit_diff=float(np.abs(got - expected).max()), max_probability_diff=float(probability))
     log(f"{label} OpenVINO vs PyTorch fp32: same class for {100 * result['argmax_agreement']:.1f}% of the "
         f"{len(got)} held-out cycles ({result['disagreements']} differ), largest calibrated-probability difference "
         f"{result['max_probability_diff']:.4f} (T = {temperature:.3g})")
     if result["argmax_agreement"] < min_agreement:
-        raise LungsoundError(f"the {label} model gives PyTorch's class for only {100 * result['argmax_agreement']:.1f}% "
-                             f"of the check cycles, below the threshold {100 * min_agreement:g}%: use the fp32 export",
-                             checkpoint)
+        share = 100 * result["argmax_agreement"]
+        raise LungsoundError(f"the {label} model gives PyTorch's class for only {share:.1f}% of the check cycles, "
+                             f"below the threshold {100 * min_agreement:g}%: use the fp32 export", checkpoint)
 
 
 def _export_info(checkpoint: Path, source: str | None, cfg, folder: Path, label: str, compute: str, why: str,
