@@ -33,7 +33,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from speed_card import Stat, log, timed  # noqa: E402  (the card's own statistics and log)
+from speed_card import log, timed  # noqa: E402  (the card's own timing and log)
 
 MODELS = ("ast", "wav2vec2_base", "smallest-cnn")
 COLD = ("import sys, time\nfrom lungsound.inference import Predictor\nt = time.perf_counter()\n"

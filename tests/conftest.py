@@ -41,6 +41,17 @@ def kauh_dir() -> Path:
     return _shared("kauh")
 
 
+def one_error(capsys, argv: list[str]) -> str:
+    """Run the CLI with `argv`: it must exit 2 with exactly one `lungsound: error: ...` line on stderr, returned."""
+    from lungsound.cli import main
+
+    assert main(argv) == 2
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lungsound: error: "), err
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def cycle_data(tmp_path_factory) -> Path:
     """The real ICBHI folder, or (when it is absent) a two-recording ICBHI-format folder of 12 annotated cycles."""

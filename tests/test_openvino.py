@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from lungsound.cli import main
 from lungsound.data.download import sha256_of
 from lungsound.errors import LungsoundError
 from lungsound.inference import Predictor
@@ -27,7 +26,7 @@ from lungsound.inference.openvino_export import export_openvino
 from lungsound.inference.openvino_folder import OpenVinoModel
 from lungsound.models.folder import load_model, read_config
 from lungsound.models.registry import MODELS, model_spec
-from tests.conftest import random_model
+from tests.conftest import one_error, random_model
 
 pytest.importorskip("openvino", reason="openvino is not installed")
 pytest.importorskip("nncf", reason="nncf is not installed")
@@ -121,14 +120,6 @@ def ast_export(cycle_data, tmp_path_factory) -> Path:
     return Path(export_openvino(checkpoint, data=cycle_data, n_check=4, log=quiet)["folder"])
 
 
-def _one_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    _, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lungsound: error: "), err
-    return lines[0]
-
-
 @pytest.mark.parametrize("name", ["model.xml", "model.bin"])
 def test_a_tampered_or_truncated_model_file_is_one_line_naming_it(name, ast_export, tmp_path, capsys):
     import shutil
@@ -138,19 +129,19 @@ def test_a_tampered_or_truncated_model_file_is_one_line_naming_it(name, ast_expo
     data = (broken / name).read_bytes()
     (broken / name).write_bytes(data[:len(data) // 2])  # truncated
     predict = ["predict", audio, "--checkpoint", str(broken), "--runtime", "openvino"]
-    line = _one_error(capsys, predict)
+    line = one_error(capsys, predict)
     assert f"{broken}: {name} is not the file this folder was exported with" in line  # its digest is checked first
     info = json.loads((broken / "export.json").read_text())
     info["weights_sha256"][name] = sha256_of(broken / name)  # the digest made to match: OpenVINO reads the file
     (broken / "export.json").write_text(json.dumps(info))
-    line = _one_error(capsys, predict)
+    line = one_error(capsys, predict)
     assert f"{broken}: cannot read model.xml/model.bin with OpenVINO" in line
     tampered = bytearray(data)
     tampered[len(data) // 3] ^= 0xFF  # one byte changed, the length kept
     (broken / name).write_bytes(bytes(tampered))
     info["weights_sha256"][name] = sha256_of(ast_export / name)
     (broken / "export.json").write_text(json.dumps(info))
-    assert f"{name} is not the file this folder was exported with" in _one_error(capsys, predict)
+    assert f"{name} is not the file this folder was exported with" in one_error(capsys, predict)
 
 
 def test_an_openvino_folder_without_pytorch_weights_says_the_explanation_is_unavailable(ast_export, cycle_data,

@@ -149,12 +149,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         seconds_export = time.perf_counter() - t0
         check = {"inputs": int(len(inputs)), "data": described, "batch": batch, "tolerance": FP32_TOLERANCE}
         fp32 = _run(OnnxModel(fp32_path), inputs, batch)
-        check["fp32_max_abs_logit_diff"] = float(np.abs(fp32 - expected).max())
-        log(f"fp32 ONNX vs PyTorch: max |logit difference| {check['fp32_max_abs_logit_diff']:.2e} "
-            f"(tolerance {FP32_TOLERANCE:g})")
-        if not check["fp32_max_abs_logit_diff"] <= FP32_TOLERANCE:
-            raise LungsoundError(f"the exported model does not match PyTorch: max |logit difference| "
-                                 f"{check['fp32_max_abs_logit_diff']:.3g} > {FP32_TOLERANCE:g}", checkpoint)
+        check_fp32(check, fp32, expected, "ONNX", checkpoint, log)
         got = fp32
         if int8:
             _quantize(fp32_path, tmp / ONNX_FILE)
@@ -229,6 +224,16 @@ def _run(session: OnnxModel, inputs: torch.Tensor, batch: int) -> np.ndarray:
         raise LungsoundError(f"the exported model gives other logits for a batch of {other} than for a batch of "
                              f"{batch}: the batch axis is not dynamic ({worst:.3g})")
     return logits
+
+
+def check_fp32(check: dict, got: np.ndarray, expected: np.ndarray, title: str, checkpoint: Path, log) -> None:
+    """The fp32 check: the largest |logit difference| from PyTorch into `check` and the log, above `FP32_TOLERANCE`
+    a one-line error naming the checkpoint."""
+    check["fp32_max_abs_logit_diff"] = worst = float(np.abs(got - expected).max())
+    log(f"fp32 {title} vs PyTorch: max |logit difference| {worst:.2e} (tolerance {FP32_TOLERANCE:g})")
+    if not worst <= FP32_TOLERANCE:
+        raise LungsoundError(f"the exported model does not match PyTorch: max |logit difference| {worst:.3g} > "
+                             f"{FP32_TOLERANCE:g}", checkpoint)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

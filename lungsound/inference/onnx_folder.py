@@ -90,6 +90,16 @@ def verify_weights(folder: str | Path, info: dict, model_file: str = ONNX_FILE) 
                                  f"one {EXPORT_FILE} records (swapped or damaged; export the checkpoint again)", folder)
 
 
+def as_batch(x, input_shape: list, path: Path) -> np.ndarray:
+    """A float32 batch (numpy array or CPU tensor) as a contiguous array, checked against the graph's `input_shape`
+    (its fixed sizes; the batch axis is free): another shape is a one-line error naming the model file."""
+    x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
+    want = input_shape[1:]
+    if x.ndim != len(input_shape) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:])):
+        raise LungsoundError(f"{path.name} takes a batch of shape {['batch', *want]}, got {list(x.shape)}", path.parent)
+    return x
+
+
 class OnnxModel:
     """An ONNX Runtime session of an exported classifier: `logits(x)` for a float32 batch, in one call. The graph must
     have one input and one output giving `classes` scores per item (where its shape says so)."""
@@ -127,11 +137,7 @@ class OnnxModel:
 
     def logits(self, x) -> np.ndarray:
         """(B, C) float32 logits of a float32 batch (numpy array or CPU tensor) of the model's input shape."""
-        x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
-        want = self.input_shape[1:]
-        if x.ndim != len(self.input_shape) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:])):
-            raise LungsoundError(f"{self.path.name} takes a batch of shape {['batch', *want]}, got {list(x.shape)}",
-                                 self.path.parent)
+        x = as_batch(x, self.input_shape, self.path)
         return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
 
     @property

@@ -46,7 +46,7 @@ import torch
 from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.batching import batch_size_for
 from lungsound.inference.onnx_export import (CHECK_CYCLES, FP32_TOLERANCE, INPUT_NAME, MIN_AGREEMENT, OUTPUT_NAME,
-                                             softmax)
+                                             check_fp32, softmax)
 from lungsound.inference.onnx_folder import DIGESTS, EXPORT_FILE, weight_digests
 from lungsound.inference.openvino_calibration import CALIBRATION_CYCLES, SEED, draw_cycles
 from lungsound.inference.openvino_folder import BIN_FILE, XML_FILE, OpenVinoModel, cpu_instructions, resolve_precision
@@ -107,12 +107,7 @@ def export_openvino(checkpoint: str | Path, out: str | Path | None = None, *, in
         seconds = {"convert": round(time.perf_counter() - t0, 2)}
         result = {"inputs": int(len(check)), "data": draw.described, "batch": batch, "tolerance": FP32_TOLERANCE}
         fp32 = _run(OpenVinoModel(fp32_xml, threads=None, precision="fp32"), check, batch)
-        result["fp32_max_abs_logit_diff"] = float(np.abs(fp32 - expected).max())
-        log(f"fp32 OpenVINO vs PyTorch: max |logit difference| {result['fp32_max_abs_logit_diff']:.2e} "
-            f"(tolerance {FP32_TOLERANCE:g})")
-        if not result["fp32_max_abs_logit_diff"] <= FP32_TOLERANCE:
-            raise LungsoundError(f"the converted model does not match PyTorch: max |logit difference| "
-                                 f"{result['fp32_max_abs_logit_diff']:.3g} > {FP32_TOLERANCE:g}", checkpoint)
+        check_fp32(result, fp32, expected, "OpenVINO", checkpoint, log)
         quantization = None
         if int8:
             t1 = time.perf_counter()

@@ -35,7 +35,7 @@ import numpy as np
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.batching import default_threads
-from lungsound.inference.onnx_folder import EXPORT_FILE, read_export, verify_weights
+from lungsound.inference.onnx_folder import EXPORT_FILE, as_batch, read_export, verify_weights
 from lungsound.models.build import check_model_input
 from lungsound.models.folder import CONFIG_FILE, read_config, read_meta
 
@@ -140,12 +140,7 @@ class OpenVinoModel:
 
     def logits(self, x) -> np.ndarray:
         """(B, C) float32 logits of a float32 batch (numpy array or CPU tensor) of the model's input shape."""
-        x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
-        want = self.input_shape[1:]
-        if x.ndim != len(self.input_shape) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:])):
-            raise LungsoundError(f"{self.path.name} takes a batch of shape {['batch', *want]}, got {list(x.shape)}",
-                                 self.path.parent)
-        self.request.infer({0: x})
+        self.request.infer({0: as_batch(x, self.input_shape, self.path)})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 
