@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def model_size(folder: Path, runtime: str) -> int:
 
 def cold_start(folder: Path, runtime: str, rec) -> float:
     done = subprocess.run([sys.executable, "-c", COLD, str(folder), runtime, str(rec.audio), str(rec.annotation)],
-                          capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     found = [line for line in done.stdout.splitlines() if line.startswith("COLD ")]
     return float(found[-1].split()[1]) if found else float("nan")
 
