@@ -38,8 +38,8 @@ from speed_card import log, timed  # noqa: E402  (the card's own timing and log)
 
 MODELS = ("ast", "wav2vec2_base", "smallest-cnn")
 COLD = ("import sys, time\nfrom lungsound.inference import Predictor\nt = time.perf_counter()\n"
-        "p = Predictor.from_checkpoint(sys.argv[1], runtime=sys.argv[2])\np.predict(sys.argv[3], annotation=sys.argv[4])"
-        "\nprint('COLD', time.perf_counter() - t)\n")
+        "p = Predictor.from_checkpoint(sys.argv[1], runtime=sys.argv[2])\n"
+        "p.predict(sys.argv[3], annotation=sys.argv[4])\nprint('COLD', time.perf_counter() - t)\n")
 
 
 def smallest_cnn() -> str:
@@ -149,8 +149,8 @@ def model_rows(name: str, root: Path, work: Path, args) -> list[str]:
            f"parameters, random weights)", "",
            f"Recording: {rec.stem} ({audio_info(rec.audio).duration:.1f} s, {len(preds['PyTorch fp32'].segments)} "
            f"annotated cycles); intra-op threads = {predictors['PyTorch fp32'].threads}.", "",
-           f"| runtime | model file | per {cfg.data.duration:g}-s segment (s) | speed-up | per recording (s) | speed-up "
-           "| cold start (s) | same class as PyTorch |", "|---|---|---|---|---|---|---|---|"]
+           f"| runtime | model file | per {cfg.data.duration:g}-s segment (s) | speed-up | per recording (s) "
+           "| speed-up | cold start (s) | same class as PyTorch |", "|---|---|---|---|---|---|---|---|"]
     for label, size, segment, whole, cold in rows:
         same = np.mean([a == b for a, b in zip(classes(preds[label]), classes(preds["PyTorch fp32"]))])
         out.append(f"| {label} | {size / 2**20:.1f} MB | {segment} | {base[2].median / segment.median:.2f}x | {whole} "
