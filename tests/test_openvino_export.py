@@ -162,3 +162,14 @@ def test_validate_external_runs_an_openvino_folder(int8_folder, kauh_dir, tmp_pa
     assert result["runtime"] == "OpenVINO int8" and result["scored"] + len(result["unmappable"]) == result["recordings"]
     assert result["scored"] >= 1
     assert Predictor.from_checkpoint(folder, runtime="openvino").backend.precision == "int8"  # still loads
+
+
+def test_calibration_and_check_data_can_come_from_two_folders(checkpoint, cycle_data, tmp_path):
+    check = tmp_path / "check"
+    write_recording(check, "101_1b1_Al_sc_Meditron", [(0.1 + i, 1.0 + i, 0, 0) for i in range(5)])
+    info = export_openvino(checkpoint, tmp_path / "out", int8=True, calibration=cycle_data, data=check,
+                           calibration_cycles=6, n_check=3, min_agreement=0.0, log=quiet)
+    assert info["check"]["data"] == f"3 check cycles drawn from 1 recordings in {check}"
+    assert info["check"]["inputs"] == 3 and info["quantization"]["subset_size"] == 6
+    assert info["quantization"]["calibration"].startswith("6 calibration + 3 held-out check cycles drawn from ")
+    assert info["quantization"]["calibration"].endswith(f" recordings in {cycle_data}")

@@ -93,9 +93,10 @@ def export_openvino(checkpoint: str | Path, out: str | Path | None = None, *, in
     t0 = time.perf_counter()
     draw = draw_cycles(cfg, calibration if calibration is not None else data, calibration_cycles if int8 else 0,
                        n_check, seed)
-    check = draw.check if calibration is None or data is None else draw_cycles(cfg, data, 0, n_check, seed).check
-    log(f"check data: {draw.described}" if check is draw.check else
-        f"calibration: {draw.described}; check: {len(check)} cycles drawn from {data}")
+    checked = draw if calibration is None or data is None else draw_cycles(cfg, data, 0, n_check, seed)
+    check = checked.check
+    log(f"check data: {draw.described}" if checked is draw else
+        f"calibration: {draw.described}; check: {checked.described}")
     batch = batch_size_for(cfg)
     with torch.inference_mode():
         expected = np.concatenate([model(check[i:i + batch]).float().numpy() for i in range(0, len(check), batch)])
@@ -105,7 +106,7 @@ def export_openvino(checkpoint: str | Path, out: str | Path | None = None, *, in
         fp32_xml = tmp / (FP32_XML if int8 else XML_FILE)
         _save(graph, fp32_xml)
         seconds = {"convert": round(time.perf_counter() - t0, 2)}
-        result = {"inputs": int(len(check)), "data": draw.described, "batch": batch, "tolerance": FP32_TOLERANCE}
+        result = {"inputs": int(len(check)), "data": checked.described, "batch": batch, "tolerance": FP32_TOLERANCE}
         fp32 = _run(OpenVinoModel(fp32_xml, threads=None, precision="fp32"), check, batch)
         check_fp32(result, fp32, expected, "OpenVINO", checkpoint, log)
         quantization = None
@@ -116,11 +117,13 @@ def export_openvino(checkpoint: str | Path, out: str | Path | None = None, *, in
                 _save(quantization.pop("model"), tmp / XML_FILE)
                 if _batch_invariant(OpenVinoModel(tmp / XML_FILE, precision="int8"), draw.calibration):
                     break
-                log("int8: with SmoothQuant a segment's result depends on its batch here; quantising again "
-                    "without it")
-            quantization.update(calibration=draw.described if check is draw.check else
-                                f"{len(draw.calibration)} cycles drawn from {draw.recordings} recordings in "
-                                f"{draw.root}", seed=seed)
+                if smooth:
+                    log("int8: with SmoothQuant a segment's result depends on its batch here; quantising again "
+                        "without it")
+            else:
+                raise LungsoundError("the int8 model gives a segment other logits alone than inside a batch: its "
+                                     "result would depend on its neighbours; use the fp32 or bf16 export", checkpoint)
+            quantization.update(calibration=draw.described, seed=seed)
             seconds["quantize"] = round(time.perf_counter() - t1, 2)
             for name in (FP32_XML, Path(FP32_XML).with_suffix(".bin").name):
                 (tmp / name).unlink()
