@@ -382,8 +382,10 @@ def main() -> None:
     for i in order:
         body += [f"## {sections[i][0]}", "", *done[sections[i][0]], ""]
     total = time.perf_counter() - START
+    command = ("python benchmarks/speed_card.py --quick" if args.quick else "make bench-openvino" if args.only
+               else "make bench-speed")
     card = ["# Performance card" + (" (quick smoke run: tiny models, single runs)" if args.quick else ""), "",
-            f"Written by `{'python benchmarks/speed_card.py --quick' if args.quick else 'make bench-speed'}` in "
+            f"Written by `{command}` in "
             f"{total / 60:.1f} minutes. Each figure is the median of n runs with the min-max in brackets; every ratio "
             "is between medians measured in this same run, on this machine:", "", *machine(), "", *body]
     out.parent.mkdir(parents=True, exist_ok=True)
