@@ -291,5 +291,9 @@ bench-builtin-efficientat: setup ## mn04 from AudioSet on the built-in data, bot
 
 # --- performance card (issue 11): every figure side by side in one run, written to docs/performance.md --------------------
 .PHONY: bench-speed
-bench-speed: setup ## the performance card docs/performance.md: features, AST train step, PyTorch vs ONNX fp32/int8 (<15 min)
+bench-speed: setup ## the performance card docs/performance.md: features, AST train step, PyTorch vs ONNX Runtime vs OpenVINO fp32/bf16/int8
 	$(PY) benchmarks/speed_card.py
+
+.PHONY: bench-openvino
+bench-openvino: setup ## only the card's OpenVINO section (AST-base, wav2vec2-base, smallest CNN) -> outputs/performance-openvino.md
+	$(PY) benchmarks/speed_card.py --only openvino

@@ -9,7 +9,7 @@ The model picker lists, in this order:
 4. checkpoint folders written by `lungsound train` under `./outputs/<experiment>/<run>/best` (newest first);
 5. exported model folders written by `lungsound export` under `./outputs/<a>/<b>/<folder>` (e.g. `best-onnx-int8` beside
    a run's `best`, or `outputs/exported/<run id>/onnx`), newest first, each its own choice labelled with its format and
-   precision (e.g. `ONNX int8`); they run on the runtime they were exported for. `$LUNGSOUND_APP_MODEL` may name an
+   precision (e.g. `ONNX int8`, `OpenVINO int8`, `OpenVINO bf16`); they run on the runtime they were exported for. `$LUNGSOUND_APP_MODEL` may name an
    exported folder too.
 
 What a text names (a folder, an MLflow URI, a hub id) is read by `lungsound.inference.sources`, and which runtime runs

@@ -14,9 +14,10 @@ Run with `make app`, or `streamlit run app/streamlit_app.py` from the repository
 6. a table of every segment, a JSON download of the results, and the model card (with the model's input, the kind
    of explanation shown and the runtime).
 
-An exported model (`lungsound export`, listed as "ONNX fp32" or "ONNX int8") analyses the recording with ONNX Runtime;
+An exported model (`lungsound export`, listed as "ONNX int8", "OpenVINO int8", "OpenVINO bf16", ...) analyses the
+recording with its runtime (ONNX Runtime or OpenVINO);
 the explanation of the segment on screen is then computed with the folder's PyTorch weights (that segment only), and a
-folder exported without them says plainly that the fast model has no explanation (docs/onnx.md).
+folder exported without them says plainly that the fast model has no explanation (docs/onnx.md, docs/export.md).
 
 Uploads are analysed in memory (`Predictor.predict` takes the bytes); nothing is written to disk. The model is loaded
 once per server process (`st.cache_resource`, keyed by its folder or MLflow URI). Every bad input - not audio, empty or
@@ -119,7 +120,7 @@ if discovery.choices:
     labels = [c.label for c in discovery.choices]
     picked = st.sidebar.selectbox("Model to use", labels, index=0, key="model", disabled=hub is not None,
                                   help="Registered MLflow models, the quickstart model, checkpoint folders and "
-                                       "exported (ONNX) models, which analyse faster on a CPU.")
+                                       "exported (ONNX, OpenVINO) models, which analyse faster on a CPU.")
     choice = hub if hub is not None else discovery.choices[labels.index(picked)]
 st.sidebar.caption(f"Source: `{choice.source}`")
 try:

@@ -1,6 +1,7 @@
 """The performance card (issue 11): every figure of the pipeline measured side by side in one run, written as Markdown.
 
     .venv/bin/python benchmarks/speed_card.py [--quick] [--out docs/performance.md] [--checkpoint DIR] [--data DIR]
+                                              [--only SECTION]
     make bench-speed
 
 Sections (each figure the median of several runs, with min-max and n; every ratio is between medians of this run):
@@ -8,6 +9,10 @@ Sections (each figure the median of several runs, with min-max and n; every rati
    (batch 1, logits only) and per 20-s real recording (`Predictor.predict`: decode, cut, fbank, classify, calibrate),
    PyTorch fp32 vs ONNX Runtime fp32 vs ONNX Runtime int8 (`lungsound export`), the model sizes, and how often int8
    gives PyTorch's class on the segments of real recordings;
+1b. OpenVINO beside PyTorch and ONNX Runtime (`benchmarks/openvino_speed.py`): fp32, bf16, int8, int8+bf16 for
+   AST-base, wav2vec2-base and the smallest CNN, per segment, per recording, cold start, sizes, the CPU's instruction
+   sets, and the agreement of the trained quickstart models exported to int8 (`--only openvino` runs this alone; it
+   has its own time, outside the budget below);
 2. cycle cutting + fbank of real recordings: a plain single-process loop over recordings and cycles (as the papers'
    code does it) vs the feature cache built cold (one process per core) and read warm;
 3. an AST-base training step (batch 8, 8-s input, Adam): transformers' eager attention vs SDPA vs SDPA with
@@ -315,6 +320,7 @@ def generators(args) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------- card
 def machine() -> list[str]:
     import onnxruntime
+    import openvino
     import transformers
 
     from lungsound import __version__
@@ -325,7 +331,8 @@ def machine() -> list[str]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return [f"- machine: {cpu}, {available_cores()} cores, {available_memory() / 2**30:.0f} GB available, GPU: {gpu}",
             f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
-            f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}, lungsound {__version__}",
+            f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}, "
+            f"lungsound {__version__}",
             f"- date: {time.strftime('%Y-%m-%d %H:%M')}; load average at start "
             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}"]
 
@@ -337,7 +344,10 @@ def main() -> None:
     p.add_argument("--checkpoint", help="a trained model folder for the inference section (default: random AST-base)")
     p.add_argument("--data", type=Path,
                    help="ICBHI-format folder (default ../shared/data/icbhi, else the built-in set)")
+    p.add_argument("--only", choices=("openvino",), help="run only this section (printed, written to --out if given)")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    openvino_speed = _script("openvino_speed")
+    openvino_speed.add_options(p)
     args = p.parse_args()
     if args.child:
         print("RESULT " + json.dumps(train_child(json.loads(args.child))), flush=True)
@@ -346,14 +356,18 @@ def main() -> None:
 
     shared = REPO.parent / "shared" / "data" / "icbhi"
     root = args.data or (shared if shared.is_dir() else ensure_default_data())
-    out = args.out or (REPO / "outputs" / "performance-quick.md" if args.quick else REPO / "docs" / "performance.md")
+    out = args.out or (REPO / "outputs" / ("performance-quick.md" if args.quick else "performance-openvino.md")
+                       if args.quick or args.only else REPO / "docs" / "performance.md")
     # Run order: the acceptance figure (inference) first, torch.compile (the slowest, least needed) last; the card
     # lists the sections in the pipeline's order.
     sections = [("Inference: PyTorch vs ONNX Runtime", inference, (root,)),
                 ("Cycle cutting and fbank", features, (root,)),
                 ("Speech model and vocoder", generators, ()),
-                ("AST training step: attention implementations", train_steps, ())]
-    order = [1, 3, 0, 2]
+                ("AST training step: attention implementations", train_steps, ()),
+                ("Inference: OpenVINO beside PyTorch and ONNX Runtime", openvino_speed.openvino_section, (root,))]
+    order = [4] if args.only == "openvino" else [1, 3, 0, 2, 4]
+    sections = [sections[i] for i in sorted(set(order))] if args.only else sections
+    order = list(range(len(sections))) if args.only else order
     done: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="speed-card-") as tmp:
         for title, fn, extra in sections:
@@ -368,8 +382,10 @@ def main() -> None:
     for i in order:
         body += [f"## {sections[i][0]}", "", *done[sections[i][0]], ""]
     total = time.perf_counter() - START
+    command = ("python benchmarks/speed_card.py --quick" if args.quick else "make bench-openvino" if args.only
+               else "make bench-speed")
     card = ["# Performance card" + (" (quick smoke run: tiny models, single runs)" if args.quick else ""), "",
-            f"Written by `{'python benchmarks/speed_card.py --quick' if args.quick else 'make bench-speed'}` in "
+            f"Written by `{command}` in "
             f"{total / 60:.1f} minutes. Each figure is the median of n runs with the min-max in brackets; every ratio "
             "is between medians measured in this same run, on this machine:", "", *machine(), "", *body]
     out.parent.mkdir(parents=True, exist_ok=True)

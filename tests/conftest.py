@@ -41,6 +41,29 @@ def kauh_dir() -> Path:
     return _shared("kauh")
 
 
+def one_error(capsys, argv: list[str]) -> str:
+    """Run the CLI with `argv`: it must exit 2 with exactly one `lungsound: error: ...` line on stderr, returned."""
+    from lungsound.cli import main
+
+    assert main(argv) == 2
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lungsound: error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def cycle_data(tmp_path_factory) -> Path:
+    """The real ICBHI folder, or (when it is absent) a two-recording ICBHI-format folder of 12 annotated cycles."""
+    real = SHARED_DATA / "icbhi"
+    if real.is_dir():
+        return real
+    root = tmp_path_factory.mktemp("cycle-data")
+    for k, stem in enumerate(("101_1b1_Al_sc_Meditron", "102_1b1_Ar_sc_Meditron")):
+        write_recording(root, stem, [(0.1 + 1.3 * i, 1.4 + 1.3 * i, i % 2, (i // 2) % 2) for i in range(6)], seed=k)
+    return root
+
+
 def write_recording(folder: Path, stem: str, cycles: list[tuple[float, float, int, int]], sr: int = 4000,
                     duration: float | None = None, seed: int = 0, subtype: str = "PCM_16") -> Path:
     """Write `<stem>.wav` (noise plus a tone) and `<stem>.txt` with the given cycles; returns the wav path."""

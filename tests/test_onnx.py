@@ -26,6 +26,7 @@ from lungsound.inference.onnx_export import FP32_TOLERANCE, MIN_AGREEMENT, check
 from lungsound.inference.onnx_folder import OnnxModel
 from lungsound.models.build import build_model
 from lungsound.models.folder import save_model
+from tests.conftest import one_error
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 RECORDINGS = ("104_1b1_Ll_sc_Litt3200", "107_2b3_Al_mc_AKGC417L")
@@ -240,40 +241,32 @@ def test_export_without_torch_weights_has_no_explanation(ast_checkpoint, icbhi_d
         Predictor.from_checkpoint(folder, runtime="torch")
 
 
-def _one_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    _, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lungsound: error: "), err
-    return lines[0]
-
-
 def test_bad_inputs_give_one_line_errors(ast_checkpoint, exports, tmp_path, capsys):
     not_a_checkpoint = tmp_path / "notes"
     not_a_checkpoint.mkdir()
     (not_a_checkpoint / "readme.txt").write_text("not a model")
-    line = _one_error(capsys, ["export", "--checkpoint", str(not_a_checkpoint)])
+    line = one_error(capsys, ["export", "--checkpoint", str(not_a_checkpoint)])
     assert "not a lungsound checkpoint: model.safetensors is missing" in line
     assert not (tmp_path / "notes-onnx").exists()
-    line = _one_error(capsys, ["export", "--checkpoint", str(ast_checkpoint), "--out", str(ast_checkpoint)])
+    line = one_error(capsys, ["export", "--checkpoint", str(ast_checkpoint), "--out", str(ast_checkpoint)])
     assert "would overwrite or sit inside what it is made from" in line
     audio = tmp_path / "a.wav"
     import soundfile as sf
 
     sf.write(audio, 0.1 * np.random.default_rng(0).standard_normal(16000 * 3).astype(np.float32), 16000)
-    line = _one_error(capsys, ["predict", str(audio), "--checkpoint", str(ast_checkpoint), "--runtime", "onnx"])
+    line = one_error(capsys, ["predict", str(audio), "--checkpoint", str(ast_checkpoint), "--runtime", "onnx"])
     assert f"{ast_checkpoint}: no model.onnx here" in line
     broken = shutil.copytree(exports["fp32"], tmp_path / "broken")
     (broken / "model.onnx").write_bytes(b"not an onnx model")
-    line = _one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
+    line = one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
     assert "model.onnx is not the file this folder was exported with" in line  # its digest is checked first
     info = json.loads((broken / "export.json").read_text())
     info["weights_sha256"]["model.onnx"] = sha256_of(broken / "model.onnx")
     (broken / "export.json").write_text(json.dumps(info))
-    line = _one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
+    line = one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
     assert "cannot load model.onnx with ONNX Runtime" in line
     (broken / "export.json").write_text("{}")
-    line = _one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
+    line = one_error(capsys, ["predict", str(audio), "--checkpoint", str(broken), "--runtime", "onnx"])
     assert "export.json must be an object with precision" in line
     with pytest.raises(LungsoundError, match="runtime must be one of torch, onnx"):
         Predictor.from_checkpoint(exports["fp32"], runtime="tensorrt")

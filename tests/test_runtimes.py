@@ -32,7 +32,7 @@ from lungsound.models.registry import model_spec
 from lungsound.sharing.card import model_card
 from lungsound.sharing.push import stage
 from tests.app_support import load_app_module
-from tests.conftest import REPO, SHARED_DATA, random_model, write_recording
+from tests.conftest import REPO, SHARED_DATA, random_model
 
 RECORDING = SHARED_DATA / "icbhi" / "audio_and_txt_files" / "104_1b1_Ll_sc_Litt3200.wav"  # 18.5 s at 4 kHz
 TOLERANCE = {"fp32": 1e-4}  # largest |probability difference| from PyTorch fp32 allowed per precision
@@ -49,15 +49,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def check_data(tmp_path_factory) -> Path:
-    """The real ICBHI folder, or a two-recording ICBHI-format folder when it is absent."""
-    real = SHARED_DATA / "icbhi"
-    if real.is_dir():
-        return real
-    root = tmp_path_factory.mktemp("check-data")
-    write_recording(root, "101_1b1_Al_sc_Meditron", [(0.1, 1.4, 0, 0), (1.4, 2.9, 1, 0), (2.9, 4.0, 0, 1)])
-    write_recording(root, "102_1b1_Ar_sc_Meditron", [(0.0, 1.2, 0, 0), (1.2, 2.6, 1, 1)], seed=1)
-    return root
+def check_data(cycle_data) -> Path:
+    """The real ICBHI folder, or a two-recording ICBHI-format folder when it is absent (tests/conftest.py)."""
+    return cycle_data
 
 
 @pytest.fixture(scope="module")

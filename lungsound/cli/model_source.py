@@ -1,7 +1,8 @@
 """The model options of the commands that load a trained model (`predict`, `export`, `validate-external`, `push`,
 `evaluate`): `--checkpoint FOLDER`, `--run-id ID|URI` and, where a command takes any reference, `--model`. Each names
 a model reference read by `lungsound.inference.sources` (`--checkpoint` as a folder, `--run-id` as an MLflow model,
-`--model` by its shape), so every command reads a reference the same way.
+`--model` by its shape), so every command reads a reference the same way. `--runtime NAME` (`add_runtime_option`,
+`runtime_of`: `predict` and `validate-external`) picks what runs it the same way too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lungsound.inference.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from lungsound.inference.sources import FOLDER, MLFLOW
 
 CHECKPOINT_HELP = "a model folder (model.safetensors, config.yaml, meta.json)"
@@ -33,3 +35,16 @@ def model_reference(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.run_id is not None:
         return args.run_id, MLFLOW
     return args.model, None
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """`--runtime NAME`, one of the registered runtimes (`lungsound.inference.runtimes.RUNTIMES`)."""
+    parser.add_argument("--runtime", choices=RUNTIMES.names(), default=None,
+                        help="what computes the logits: torch, the PyTorch weights (default with --checkpoint and "
+                             "--run-id), or the runtime of a folder from `lungsound export`, e.g. onnx or openvino "
+                             "(default with --model for such a folder)")
+
+
+def runtime_of(args: argparse.Namespace, kind: str | None) -> str | None:
+    """The runtime asked for: --runtime, else torch for --checkpoint and --run-id, else None (the folder's own)."""
+    return args.runtime or (DEFAULT_RUNTIME if kind else None)

@@ -1,7 +1,8 @@
 """`lungsound predict`: classify whole recordings with a trained model (`lungsound.inference.Predictor`).
 
-`--runtime NAME` picks one of the registered runtimes (`lungsound.inference.runtimes.RUNTIMES`): `torch`, or `onnx`
-for the `model.onnx` of a folder written by `lungsound export` (ONNX Runtime, fp32 or int8). `--model` takes any model
+`--runtime NAME` picks one of the registered runtimes (`lungsound.inference.runtimes.RUNTIMES`): `torch`, `onnx`
+for the `model.onnx` of a folder written by `lungsound export` (ONNX Runtime, fp32 or int8), or `openvino` for one
+written by `lungsound export --format openvino` (fp32, bf16, int8, int8+bf16). `--model` takes any model
 reference (`lungsound.inference.sources`): a model folder or a Hugging Face hub id `USER/NAME[@revision]` pushed by
 `lungsound push` (downloaded once into the hub cache, offline afterwards; an existing path wins, `hf://USER/NAME`
 forces the hub), or an MLflow model; without `--runtime` it runs a folder with the runtime it was made for (an
@@ -29,10 +30,10 @@ import json
 import sys
 from pathlib import Path
 
-from lungsound.cli.model_source import add_model_options, model_reference
+from lungsound.cli.model_source import add_model_options, add_runtime_option, model_reference, runtime_of
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError, display_path, one_line, os_error_message, printable
-from lungsound.inference import DEFAULT_RUNTIME, RUNTIMES, SEGMENTATIONS, Predictor, open_source
+from lungsound.inference import SEGMENTATIONS, Predictor, open_source
 from lungsound.models.clap_prompt import parse_metadata
 
 
@@ -48,10 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meta", default=None, metavar="KEY=VALUE,...",
                    help="the patient's metadata for a model that reads it (clap_bts), e.g. "
                         "age=70,sex=F,location=Pl,device=Meditron; a field left out is unknown")
-    p.add_argument("--runtime", choices=RUNTIMES.names(), default=None,
-                   help="what computes the logits: torch, the PyTorch weights (default with --checkpoint and "
-                        "--run-id), or the runtime of a folder from `lungsound export`, e.g. onnx (default with "
-                        "--model for such a folder)")
+    add_runtime_option(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list, one object per file")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per segment")
@@ -62,7 +60,7 @@ def run_predict(args: argparse.Namespace) -> int:
     metadata = parse_metadata(args.meta) if args.meta is not None else None  # a bad key: one line, before loading
     reference, kind = model_reference(args)
     with open_source(reference, kind) as source:
-        predictor = Predictor.from_source(source, runtime=args.runtime or (DEFAULT_RUNTIME if kind else None))
+        predictor = Predictor.from_source(source, runtime=runtime_of(args, kind))
     if metadata is not None and not predictor.uses_metadata:
         print(f"lungsound: warning: model {predictor.cfg.model.name!r} reads no metadata; --meta is ignored",
               file=sys.stderr, flush=True)

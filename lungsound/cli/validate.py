@@ -1,10 +1,11 @@
 """`lungsound validate-external`: score a trained model on the whole recordings of an external dataset.
 
-    lungsound validate-external --dataset kauh --root DIR (--checkpoint FOLDER | --run-id ID) [--json]
+    lungsound validate-external --dataset kauh --root DIR (--checkpoint FOLDER | --run-id ID) [--runtime NAME] [--json]
 
 Prints recording-level sensitivity and specificity for crackles and for wheezes with Wilson 95% intervals, the
 confusion table of findings, the same per group (KAUH: chest position, stethoscope filter mode) and every unmappable
-recording with its reason; `--json` prints the result of `lungsound.external.validate.validate_external` as one object.
+recording with its reason; `--runtime` runs the model as `lungsound predict --runtime` does (e.g. `openvino` for
+a folder from `lungsound export --format openvino`; torch by default), and the result names it (`runtime`); `--json` prints the result of `lungsound.external.validate.validate_external` as one object.
 The figures are then kept (`lungsound.external.record`): for `--checkpoint` in the folder's meta.json and, when the
 MLflow run that trained it is found, on that run; for `--run-id` on that run (the downloaded model folder is a copy).
 Where they went is said in one line (stderr with `--json`). A failure to store them is a one-line error (exit 2) after
@@ -18,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from lungsound.cli.model_source import add_model_options, model_reference
+from lungsound.cli.model_source import add_model_options, add_runtime_option, model_reference, runtime_of
 from lungsound.errors import LungsoundError, display_path, printable
 
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, choices=ADAPTERS.names(), help="which external dataset --root holds")
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder (searched recursively for audio)")
     add_model_options(p)
+    add_runtime_option(p)
     p.add_argument("--segmentation", choices=("auto", "breath", "windows"), default="auto",
                    help="auto: detected breathing cycles, else sliding windows (default)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer recordings (default 120)")
@@ -41,14 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     from lungsound.external import get_adapter
     from lungsound.external.validate import validate_external
-    from lungsound.inference import DEFAULT_RUNTIME, Predictor, open_source
+    from lungsound.inference import Predictor, open_source
 
     adapter = get_adapter(args.dataset)
     external = adapter.load(args.root)  # a missing or empty root fails before the model is loaded
-    with open_source(*model_reference(args)) as source:
-        predictor = Predictor.from_source(source, runtime=DEFAULT_RUNTIME)
+    reference, kind = model_reference(args)
+    with open_source(reference, kind) as source:
+        predictor = Predictor.from_source(source, runtime=runtime_of(args, kind))
     result = validate_external(predictor, adapter, external, segmentation=args.segmentation,
                                max_seconds=args.max_seconds, progress=not args.quiet)
+    result["runtime"] = predictor.runtime_label
     stored, error = _store(args, source.run_id, result)
     result["stored"] = stored
     if args.json:
@@ -96,7 +100,8 @@ def format_report(result: dict) -> str:
     unmappable = result["unmappable"]
     lines = [f"External validation on {result['title']}",
              f"  data: {display_path(result['root'])}",
-             f"  model: {result['model']}  (segmentation: {result['segmentation']})",
+             f"  model: {result['model']}  (segmentation: {result['segmentation']}"
+             + (f", runtime: {result['runtime']})" if result.get("runtime") else ")"),
              f"  recordings found {result['recordings']}: scored {result['scored']}, unmappable {len(unmappable)}",
              "", f"Recording level ({result['interval']}):",
              f"  {'finding':<10} {'sensitivity':<30} {'specificity':<30}"]

@@ -47,6 +47,7 @@ EXPORT_FOLDER = FolderKind("an ONNX export", (ONNX_FILE, EXPORT_FILE),
                            (ONNX_FILE, EXPORT_FILE, "config.yaml", "meta.json", "model.safetensors"))
 FP32_TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.95
+BUILTIN = "builtin"  # `data` naming the built-in synthetic set
 CHECK_CYCLES = 64
 OPSET = 17
 
@@ -60,26 +61,11 @@ def default_out(checkpoint: str | Path, int8: bool) -> Path:
 def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> tuple[torch.Tensor, str]:
     """Up to `n` real cycles as the model's input (n, T, 128) or (n, L), and where they came from (see the module
     docstring); cycles are taken evenly from the recordings with audio, in name order."""
-    from lungsound.data.cycles import CycleConfig, load_cycles
-    from lungsound.data.database import DEFAULT_FORMAT, open_database
-    from lungsound.data.default import MARKER, default_data_dir, ensure_default_data
-    from lungsound.features.fbank import FbankConfig, compute_features_batch
+    from lungsound.data.cycles import load_cycles
 
-    fmt = cfg.data.format  # the model's training data format, except for the built-in (ICBHI-format) set
-    if data is not None:
-        root = Path(data)
-    elif cfg.data.root is not None and Path(cfg.data.root).is_dir():
-        root = Path(cfg.data.root)
-    else:
-        root = default_data_dir() if (default_data_dir() / MARKER).exists() else ensure_default_data(progress=False)
-        fmt = DEFAULT_FORMAT
-    db = open_database(root, split=None, format=fmt)
-    recordings = sorted((r for r in db.recordings if r.audio is not None and r.cycles), key=lambda r: r.stem)
-    if not recordings:
-        raise LungsoundError("no recording with audio and annotated cycles to check the export on", root)
+    root, recordings = cycle_recordings(cfg, data)
     per = max(1, math.ceil(n / len(recordings)))
-    spec = model_spec(cfg.model.name)  # the model's own input kind and sample rate
-    cycle_cfg = CycleConfig(sample_rate=spec.sample_rate, duration=cfg.data.duration, pad=cfg.data.pad)
+    cycle_cfg = cycle_config(cfg)
     waves, used = [], 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cycles running past the audio's end are cut, as in training
@@ -89,9 +75,46 @@ def check_inputs(cfg, data: str | Path | None = None, n: int = CHECK_CYCLES) -> 
             waves.append(load_cycles(rec.audio, rec.cycles[:per], cycle_cfg))
             used += 1
     batch = np.concatenate(waves)[:n]
-    inputs = (torch.from_numpy(batch) if spec.input == "waveform"
-              else compute_features_batch(batch, FbankConfig(sample_rate=spec.sample_rate)))
-    return inputs, f"{len(batch)} annotated cycles of {used} recordings in {root}"
+    return as_model_inputs(cfg, batch), f"{len(batch)} annotated cycles of {used} recordings in {root}"
+
+
+def cycle_recordings(cfg, data: str | Path | None = None) -> tuple[Path, list]:
+    """(the folder, its recordings with audio and annotated cycles in name order): `data` (an ICBHI-format folder, or
+    "builtin" for the built-in synthetic set), else the model's training data (`cfg.data.root` in its own format),
+    else the built-in set; none is a one-line error naming the folder."""
+    from lungsound.data.database import DEFAULT_FORMAT, open_database
+    from lungsound.data.default import MARKER, default_data_dir, ensure_default_data
+
+    fmt = cfg.data.format  # the model's training data format, except for the built-in (ICBHI-format) set
+    if data is not None and str(data) != BUILTIN:
+        root = Path(data)
+    elif data is None and cfg.data.root is not None and Path(cfg.data.root).is_dir():
+        root = Path(cfg.data.root)
+    else:
+        root = default_data_dir() if (default_data_dir() / MARKER).exists() else ensure_default_data(progress=False)
+        fmt = DEFAULT_FORMAT
+    db = open_database(root, split=None, format=fmt)
+    recordings = sorted((r for r in db.recordings if r.audio is not None and r.cycles), key=lambda r: r.stem)
+    if not recordings:
+        raise LungsoundError("no recording with audio and annotated cycles to check the export on", root)
+    return root, recordings
+
+
+def cycle_config(cfg):
+    """The model's cycles as training cut them: its own sample rate, the config's duration and padding."""
+    from lungsound.data.cycles import CycleConfig
+
+    return CycleConfig(sample_rate=model_spec(cfg.model.name).sample_rate, duration=cfg.data.duration,
+                       pad=cfg.data.pad)
+
+
+def as_model_inputs(cfg, waves: np.ndarray) -> torch.Tensor:
+    """Cut cycles (n, L) as the model's input: the waveforms, or their fbanks (n, T, 128) as the predictor makes them."""
+    from lungsound.features.fbank import FbankConfig, compute_features_batch
+
+    spec = model_spec(cfg.model.name)  # the model's own input kind and sample rate
+    return (torch.from_numpy(waves) if spec.input == "waveform"
+            else compute_features_batch(waves, FbankConfig(sample_rate=spec.sample_rate)))
 
 
 def refuse_metadata_model(name: str, checkpoint: Path) -> None:
@@ -140,12 +163,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         seconds_export = time.perf_counter() - t0
         check = {"inputs": int(len(inputs)), "data": described, "batch": batch, "tolerance": FP32_TOLERANCE}
         fp32 = _run(OnnxModel(fp32_path), inputs, batch)
-        check["fp32_max_abs_logit_diff"] = float(np.abs(fp32 - expected).max())
-        log(f"fp32 ONNX vs PyTorch: max |logit difference| {check['fp32_max_abs_logit_diff']:.2e} "
-            f"(tolerance {FP32_TOLERANCE:g})")
-        if not check["fp32_max_abs_logit_diff"] <= FP32_TOLERANCE:
-            raise LungsoundError(f"the exported model does not match PyTorch: max |logit difference| "
-                                 f"{check['fp32_max_abs_logit_diff']:.3g} > {FP32_TOLERANCE:g}", checkpoint)
+        check_fp32(check, fp32, expected, "ONNX", checkpoint, log)
         got = fp32
         if int8:
             _quantize(fp32_path, tmp / ONNX_FILE)
@@ -154,8 +172,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
             check["int8_max_abs_logit_diff"] = float(np.abs(got - expected).max())
         same = got.argmax(axis=1) == expected.argmax(axis=1)
         check.update(argmax_agreement=float(same.mean()), disagreements=int((~same).sum()),
-                     max_probability_diff=float(np.abs(_softmax(got / temperature)
-                                                       - _softmax(expected / temperature)).max()),
+                     max_probability_diff=float(np.abs(softmax(got / temperature)
+                                                       - softmax(expected / temperature)).max()),
                      min_agreement=min_agreement if int8 else None)
         if int8:
             log(f"int8 ONNX vs PyTorch fp32: same class for {100 * check['argmax_agreement']:.1f}% of the "
@@ -222,7 +240,17 @@ def _run(session: OnnxModel, inputs: torch.Tensor, batch: int) -> np.ndarray:
     return logits
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def check_fp32(check: dict, got: np.ndarray, expected: np.ndarray, title: str, checkpoint: Path, log) -> None:
+    """The fp32 check: the largest |logit difference| from PyTorch into `check` and the log, above `FP32_TOLERANCE`
+    a one-line error naming the checkpoint."""
+    check["fp32_max_abs_logit_diff"] = worst = float(np.abs(got - expected).max())
+    log(f"fp32 {title} vs PyTorch: max |logit difference| {worst:.2e} (tolerance {FP32_TOLERANCE:g})")
+    if not worst <= FP32_TOLERANCE:
+        raise LungsoundError(f"the exported model does not match PyTorch: max |logit difference| {worst:.3g} > "
+                             f"{FP32_TOLERANCE:g}", checkpoint)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

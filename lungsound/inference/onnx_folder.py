@@ -47,8 +47,8 @@ def is_exported(folder: str | Path) -> bool:
     return all((folder / name).is_file() for name in (ONNX_FILE, EXPORT_FILE, CONFIG_FILE))
 
 
-def read_export(folder: str | Path) -> dict:
-    """The folder's export.json, checked: a JSON object whose precision is fp32 or int8."""
+def read_export(folder: str | Path, precisions: tuple[str, ...] = PRECISIONS) -> dict:
+    """The folder's export.json, checked: a JSON object whose precision is one of `precisions` (ONNX: fp32 or int8)."""
     path = Path(folder) / EXPORT_FILE
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -57,8 +57,8 @@ def read_export(folder: str | Path) -> dict:
                              "export --checkpoint DIR`)", folder) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LungsoundError(f"corrupt {EXPORT_FILE}: {exc}", folder) from None
-    if not isinstance(info, dict) or info.get("precision") not in PRECISIONS:
-        raise LungsoundError(f"{EXPORT_FILE} must be an object with precision one of {', '.join(PRECISIONS)}", folder)
+    if not isinstance(info, dict) or info.get("precision") not in precisions:
+        raise LungsoundError(f"{EXPORT_FILE} must be an object with precision one of {', '.join(precisions)}", folder)
     return info
 
 
@@ -68,26 +68,36 @@ def weight_digests(folder: Path) -> dict[str, str]:
     return {f.name: sha256_of(f) for f in sorted(Path(folder).iterdir()) if f.is_file() and f.name not in NOT_WEIGHTS}
 
 
-def verify_weights(folder: str | Path, info: dict) -> None:
+def verify_weights(folder: str | Path, info: dict, model_file: str = ONNX_FILE) -> None:
     """Every weight file export.json records (`DIGESTS`) that the folder holds has its recorded SHA-256, else a
     one-line error naming the file; an export without digests only warns (see the module docstring)."""
     folder = Path(folder)
     recorded = info.get(DIGESTS)
     if recorded is None:
-        warnings.warn(f"{folder}: {EXPORT_FILE} records no digest of {ONNX_FILE} (exported by an older lungsound), so "
+        warnings.warn(f"{folder}: {EXPORT_FILE} records no digest of {model_file} (exported by an older lungsound), so "
                       "a swapped or damaged graph cannot be told: export the checkpoint again to have it checked",
                       stacklevel=3)
         return
-    if not isinstance(recorded, dict) or ONNX_FILE not in recorded or not all(
+    if not isinstance(recorded, dict) or model_file not in recorded or not all(
             isinstance(k, str) and Path(k).name == k and k not in ("", ".", "..") and isinstance(v, str)
             for k, v in recorded.items()):
-        raise LungsoundError(f"{EXPORT_FILE}: {DIGESTS!r} must map the folder's weight file names (model.onnx among "
+        raise LungsoundError(f"{EXPORT_FILE}: {DIGESTS!r} must map the folder's weight file names ({model_file} among "
                              "them) to SHA-256 digests", folder)
     for name, digest in recorded.items():
         path = folder / name
         if path.is_file() and sha256_of(path) != digest.lower():
             raise LungsoundError(f"{name} is not the file this folder was exported with: its SHA-256 differs from the "
                                  f"one {EXPORT_FILE} records (swapped or damaged; export the checkpoint again)", folder)
+
+
+def as_batch(x, input_shape: list, path: Path) -> np.ndarray:
+    """A float32 batch (numpy array or CPU tensor) as a contiguous array, checked against the graph's `input_shape`
+    (its fixed sizes; the batch axis is free): another shape is a one-line error naming the model file."""
+    x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
+    want = input_shape[1:]
+    if x.ndim != len(input_shape) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:])):
+        raise LungsoundError(f"{path.name} takes a batch of shape {['batch', *want]}, got {list(x.shape)}", path.parent)
+    return x
 
 
 class OnnxModel:
@@ -127,11 +137,7 @@ class OnnxModel:
 
     def logits(self, x) -> np.ndarray:
         """(B, C) float32 logits of a float32 batch (numpy array or CPU tensor) of the model's input shape."""
-        x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
-        want = self.input_shape[1:]
-        if x.ndim != len(self.input_shape) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:])):
-            raise LungsoundError(f"{self.path.name} takes a batch of shape {['batch', *want]}, got {list(x.shape)}",
-                                 self.path.parent)
+        x = as_batch(x, self.input_shape, self.path)
         return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
 
     @property

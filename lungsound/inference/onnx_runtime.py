@@ -80,9 +80,9 @@ class OnnxRuntime:
     def explainer(self) -> nn.Module:
         if self._explainer is None:
             if not self.can_explain:
-                raise LungsoundError("this fast ONNX model has no explanation: it was exported without its PyTorch "
-                                     "weights (--no-torch-weights), and ONNX Runtime gives no gradients or attention "
-                                     "maps", self.folder)
+                raise LungsoundError(f"this fast {self.title} model has no explanation: it was exported without its "
+                                     f"PyTorch weights (--no-torch-weights), and {self.engine} gives no gradients or "
+                                     "attention maps", self.folder)
             self._explainer = load_model(self.folder, device="cpu")[0].eval()
         return self._explainer
 

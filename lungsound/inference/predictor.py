@@ -26,7 +26,8 @@ models (`lungsound.inference.explain`).
 
 Runtimes: the predictor holds one runtime (`backend`, `lungsound.inference.runtimes`): `torch` runs the PyTorch model
 of a checkpoint folder, `onnx` the `model.onnx` of a folder written by `lungsound export` with ONNX Runtime
-(`lungsound.inference.onnx_runtime`), fp32 or int8. Either way the segments of a recording are featurised a bounded
+(`lungsound.inference.onnx_runtime`), fp32 or int8, `openvino` an OpenVINO folder of the same command
+(`lungsound.inference.openvino_runtime`: fp32, bf16, int8 or int8+bf16, any batch size). Either way the segments of a recording are featurised a bounded
 chunk at a time and classified in batches sized to memory (at most the runtime's `max_batch`), on intra-op threads =
 cores (`lungsound.inference.batching`), so memory does not grow with the recording beyond its waveform (resampling
 and the breath detector work in bounded blocks too). Logits of another shape than (segments, classes) and non-finite

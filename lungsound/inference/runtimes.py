@@ -3,7 +3,8 @@
 Every runtime is registered on `RUNTIMES` under its name (`lungsound predict --runtime NAME`,
 `Predictor.from_checkpoint(folder, runtime=NAME)`, the app's picker) and follows the `Runtime` protocol below. `torch`
 (`TorchRuntime`, here) runs a checkpoint folder's PyTorch weights; `onnx` (`lungsound.inference.onnx_runtime`) runs the
-`model.onnx` of a folder written by `lungsound export`. A new runtime is one module defining a class with the
+`model.onnx` of a folder written by `lungsound export`; `openvino` (`lungsound.inference.openvino_runtime`) the
+`model.xml`/`model.bin` of one written by `lungsound export --format openvino`. A new runtime is one module defining a class with the
 protocol's members, registered with `@RUNTIMES.register(name)` and imported by `lungsound/inference/__init__.py`
 (so that importing any of `lungsound.inference` registers it); `Predictor`, `lungsound predict --runtime` and
 `lungsound export --format`, the app's picker, the model card, `lungsound push` and the hub check read it from

@@ -258,7 +258,7 @@ def _working_bytes(v: dict, seconds: float) -> int:
 
 
 AST_SPEC = dict(input="fbank", sample_rate=SAMPLE_RATE, explanation="attention-rollout", memory=_working_bytes,
-                paper="AST", architecture="Audio Spectrogram Transformer (AST)")
+                paper="AST", architecture="Audio Spectrogram Transformer (AST)", transformer=True)
 
 
 @register_model("ast", params=_schema(), **AST_SPEC)

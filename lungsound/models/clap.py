@@ -357,8 +357,8 @@ def _factory(name: str, kind: str, doc: str):
 
 register_model("clap_bts", params=schema(), input="waveform", sample_rate=SAMPLE_RATE, explanation="gradient-x-input",
                memory=_memory, architecture="LAION-CLAP (HTSAT audio + RoBERTa text of the metadata sentence)",
-               paper="BTS", uses_metadata=True)(
+               paper="BTS", uses_metadata=True, transformer=True)(
     _factory("clap_bts", "bts", "BTS: CLAP text and audio embeddings of a cycle and its metadata sentence."))
 register_model("clap_audio", params=schema(), input="waveform", sample_rate=SAMPLE_RATE,
                explanation="gradient-x-input", memory=_memory, architecture="LAION-CLAP (HTSAT audio tower)",
-               paper="CLAP")(_factory("clap_audio", "audio", "CLAP's audio embedding of a cycle (the BTS baseline)."))
+               paper="CLAP", transformer=True)(_factory("clap_audio", "audio", "CLAP's audio embedding of a cycle (the BTS baseline)."))

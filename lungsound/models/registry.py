@@ -48,7 +48,8 @@ class ModelSpec:
     ``frames_per_second``: fbank frames per second of audio (``None`` for waveform models); ``explanation``: how the
     app explains it (one of ``EXPLANATIONS``); ``memory``: the working-memory estimate; ``architecture``: the words a
     model card uses; ``paper``: the key of the paper that introduced it in ``lungsound.sharing.references.PAPERS``
-    (``None`` for the toolkit's own baselines).
+    (``None`` for the toolkit's own baselines); ``transformer``: whether it is built of attention blocks (post-training
+    int8 quantisation then uses NNCF's transformer preset, `lungsound.inference.openvino_export`).
     """
 
     name: str
@@ -62,6 +63,7 @@ class ModelSpec:
     frames_per_second: float | None = FBANK_FRAMES_PER_SECOND
     paper: str | None = None
     uses_metadata: bool = False
+    transformer: bool = False
 
     def __post_init__(self):
         if self.input not in INPUTS:
@@ -116,7 +118,8 @@ def metadata_params(name: str, method_params: dict, source: str | Path | None = 
 def register_model(name: str, *, input: str, explanation: str, memory: MemoryEstimate, architecture: str,
                    params: ParamSchema | None = None, config_cls: type | None = None,
                    sample_rate: int = DEFAULT_SAMPLE_RATE, frames_per_second: float | None = FBANK_FRAMES_PER_SECOND,
-                   paper: str | None = None, uses_metadata: bool = False) -> Callable[[F], F]:
+                   paper: str | None = None, uses_metadata: bool = False,
+                   transformer: bool = False) -> Callable[[F], F]:
     """Decorator registering ``factory`` under ``name`` with what the model is (:class:`ModelSpec`); a name can be
     registered once.
 
@@ -130,7 +133,7 @@ def register_model(name: str, *, input: str, explanation: str, memory: MemoryEst
         fps = None if input == "waveform" else frames_per_second
         MODELS.add(name, ModelSpec(name, factory, schema, input=input, explanation=explanation, memory=memory,
                                    architecture=architecture, sample_rate=sample_rate, frames_per_second=fps,
-                                   paper=paper, uses_metadata=uses_metadata))
+                                   paper=paper, uses_metadata=uses_metadata, transformer=transformer))
         return factory
 
     return decorate

@@ -415,6 +415,6 @@ def _factory(name: str):
 for _name, _checkpoint in CHECKPOINTS.items():
     _xlsr = _name.startswith("xls_r")
     register_model(_name, params=_schema(_name), input="waveform", sample_rate=SAMPLE_RATE,
-                   explanation="gradient-x-input",
+                   explanation="gradient-x-input", transformer=True,
                    memory=_memory(_name), architecture="XLS-R (wav2vec 2.0)" if _xlsr else WORDS[_checkpoint.family],
                    paper="XLSR" if _xlsr else PAPERS[_checkpoint.family])(_factory(_name))
