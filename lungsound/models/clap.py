@@ -361,4 +361,5 @@ register_model("clap_bts", params=schema(), input="waveform", sample_rate=SAMPLE
     _factory("clap_bts", "bts", "BTS: CLAP text and audio embeddings of a cycle and its metadata sentence."))
 register_model("clap_audio", params=schema(), input="waveform", sample_rate=SAMPLE_RATE,
                explanation="gradient-x-input", memory=_memory, architecture="LAION-CLAP (HTSAT audio tower)",
-               paper="CLAP", transformer=True)(_factory("clap_audio", "audio", "CLAP's audio embedding of a cycle (the BTS baseline)."))
+               paper="CLAP", transformer=True)(
+    _factory("clap_audio", "audio", "CLAP's audio embedding of a cycle (the BTS baseline)."))
