@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+import json
+
 from lungsound.config import load_config
 from lungsound.data.synthetic import generate
+from lungsound.models import model_spec
+from lungsound.models.clap import TINY as CLAP_TINY
 from lungsound.models.speech import CHECKPOINTS
 from tests.conftest import write_generated_set
 from lungsound.training.run import fit
@@ -34,6 +38,20 @@ def builtin_all_classes(tmp_path_factory) -> Path:
     return root
 
 
+def small_model(name: str) -> list[str]:
+    """Overrides for a small model of the same kind, read off the spec: the tiny speech model of the family, a CLAP with
+    tiny towers (the same registration, so the metadata path is the file's), a waveform CNN as it is (EfficientAT mn04
+    is small already), else the tiny AST."""
+    if name in CHECKPOINTS:
+        return [f"model.name={CHECKPOINTS[name].family}_tiny"]
+    spec = model_spec(name)
+    if {"backbone_config", "feature_extractor"} <= spec.params.keys:
+        return [f"model.name={name}", f"model.params.overrides={json.dumps(CLAP_TINY)}"]
+    if spec.input == "waveform":
+        return [f"model.name={name}"]
+    return ["model.name=ast_tiny"]
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_runs_two_steps(path, builtin_small, request, tmp_path):
     # The experiment's own method, augmentation and protocol; a tiny model of the same kind (a tiny AST, or the tiny
@@ -42,11 +60,10 @@ def test_experiment_runs_two_steps(path, builtin_small, request, tmp_path):
     name = load_config(path).model.name
     if load_config(path).data.balance == "oversample":
         builtin_small = request.getfixturevalue("builtin_all_classes")  # built only for these files
-    tiny = f"{CHECKPOINTS[name].family}_tiny" if name in CHECKPOINTS else "ast_tiny"
     generated = []  # [AFT] rows train on a generated set: a small hand-made one here
     if load_config(path).data.generated:
         generated = [f"data.generated={write_generated_set(builtin_small, tmp_path / 'generated', per_recording=1)}"]
-    cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", f"model.name={tiny}",
+    cfg = load_config(path, [f"data.root={builtin_small}", "data.duration=2.0", *small_model(name),
                              "model.pretrained=null", "train.epochs=1", "train.max_steps_per_epoch=2",
                              "train.batch_size=4", f"tracking.output_dir={tmp_path}",
                              "augment.rep_max_width_ratio=0.375", *generated])
