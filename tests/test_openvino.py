@@ -25,6 +25,7 @@ from lungsound.inference.onnx_export import FP32_TOLERANCE, check_inputs
 from lungsound.inference.openvino_export import export_openvino
 from lungsound.inference.openvino_folder import OpenVinoModel
 from lungsound.models.folder import load_model, read_config
+from lungsound.models.clap import TINY as CLAP_TINY
 from lungsound.models.registry import MODELS, model_spec
 from tests.conftest import one_error, random_model
 
@@ -38,6 +39,8 @@ def quiet(line: str) -> None:
 
 
 def _size(spec) -> float:
+    if "feature_extractor" in spec.params.keys:  # CLAP: tested with tiny towers (`overrides`)
+        return 0.0
     try:
         return spec.working_bytes({}, 2.0)
     except Exception:  # a model whose default parameters need more (it is then tested only if nothing smaller)
@@ -48,6 +51,8 @@ def families() -> list:
     """One pytest param per family: (factory module, architecture) -> its smallest registered model."""
     groups: dict[tuple[str, str], list] = {}
     for name, spec in MODELS.items():
+        if spec.uses_metadata:  # clap_bts: refused by every exporter (tests/test_openvino_export.py)
+            continue
         groups.setdefault((spec.factory.__module__, spec.architecture), []).append((_size(spec), name))
     params = []
     for (_, architecture), members in sorted(groups.items()):
@@ -59,8 +64,10 @@ def families() -> list:
 
 
 def overrides(name: str) -> tuple[str, ...]:
-    waveform = model_spec(name).input == "waveform"
-    return (f"model.name={name}", "data.duration=2.0") + (
+    spec = model_spec(name)
+    waveform = spec.input == "waveform"
+    tiny = (f"model.params.overrides={json.dumps(CLAP_TINY)}",) if "feature_extractor" in spec.params.keys else ()
+    return (f"model.name={name}", "data.duration=2.0", *tiny) + (
         ("data.input=waveform", "augment.specaug=false") if waveform else ())
 
 
@@ -98,7 +105,8 @@ def test_each_family_exports_and_runs_like_pytorch(name, cycle_data, tmp_path):
     together = model.logits(x)
     alone = np.concatenate([model.logits(x[i:i + 1]) for i in range(len(x))])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)  # static scales: no neighbour changes a result
-    assert np.abs(together - expected).max() > 1e-6  # it really is quantised
+    # it really is quantised (relative to the logits' scale: a random EfficientAT's new head gives logits near 1e-9)
+    assert np.abs(together - expected).max() > 1e-6 * np.abs(expected).max()
 
     audio = write_audio(tmp_path / "a.wav")
     reference = Predictor.from_checkpoint(checkpoint, device="cpu").predict(audio, segmentation="windows")
@@ -172,3 +180,10 @@ def test_a_model_that_cannot_be_converted_is_one_line_naming_it(cycle_data, tmp_
         export_openvino(checkpoint, data=cycle_data, n_check=4, log=quiet)
     assert not (tmp_path / "run" / "best-openvino").exists()
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["best"]  # no temporary folder left behind
+
+
+def test_a_model_that_reads_metadata_is_refused_before_anything_is_written(tmp_path):
+    checkpoint = random_model(tmp_path / "run" / "best", overrides("clap_bts"))
+    with pytest.raises(LungsoundError, match="reads the recording's metadata as a tokenised sentence"):
+        export_openvino(checkpoint, log=quiet)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best"]

@@ -70,7 +70,9 @@ def test_speech_model_trains_saves_reloads_offline_and_predicts(small_icbhi, tmp
     model, cfg, _ = load_model(result.checkpoint)  # rebuilt from the stored backbone config, not from the folder
     assert cfg.augment.representation == representation and model.feature_dim == 64
     predictor = Predictor.from_checkpoint(result.checkpoint)
-    for wav in sorted(icbhi_dir.glob("*.wav"))[:2]:
+    wavs = sorted((icbhi_dir / "audio_and_txt_files").glob("*.wav"))[:2]
+    assert len(wavs) == 2, f"no real recordings under {icbhi_dir / 'audio_and_txt_files'}"
+    for wav in wavs:
         pred = predictor.predict(wav, annotation=None, segmentation="windows")
         probs = np.array([[s.probabilities[c] for c in predictor.classes] for s in pred.segments])
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
