@@ -159,9 +159,15 @@ def load_exported(folder: str | Path, threads: int | None = None):
         raise LungsoundError(f"not an exported model folder: {CONFIG_FILE} is missing", folder)
     info = read_export(folder)
     verify_weights(folder, info)
+    cfg, meta = read_exported_config(folder)
+    return OnnxModel(folder / ONNX_FILE, threads, info["precision"]), cfg, meta, info
+
+
+def read_exported_config(folder: Path):
+    """The config and meta of an exported folder, the config checked as a usable model (one line naming the file)."""
     cfg, meta = read_config(folder), read_meta(folder)
     try:
         check_model_input(cfg)
     except LungsoundError as exc:
         raise LungsoundError(f"{CONFIG_FILE} describes no usable model: {exc}", folder) from None
-    return OnnxModel(folder / ONNX_FILE, threads, info["precision"]), cfg, meta, info
+    return cfg, meta

@@ -35,9 +35,8 @@ import numpy as np
 from lungsound.data.labels import CLASSES
 from lungsound.errors import LungsoundError, one_line
 from lungsound.inference.batching import default_threads
-from lungsound.inference.onnx_folder import EXPORT_FILE, as_batch, read_export, verify_weights
-from lungsound.models.build import check_model_input
-from lungsound.models.folder import CONFIG_FILE, read_config, read_meta
+from lungsound.inference.onnx_folder import EXPORT_FILE, as_batch, read_export, read_exported_config, verify_weights
+from lungsound.models.folder import CONFIG_FILE
 
 XML_FILE, BIN_FILE = "model.xml", "model.bin"
 PRECISIONS = ("fp32", "bf16", "int8", "int8+bf16")
@@ -155,9 +154,5 @@ def load_openvino(folder: str | Path, threads: int | None = None) -> tuple[OpenV
             raise LungsoundError(f"not an OpenVINO export folder: {name} is missing", folder)
     info = read_openvino_export(folder)
     verify_weights(folder, info, XML_FILE)
-    cfg, meta = read_config(folder), read_meta(folder)
-    try:
-        check_model_input(cfg)
-    except LungsoundError as exc:
-        raise LungsoundError(f"{CONFIG_FILE} describes no usable model: {exc}", folder) from None
+    cfg, meta = read_exported_config(folder)
     return OpenVinoModel(folder / XML_FILE, threads, info["precision"]), cfg, meta, info
